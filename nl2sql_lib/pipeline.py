@@ -1,0 +1,153 @@
+"""Run the numbered notebooks in order with one profile's parameter files.
+
+    python -m nl2sql_lib.pipeline --profile cpu --run cpu --from 01_data --to 06_eval
+    make pipeline PROFILE=smoke RUN=try1 FROM=03_grpo        # the same, through make
+
+Profiles are folders of parameter files: ``smoke`` -> params/smoke/, ``cpu`` -> params/cpu/,
+``gpu`` -> params/ (the GPU reference runs). Every parameter file of the chosen stages is
+validated before the first notebook starts, so a typo stops the run in seconds, not after an
+hour of training. Each executed notebook is saved under outputs/<run>/notebooks/. A failing stage
+stops the run with the notebook, the cell and the error; the stages before it keep their
+outputs, and ``--from <stage>`` resumes there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import NOTEBOOK_OF_STAGE, STAGES, ParamsError, load_params, read_yaml
+from .io import write_json
+from .runs import PROJECT_ROOT
+
+PROFILE_DIRS = {"smoke": "params/smoke", "cpu": "params/cpu", "gpu": "params"}
+NOTEBOOKS = [NOTEBOOK_OF_STAGE[stage] for stage in STAGES]
+
+# glibc's allocator makes CPU training steps slow and erratic (../shared/CPU-NOTES.md, gotcha 5);
+# the notebook kernels inherit these from this process.
+ALLOCATOR_ENV = {
+    "MALLOC_MMAP_THRESHOLD_": "34359738368",
+    "MALLOC_TRIM_THRESHOLD_": "68719476736",
+    "MALLOC_TOP_PAD_": "1073741824",
+    "TOKENIZERS_PARALLELISM": "false",
+    "HF_HUB_OFFLINE": "1",
+}
+
+
+class StageFailed(RuntimeError):
+    """A notebook failed; the message names it, the cell and the error."""
+
+
+@dataclass
+class PlannedStage:
+    stage: str
+    notebook: Path
+    params_file: Path
+    parameters: dict
+
+
+def resolve_stage(name: str) -> str:
+    """Accept '03_grpo', 'grpo' or '3' and return the stage key ('grpo')."""
+    for stage, notebook in NOTEBOOK_OF_STAGE.items():
+        if name in (stage, notebook) or name.lstrip("0") == notebook.split("_")[0].lstrip("0"):
+            return stage
+    raise ParamsError(f"unknown stage {name!r}; known: {', '.join(NOTEBOOKS)}")
+
+
+def plan(profile: str, run: str, first: str, last: str, output_root: str = "outputs",
+         root: Path = PROJECT_ROOT) -> list[PlannedStage]:
+    """The stages to run, each with its validated parameters; raises before anything runs."""
+    if profile not in PROFILE_DIRS:
+        raise ParamsError(f"unknown profile {profile!r}; known: {', '.join(PROFILE_DIRS)}")
+    start, stop = STAGES.index(resolve_stage(first)), STAGES.index(resolve_stage(last))
+    if start > stop:
+        raise ParamsError(f"--from {first} comes after --to {last}")
+    planned = []
+    for stage in STAGES[start : stop + 1]:
+        notebook = root / "notebooks" / f"{NOTEBOOK_OF_STAGE[stage]}.ipynb"
+        if not notebook.is_file():
+            print(f"[pipeline] {notebook.name} does not exist yet: skipped", flush=True)
+            continue
+        params_file = root / PROFILE_DIRS[profile] / f"{stage}.yaml"
+        overrides = {"run": run, "output_root": output_root, "profile": profile}
+        load_params(stage, params_file, **overrides)  # validate now; raises with file and key
+        parameters = {**read_yaml(params_file), **overrides}
+        planned.append(PlannedStage(stage, notebook, params_file, parameters))
+    return planned
+
+
+def _kernel_name() -> str:
+    """The project's kernel when `make setup` installed it, else the current Python's."""
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    return "nl2sql-lab" if "nl2sql-lab" in KernelSpecManager().find_kernel_specs() else "python3"
+
+
+def execute_stage(item: PlannedStage, out_dir: Path, root: Path = PROJECT_ROOT) -> float:
+    """Run one notebook with papermill; returns its wall time, raises StageFailed on error."""
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    output = out_dir / item.notebook.name
+    start = time.perf_counter()
+    try:
+        papermill.execute_notebook(
+            str(item.notebook), str(output), parameters=item.parameters, cwd=str(root),
+            kernel_name=_kernel_name(), progress_bar=False, log_output=False,
+        )
+    except PapermillExecutionError as exc:
+        raise StageFailed(
+            f"stage {item.notebook.stem} failed in cell {exc.cell_index} "
+            f"(execution count {exc.exec_count}): {exc.ename}: {exc.evalue}\n"
+            f"  executed notebook with the traceback: {output}\n"
+            f"  parameters: {item.params_file}\n"
+            f"  earlier stages' outputs are intact; after fixing, resume with "
+            f"make pipeline RUN={item.parameters['run']} PROFILE={item.parameters['profile']} "
+            f"FROM={item.notebook.stem}"
+        ) from None
+    return time.perf_counter() - start
+
+
+def run_pipeline(profile: str, run: str, first: str = "01_data", last: str = "06_eval",
+                 output_root: str = "outputs", root: Path = PROJECT_ROOT) -> dict:
+    for key, value in ALLOCATOR_ENV.items():
+        os.environ.setdefault(key, value)
+    stages = plan(profile, run, first, last, output_root, root)
+    run_dir = root / output_root / run
+    summary = {"profile": profile, "run": run, "stages": {}, "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    for item in stages:
+        print(f"[pipeline] {item.notebook.stem} with {item.params_file.relative_to(root)} ...", flush=True)
+        seconds = execute_stage(item, run_dir / "notebooks", root)
+        summary["stages"][item.notebook.stem] = {"seconds": round(seconds, 1)}
+        print(f"[pipeline] {item.notebook.stem} done in {seconds:.0f} s", flush=True)
+        write_json(run_dir / "pipeline.json", summary)  # after each stage: survives a later failure
+    summary["total_seconds"] = round(sum(s["seconds"] for s in summary["stages"].values()), 1)
+    write_json(run_dir / "pipeline.json", summary)
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--profile", default="cpu", choices=sorted(PROFILE_DIRS))
+    parser.add_argument("--run", default=None, help="run folder under outputs/ (default: the profile)")
+    parser.add_argument("--from", dest="first", default="01_data", help="first stage, e.g. 03_grpo")
+    parser.add_argument("--to", dest="last", default="06_eval", help="last stage")
+    parser.add_argument("--output-root", default="outputs")
+    args = parser.parse_args(argv)
+    try:
+        summary = run_pipeline(args.profile, args.run or args.profile, args.first, args.last, args.output_root)
+    except (ParamsError, StageFailed) as exc:
+        print(f"[pipeline] {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,98 @@
+"""Parameter files and notebook parameters: typed, with errors that name file, key and choices."""
+
+from pathlib import Path
+
+import pytest
+
+from nl2sql_lib.config import (
+    PARAMS_MODEL, STAGES, ParamsError, SFTParams, load_params, params_from_notebook, parse_params,
+)
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "p.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_every_stage_has_a_model_with_defaults():
+    for stage in STAGES:
+        params = PARAMS_MODEL[stage]()
+        assert params.run == "default"
+
+
+def test_unknown_key_names_file_key_and_valid_keys(tmp_path):
+    path = write(tmp_path, "run: x\nlerning_rate: 0.1\n")
+    with pytest.raises(ParamsError) as err:
+        load_params("sft", path)
+    message = str(err.value)
+    assert str(path) in message
+    assert "lerning_rate" in message
+    assert "training" in message and "lora" in message  # the valid keys are listed
+
+
+def test_unknown_nested_key_lists_the_nested_choices(tmp_path):
+    path = write(tmp_path, "training:\n  learning_rat: 0.1\n")
+    with pytest.raises(ParamsError) as err:
+        load_params("sft", path)
+    assert "training.learning_rat" in str(err.value)
+    assert "learning_rate" in str(err.value)
+
+
+def test_wrong_type_names_key_and_value(tmp_path):
+    path = write(tmp_path, "training:\n  max_steps: lots\n")
+    with pytest.raises(ParamsError) as err:
+        load_params("sft", path)
+    assert "training.max_steps" in str(err.value) and "'lots'" in str(err.value)
+
+
+def test_wrong_choice_lists_the_choices(tmp_path):
+    path = write(tmp_path, "task: translate\n")
+    with pytest.raises(ParamsError) as err:
+        load_params("sft", path)
+    assert "'sql'" in str(err.value) and "'schema_linking'" in str(err.value)
+
+
+def test_missing_source_path_is_reported(tmp_path):
+    path = write(tmp_path, "sources:\n  - type: spider\n    path: /no/such/spider\n")
+    with pytest.raises(ParamsError) as err:
+        load_params("data", path)
+    assert "sources.0.path" in str(err.value) and "/no/such/spider" in str(err.value)
+
+
+def test_unknown_stage_and_missing_file():
+    with pytest.raises(ParamsError, match="known stages"):
+        parse_params("dpo", {})
+    with pytest.raises(ParamsError, match="not found"):
+        load_params("sft", "/no/such/file.yaml")
+
+
+def test_overrides_win_over_the_file(tmp_path):
+    path = write(tmp_path, "run: from-file\n")
+    assert load_params("sft", path, run="override").run == "override"
+
+
+def test_notebook_parameters_are_checked_like_files():
+    namespace = {"run": "nb", "training": {"max_steps": 3}, "In": [], "_": None, "Path": Path}
+    params = params_from_notebook("sft", namespace)
+    assert isinstance(params, SFTParams) and params.training.max_steps == 3
+    with pytest.raises(ParamsError, match="max_stpes"):
+        params_from_notebook("sft", {"run": "nb", "max_stpes": 3})
+
+
+def test_notebook_params_file_is_read_and_overridden(tmp_path):
+    path = write(tmp_path, "run: file\nseed: 7\n")
+    params = params_from_notebook("sft", {"params_file": str(path), "run": "nb"})
+    assert (params.run, params.seed) == ("nb", 7)
+
+
+@pytest.mark.parametrize("profile", ["smoke", "cpu", "gpu"])
+def test_committed_parameter_files_are_valid(profile):
+    folder = PROJECT_ROOT / {"smoke": "params/smoke", "cpu": "params/cpu", "gpu": "params"}[profile]
+    files = sorted(folder.glob("*.yaml"))
+    assert files, f"no parameter files in {folder}"
+    for path in files:
+        assert path.stem in STAGES, f"{path}: file name must be a stage name ({STAGES})"
+        load_params(path.stem, path)

@@ -1,0 +1,45 @@
+"""Stage folders and manifests."""
+
+import json
+
+import pytest
+
+from nl2sql_lib.config import SFTParams
+from nl2sql_lib.runs import MissingStageOutput, StageRun, require_output
+
+
+def test_manifest_records_parameters_versions_inputs_timings(tmp_path):
+    params = SFTParams(run="r1", output_root=str(tmp_path))
+    source = tmp_path / "input.txt"
+    source.write_text("hello")
+    stage = StageRun(params, "sft").start()
+    stage.record_input(source)
+    with stage.timer("train"):
+        pass
+    manifest = stage.finish({"loss": 0.5})
+    on_disk = json.loads((tmp_path / "r1" / "sft" / "manifest.json").read_text())
+    assert on_disk == json.loads(json.dumps(manifest, default=str))
+    assert on_disk["parameters"]["run"] == "r1"
+    assert on_disk["versions"]["transformers"]
+    assert on_disk["inputs"][str(source)] == (
+        "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"  # sha256("hello")
+    )
+    assert "train" in on_disk["timings_s"] and on_disk["metrics"] == {"loss": 0.5}
+    assert on_disk["peak_memory_mb"]["rss"] > 0
+
+
+def test_restart_removes_the_manifest_but_keeps_other_files(tmp_path):
+    params = SFTParams(run="r1", output_root=str(tmp_path))
+    stage = StageRun(params, "sft").start()
+    checkpoint = stage.path("checkpoints/checkpoint-5/state.json")
+    checkpoint.write_text("{}")
+    stage.finish({})
+    StageRun(params, "sft").start()
+    assert not (stage.dir / "manifest.json").exists()
+    assert checkpoint.exists()  # a training stage resumes from it
+
+
+def test_missing_earlier_output_says_which_notebook_to_run(tmp_path):
+    params = SFTParams(run="r2", output_root=str(tmp_path))
+    with pytest.raises(MissingStageOutput, match="01_data"):
+        require_output(params, "data", "train.jsonl")
