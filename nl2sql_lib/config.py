@@ -210,6 +210,17 @@ class TreeParams(StageParams):
     test_fraction: float = Field(0.2, gt=0, lt=1)
     sql_timeout: float = Field(2.0, gt=0)
     use_vllm: bool = False
+    # Pair extraction (documented in nl2sql_lib/tree/pairs.py), applied in this order.
+    pair_rules: list[Literal["revision", "hard_negative", "other"]] = Field(
+        default_factory=lambda: ["revision", "hard_negative", "other"]
+    )
+    hard_negative_max_distance: int = Field(6, ge=0, description="token edits, normalized SQL")
+    expand_duplicates: bool = Field(False, description="revise a wrong SQL already revised in its tree")
+    semantics: Literal["bird", "spider"] = "bird"
+    schema_render: SchemaParams | None = Field(
+        None, description="prompt schema rendering; None: the data stage's settings (as trained)"
+    )
+    resume: bool = Field(True, description="keep finished questions of an interrupted run")
 
 
 class RewardModelParams(StageParams):
