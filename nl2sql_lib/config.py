@@ -194,6 +194,14 @@ class GRPOParams(StageParams):
     use_vllm: bool = False
     vllm_mode: Literal["colocate", "server"] = "colocate"
     sql_timeout: float = Field(2.0, gt=0)
+    # Reward scoring (nl2sql_lib/rewards.py): result comparison, and the SQLite seconds one batch
+    # may spend before every remaining candidate gets only a minimal time limit.
+    semantics: Literal["bird", "spider"] = "bird"
+    sql_batch_budget: float = Field(1.0, gt=0)
+    schema_render: SchemaParams | None = Field(
+        None, description="prompt schema rendering; None: the data stage's settings (as trained)"
+    )
+    num_samples_shown: int = Field(8, ge=0, description="completions kept for the start/end table")
 
 
 class TreeParams(StageParams):
