@@ -1,0 +1,254 @@
+"""Batched candidate generation: transformers on CPU, vLLM on a GPU, one interface.
+
+    gen = make_generator(ModelParams(spec="stage:sft"), run_dir="outputs/cpu")
+    texts = gen.generate([sql_messages(ex, schema) for ex in dev], n=4, temperature=0.8)
+    # texts[i] holds the 4 candidates for question i
+
+Prompts are chat messages; the tokenizer's chat template turns them into the model's prompt.
+Generation is batched with left padding (so every prompt ends where its answer starts), greedy
+when ``temperature == 0`` and sampled otherwise, ``n`` candidates per prompt, and stops once
+the SQL is complete: at the end token, or at ``;`` (``stop_strings``; CPU-NOTES measured it).
+Texts are cut right after the first stop string, the same as the vLLM path returns them.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from pathlib import Path
+from typing import Any, Sequence
+
+from .config import ModelParams
+
+log = logging.getLogger(__name__)
+
+DEFAULT_STOP = (";",)
+
+
+def cut_at_stop(text: str, stop_strings: Sequence[str] | None) -> str:
+    """``text`` up to and including the first stop string (unchanged when none occurs)."""
+    if not stop_strings:
+        return text
+    ends = [text.find(s) + len(s) for s in stop_strings if s in text]
+    return text[: min(ends)] if ends else text
+
+
+class Generator:
+    """Generate with a loaded transformers model.
+
+    ``batch_size`` counts sequences (prompts x candidates) per forward pass, which is what
+    bounds memory. Prompts are sorted by length so a batch wastes little on padding; results
+    come back in the input order.
+    """
+
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        *,
+        batch_size: int = 8,
+        stop_strings: Sequence[str] | None = DEFAULT_STOP,
+        progress: bool = True,
+        seed: int = 0,
+    ):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.batch_size = batch_size
+        self.stop_strings = list(stop_strings) if stop_strings else None
+        self.progress = progress
+        self.seed = seed
+        self.tokenizer.padding_side = "left"
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.last_stats: dict[str, float] = {}
+
+    def prompt_texts(self, messages_batch: list[list[dict]]) -> list[str]:
+        """The chat template applied, ending with the assistant's turn opening."""
+        return [
+            self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+            for messages in messages_batch
+        ]
+
+    def generate(
+        self,
+        messages_batch: list[list[dict]],
+        *,
+        n: int = 1,
+        temperature: float = 0.0,
+        max_new_tokens: int = 128,
+        top_p: float = 1.0,
+        desc: str = "generating",
+    ) -> list[list[str]]:
+        """``n`` texts per prompt (greedy: ``n`` copies of the one greedy answer)."""
+        import time
+
+        import torch
+        from tqdm.auto import tqdm
+
+        prompts = self.prompt_texts(messages_batch)
+        greedy = temperature <= 0
+        per_prompt = 1 if greedy else n
+        prompts_per_batch = max(1, self.batch_size // per_prompt)
+        lengths = [len(self.tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts]
+        order = sorted(range(len(prompts)), key=lambda i: -lengths[i])
+        results: list[list[str]] = [[] for _ in prompts]
+        torch.manual_seed(self.seed)
+        new_tokens = 0
+        start = time.perf_counter()
+        bar = tqdm(total=len(prompts), desc=desc, disable=not self.progress, unit="q")
+        for first in range(0, len(order), prompts_per_batch):
+            indices = order[first : first + prompts_per_batch]
+            texts, count = self._generate_batch(
+                [prompts[i] for i in indices], per_prompt, temperature, top_p, max_new_tokens
+            )
+            new_tokens += count
+            for k, i in enumerate(indices):
+                candidates = texts[k * per_prompt : (k + 1) * per_prompt]
+                results[i] = candidates * n if greedy else candidates
+            bar.update(len(indices))
+        bar.close()
+        elapsed = time.perf_counter() - start
+        self.last_stats = {
+            "prompts": len(prompts),
+            "new_tokens": new_tokens,
+            "seconds": round(elapsed, 3),
+            "tokens_per_s": round(new_tokens / elapsed, 2) if elapsed > 0 else 0.0,
+        }
+        return results
+
+    def _generate_batch(self, prompts, per_prompt, temperature, top_p, max_new_tokens):
+        import torch
+
+        enc = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+        enc = {k: v.to(self.model.device) for k, v in enc.items()}
+        kwargs: dict[str, Any] = {
+            "max_new_tokens": max_new_tokens,
+            "pad_token_id": self.tokenizer.pad_token_id,
+            "eos_token_id": self.tokenizer.eos_token_id,
+        }
+        if self.stop_strings:
+            kwargs["stop_strings"] = self.stop_strings
+            kwargs["tokenizer"] = self.tokenizer  # generate() needs it to match stop strings
+        if temperature > 0:
+            kwargs.update(do_sample=True, temperature=temperature, top_p=top_p, num_return_sequences=per_prompt)
+        else:
+            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        with torch.inference_mode():
+            out = self.model.generate(**enc, **kwargs)
+        completions = out[:, enc["input_ids"].shape[1] :]
+        # Tokens before the first pad/end count as generated (for the tokens/s figure).
+        pad, eos = self.tokenizer.pad_token_id, self.tokenizer.eos_token_id
+        finished = (completions == pad) | (completions == eos)
+        counted = int(torch.where(finished.any(1), finished.int().argmax(1) + 1, completions.shape[1]).sum())
+        texts = self.tokenizer.batch_decode(completions, skip_special_tokens=True)
+        return [cut_at_stop(t, self.stop_strings).strip() for t in texts], counted
+
+
+# --------------------------------------------------------------------------------------------
+# vLLM (GPU): same interface, imported only when asked for
+# --------------------------------------------------------------------------------------------
+
+
+def vllm_llm_kwargs(model_params: ModelParams, model_path: str | Path, *, adapter_rank: int | None = None,
+                    seed: int = 0, gpu_memory_utilization: float = 0.85) -> dict[str, Any]:
+    """Arguments of ``vllm.LLM``; an adapter is served through vLLM's LoRA support."""
+    kwargs: dict[str, Any] = {
+        "model": str(model_path),
+        "dtype": "auto" if model_params.dtype == "auto" else model_params.dtype,
+        "max_model_len": model_params.max_seq_length,
+        "gpu_memory_utilization": gpu_memory_utilization,
+        "seed": seed,
+    }
+    if model_params.quantization == "4bit":
+        kwargs["quantization"] = "bitsandbytes"
+    if adapter_rank is not None:
+        kwargs.update(enable_lora=True, max_lora_rank=max(8, adapter_rank))
+    return kwargs
+
+
+def vllm_sampling_kwargs(*, n: int, temperature: float, max_new_tokens: int, top_p: float = 1.0,
+                         stop_strings: Sequence[str] | None = DEFAULT_STOP, seed: int | None = None) -> dict[str, Any]:
+    """Arguments of ``vllm.SamplingParams``, matching the transformers path's behaviour."""
+    greedy = temperature <= 0
+    kwargs: dict[str, Any] = {
+        "n": 1 if greedy else n,
+        "temperature": 0.0 if greedy else temperature,
+        "top_p": 1.0 if greedy else top_p,
+        "max_tokens": max_new_tokens,
+        "seed": seed,
+    }
+    if stop_strings:
+        kwargs.update(stop=list(stop_strings), include_stop_str_in_output=True)
+    return kwargs
+
+
+class VLLMGenerator:
+    """The :class:`Generator` interface over a vLLM engine (GPU machines)."""
+
+    def __init__(self, model_params: ModelParams, *, run_dir=None, stop_strings=DEFAULT_STOP, seed: int = 0):
+        if importlib.util.find_spec("vllm") is None:
+            from .models import GPUOnlyError
+
+            raise GPUOnlyError(
+                "use_vllm: true needs vLLM: pip install 'nl2sql_lib[gpu]' on a CUDA machine, or set "
+                "use_vllm: false to generate with transformers"
+            )
+        from .models import cuda_available, load_tokenizer, resolve_spec
+
+        if not cuda_available():
+            from .models import GPUOnlyError
+
+            raise GPUOnlyError("use_vllm: true needs a CUDA GPU and none was found; set use_vllm: false here")
+        from vllm import LLM
+
+        resolved = resolve_spec(model_params.spec, run_dir)
+        self.tokenizer = load_tokenizer(resolved, run_dir)
+        self.stop_strings = list(stop_strings) if stop_strings else None
+        self.seed = seed
+        self.lora_request = None
+        rank = None
+        if resolved.adapter_path is not None:
+            import json
+
+            from vllm.lora.request import LoRARequest
+
+            rank = json.loads((resolved.adapter_path / "adapter_config.json").read_text())["r"]
+            self.lora_request = LoRARequest("adapter", 1, str(resolved.adapter_path))
+        self.llm = LLM(**vllm_llm_kwargs(model_params, resolved.path, adapter_rank=rank, seed=seed))
+        self.last_stats: dict[str, float] = {}
+
+    def generate(self, messages_batch, *, n=1, temperature=0.0, max_new_tokens=128, top_p=1.0, desc=""):
+        from vllm import SamplingParams
+
+        prompts = [
+            self.tokenizer.apply_chat_template(m, tokenize=False, add_generation_prompt=True) for m in messages_batch
+        ]
+        params = SamplingParams(**vllm_sampling_kwargs(
+            n=n, temperature=temperature, max_new_tokens=max_new_tokens, top_p=top_p,
+            stop_strings=self.stop_strings, seed=self.seed,
+        ))
+        outputs = self.llm.generate(prompts, params, lora_request=self.lora_request)
+        results = []
+        for out in outputs:
+            texts = [c.text.strip() for c in out.outputs]
+            results.append(texts * n if temperature <= 0 else texts)
+        return results
+
+
+def make_generator(
+    model_params: ModelParams,
+    *,
+    run_dir: str | Path | None = None,
+    use_vllm: bool = False,
+    batch_size: int = 8,
+    stop_strings: Sequence[str] | None = DEFAULT_STOP,
+    progress: bool = True,
+    seed: int = 0,
+):
+    """Load the model of ``model_params`` and wrap it in a generator."""
+    if use_vllm:
+        return VLLMGenerator(model_params, run_dir=run_dir, stop_strings=stop_strings, seed=seed)
+    from .models import load_model
+
+    model, tokenizer = load_model(model_params, run_dir=run_dir, for_training=False)
+    return Generator(model, tokenizer, batch_size=batch_size, stop_strings=stop_strings, progress=progress, seed=seed)

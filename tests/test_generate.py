@@ -1,0 +1,113 @@
+"""Batched generation against one-at-a-time generation, candidates, stops, vLLM arguments."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+
+from nl2sql_lib.config import ModelParams
+from nl2sql_lib.generate import (
+    Generator,
+    VLLMGenerator,
+    cut_at_stop,
+    make_generator,
+    vllm_llm_kwargs,
+    vllm_sampling_kwargs,
+)
+from nl2sql_lib.models import GPUOnlyError
+
+TINY = ModelParams(spec="tiny:smollm2", dtype="float32")
+
+
+def _questions(count: int) -> list[list[dict]]:
+    # Different lengths, so the batch really is padded on the left.
+    return [
+        [
+            {"role": "system", "content": "Write SQLite SQL."},
+            {"role": "user", "content": f"Question {i}: how many singers " + "are older than 30 " * i},
+        ]
+        for i in range(count)
+    ]
+
+
+@pytest.fixture(scope="module")
+def generator() -> Generator:
+    return make_generator(TINY, batch_size=4, stop_strings=None, progress=False)
+
+
+def test_batched_greedy_equals_one_at_a_time(generator):
+    questions = _questions(6)
+    batched = generator.generate(questions, max_new_tokens=12)
+    serial = [generator.generate([q], max_new_tokens=12)[0] for q in questions]
+    assert batched == serial
+    # The random tiny model writes different, non-empty text for different prompts.
+    assert all(texts[0] for texts in batched)
+    assert len({texts[0] for texts in batched}) > 1
+
+
+def test_greedy_with_n_repeats_the_one_answer(generator):
+    out = generator.generate(_questions(2), n=3, max_new_tokens=6)
+    assert [len(texts) for texts in out] == [3, 3]
+    assert all(len(set(texts)) == 1 for texts in out)
+
+
+def test_sampling_gives_n_different_candidates_reproducibly(generator):
+    first = generator.generate(_questions(3), n=4, temperature=1.0, max_new_tokens=8)
+    again = generator.generate(_questions(3), n=4, temperature=1.0, max_new_tokens=8)
+    assert [len(texts) for texts in first] == [4, 4, 4]
+    assert all(len(set(texts)) > 1 for texts in first)
+    assert first == again  # seeded
+
+
+def test_stats_count_generated_tokens(generator):
+    generator.generate(_questions(2), max_new_tokens=5)
+    assert generator.last_stats["prompts"] == 2
+    assert 2 <= generator.last_stats["new_tokens"] <= 10
+
+
+def test_prompt_uses_the_chat_template(generator):
+    text = generator.prompt_texts(_questions(1))[0]
+    assert text.startswith("<|im_start|>system\nWrite SQLite SQL.<|im_end|>")
+    assert text.endswith("<|im_start|>assistant\n")
+
+
+def test_stop_strings_cut_after_the_first_stop():
+    assert cut_at_stop("SELECT 1; SELECT 2;", [";"]) == "SELECT 1;"
+    assert cut_at_stop("SELECT 1", [";"]) == "SELECT 1"
+    assert cut_at_stop("a; b", None) == "a; b"
+
+
+def test_stop_string_ends_generation_early(generator):
+    """Stopping at a string the free-running greedy text contains gives that text's prefix."""
+    question = _questions(1)
+    full = generator.generate(question, max_new_tokens=16)[0][0]
+    stop = full.split()[2]  # a word in the middle of the free-running text
+    stopping = Generator(generator.model, generator.tokenizer, stop_strings=[stop], progress=False)
+    cut = stopping.generate(question, max_new_tokens=16)[0][0]
+    assert cut.endswith(stop)
+    assert full.startswith(cut) and len(cut) < len(full)
+    assert stopping.last_stats["new_tokens"] < generator.last_stats["new_tokens"]
+
+
+def test_vllm_arguments():
+    params = ModelParams(spec="Qwen/Qwen2.5-Coder-1.5B-Instruct", max_seq_length=2048)
+    llm = vllm_llm_kwargs(params, "/models/qwen", adapter_rank=16, seed=1)
+    assert llm["model"] == "/models/qwen" and llm["max_model_len"] == 2048
+    assert llm["enable_lora"] is True and llm["max_lora_rank"] == 16
+    assert "enable_lora" not in vllm_llm_kwargs(params, "/m")
+    greedy = vllm_sampling_kwargs(n=4, temperature=0.0, max_new_tokens=96)
+    assert greedy["n"] == 1 and greedy["temperature"] == 0.0
+    assert greedy["stop"] == [";"] and greedy["include_stop_str_in_output"] is True
+    sampled = vllm_sampling_kwargs(n=4, temperature=0.8, max_new_tokens=96, top_p=0.95, stop_strings=None)
+    assert (sampled["n"], sampled["temperature"], sampled["top_p"], sampled["max_tokens"]) == (4, 0.8, 0.95, 96)
+    assert "stop" not in sampled
+
+
+def test_vllm_where_it_cannot_run_says_what_to_change(monkeypatch):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "vllm" else real(n, *a))
+    with pytest.raises(GPUOnlyError, match="use_vllm: false"):
+        make_generator(TINY, use_vllm=True)
+    with pytest.raises(GPUOnlyError, match="use_vllm: false"):
+        VLLMGenerator(TINY)
