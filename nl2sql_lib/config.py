@@ -118,6 +118,12 @@ class SourceParams(_Strict):
     )
     limit: int | None = Field(None, ge=1)
     name: str | None = Field(None, description="dataset name in reports (default: the type)")
+    on_missing_db: Literal["error", "report"] | None = Field(
+        None,
+        description="a question whose database file is missing: stop (error) or keep it marked "
+        "missing_db (report); default: report for spider (its public dev set lacks wta_1), "
+        "error for the others",
+    )
 
     @field_validator("path")
     @classmethod

@@ -1,0 +1,267 @@
+"""Loaders: Spider (real dev set), BIRD fixtures, sql-create-context, JSONL, and bad input."""
+
+from __future__ import annotations
+
+import collections
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from nl2sql_lib.config import SourceParams
+from nl2sql_lib.data.example import Example, read_examples, write_examples
+from nl2sql_lib.data.loaders import (
+    KNOWN_SOURCES,
+    UnknownSourceError,
+    load_source,
+    spider_hardness,
+)
+from nl2sql_lib.data.schema import MissingDatabase
+from nl2sql_lib.io import DataFileError
+from tests.fixtures.bird.build_fixture import build_bird_fixture
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+@pytest.fixture()
+def bird_dir(tmp_path) -> Path:
+    return build_bird_fixture(tmp_path / "bird")
+
+
+# --------------------------------------------------------------------------------------------
+# Spider (the real dev set)
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.spider
+def test_spider_dev_loads_all_questions_and_reports_the_62_without_database(spider_dev, tmp_path):
+    loaded = load_source(SourceParams(type="spider", path=str(spider_dev)), tmp_path)
+    dev = loaded["dev"]
+    assert len(dev) == 1034 and loaded["train"] == []
+    missing = [e for e in dev if e.extra.get("missing_db")]
+    assert len(missing) == 62
+    assert {e.db_id for e in missing} == {"wta_1"}
+    assert sorted(loaded.report["missing_db"]) == sorted(e.question_id for e in missing)
+    # the missing path is reported, and loading did not create it
+    wta = Path(missing[0].db_path)
+    assert wta == spider_dev / "database" / "wta_1" / "wta_1.sqlite"
+    assert not wta.exists()
+    # every other question points at a database that exists
+    assert all(Path(e.db_path).is_file() for e in dev if not e.extra.get("missing_db"))
+    assert len({e.question_id for e in dev}) == 1034
+    assert {e.source for e in dev} == {"spider"}
+
+
+@pytest.mark.spider
+def test_spider_missing_database_can_be_an_error_naming_db_and_path(spider_dev, tmp_path):
+    source = SourceParams(type="spider", path=str(spider_dev), on_missing_db="error")
+    with pytest.raises(MissingDatabase) as info:
+        load_source(source, tmp_path)
+    message = str(info.value)
+    assert "wta_1" in message
+    assert str(spider_dev / "database" / "wta_1" / "wta_1.sqlite") in message
+    assert not (spider_dev / "database" / "wta_1" / "wta_1.sqlite").exists()
+
+
+# Spider's evaluation.py hardness rule, applied to the parse Spider ships in dev.json ("sql"):
+# an independent oracle for our sqlglot-based version.
+_WHERE_OPS = ("not", "between", "=", ">", "<", ">=", "<=", "!=", "in", "like", "is", "exists")
+
+
+def _ref_hardness(sql: dict) -> str:
+    def count_agg(units):
+        return sum(1 for u in units if u[0] != 0)
+
+    nested = [u for u in sql["from"]["table_units"] if u[0] == "sql"]
+    for cond in sql["where"][::2] + sql["having"][::2]:
+        nested += [v for v in (cond[3], cond[4]) if isinstance(v, dict)]
+    nested += [sql[k] for k in ("intersect", "except", "union") if sql[k] is not None]
+    comp1 = sum(bool(x) for x in (sql["where"], sql["groupBy"], sql["orderBy"]))
+    comp1 += sql["limit"] is not None
+    comp1 += max(len(sql["from"]["table_units"]) - 1, 0)
+    comp1 += sum(t == "or" for t in sql["where"][1::2] + sql["having"][1::2])
+    comp1 += sum(c[1] == _WHERE_OPS.index("like") for c in sql["where"][::2] + sql["having"][::2])
+    aggs = count_agg(sql["select"][1]) + count_agg(sql["where"][::2]) + count_agg(sql["groupBy"])
+    if sql["orderBy"]:
+        units = sql["orderBy"][1]
+        aggs += count_agg([u[1] for u in units if u[1]] + [u[2] for u in units if u[2]])
+    aggs += count_agg(sql["having"])
+    others = (aggs > 1) + (len(sql["select"][1]) > 1) + (len(sql["where"]) > 1) + (len(sql["groupBy"]) > 1)
+    comp2 = len(nested)
+    if comp1 <= 1 and others == 0 and comp2 == 0:
+        return "easy"
+    if (others <= 2 and comp1 <= 1 and comp2 == 0) or (comp1 <= 2 and others < 2 and comp2 == 0):
+        return "medium"
+    if (
+        (others > 2 and comp1 <= 2 and comp2 == 0)
+        or (2 < comp1 <= 3 and others <= 2 and comp2 == 0)
+        or (comp1 <= 1 and others == 0 and comp2 <= 1)
+    ):
+        return "hard"
+    return "extra"
+
+
+@pytest.mark.spider
+def test_spider_hardness_matches_spiders_rule_on_every_dev_query(spider_dev):
+    records = json.loads((spider_dev / "dev.json").read_text())
+    disagreements = [
+        (r["query"], _ref_hardness(r["sql"]), spider_hardness(r["query"]))
+        for r in records
+        if _ref_hardness(r["sql"]) != spider_hardness(r["query"])
+    ]
+    assert disagreements == []
+    usable = collections.Counter(spider_hardness(r["query"]) for r in records if r["db_id"] != "wta_1")
+    assert usable == {"easy": 230, "medium": 416, "hard": 162, "extra": 164}
+
+
+def test_spider_hardness_levels_on_small_queries():
+    assert spider_hardness("SELECT count(*) FROM singer") == "easy"
+    assert spider_hardness("SELECT name, age FROM singer WHERE age > 20") == "medium"
+    assert spider_hardness("SELECT name FROM singer WHERE age > (SELECT avg(age) FROM singer)") == "hard"
+    assert (
+        spider_hardness(
+            "SELECT T1.name FROM a AS T1 JOIN b AS T2 ON T1.id = T2.id WHERE T2.x = 1 "
+            "GROUP BY T1.name ORDER BY count(*) DESC LIMIT 1"
+        )
+        == "extra"
+    )
+    assert spider_hardness("SELECT name FROM a UNION SELECT name FROM b") == "hard"
+
+
+# --------------------------------------------------------------------------------------------
+# BIRD fixtures
+# --------------------------------------------------------------------------------------------
+
+
+def test_bird_fixture_loads_and_round_trips_through_jsonl(bird_dir, tmp_path):
+    loaded = load_source(SourceParams(type="bird", path=str(bird_dir)), tmp_path / "work")
+    dev, train = loaded["dev"], loaded["train"]
+    assert [e.question_id for e in dev] == [f"bird-dev-{i}" for i in range(5)]
+    # train.json has neither question_id nor difficulty: ids are assigned
+    assert [e.question_id for e in train] == ["bird-train-0", "bird-train-1"]
+    assert {e.difficulty for e in train} == {"unknown"}
+    assert [e.difficulty for e in dev] == ["simple", "moderate", "challenging", "simple", "moderate"]
+    assert dev[0].evidence == "Czech koruna refers to Currency = 'CZK'"
+    assert dev[2].evidence == ""
+    assert dev[1].sql.startswith("SELECT SUM(T1.Amount)")
+    assert Path(dev[3].db_path) == bird_dir / "dev_databases" / "toxicology" / "toxicology.sqlite"
+    assert Path(train[0].db_path) == bird_dir / "train_databases" / "movie_platform" / "movie_platform.sqlite"
+    # every gold query executes on its database
+    for example in dev + train:
+        conn = sqlite3.connect(f"file:{example.db_path}?mode=ro", uri=True)
+        assert conn.execute(example.sql).fetchall() is not None
+        conn.close()
+    path = write_examples(tmp_path / "dev.jsonl", dev)
+    assert read_examples(path) == dev
+
+
+def test_bird_single_file_path_and_split_override(bird_dir, tmp_path):
+    loaded = load_source(SourceParams(type="bird", path=str(bird_dir / "dev.json"), split="train"), tmp_path)
+    assert len(loaded["train"]) == 5 and loaded["dev"] == []
+
+
+def test_bird_missing_database_names_db_and_path_and_creates_nothing(bird_dir, tmp_path):
+    db = bird_dir / "dev_databases" / "toxicology" / "toxicology.sqlite"
+    db.unlink()
+    with pytest.raises(MissingDatabase) as info:
+        load_source(SourceParams(type="bird", path=str(bird_dir)), tmp_path)
+    assert "toxicology" in str(info.value) and str(db) in str(info.value)
+    assert not db.exists()
+
+
+def test_malformed_json_names_the_file_and_line(bird_dir, tmp_path):
+    bad = bird_dir / "dev.json"
+    bad.write_text('[\n  {"db_id": "debit_card",\n   "question": "x" "SQL": 1}\n]')
+    with pytest.raises(DataFileError) as info:
+        load_source(SourceParams(type="bird", path=str(bird_dir)), tmp_path)
+    assert str(bad) in str(info.value) and "line 3" in str(info.value)
+
+
+def test_record_without_sql_names_the_file_and_record(bird_dir, tmp_path):
+    records = json.loads((bird_dir / "dev.json").read_text())
+    del records[3]["SQL"]
+    (bird_dir / "dev.json").write_text(json.dumps(records))
+    with pytest.raises(DataFileError) as info:
+        load_source(SourceParams(type="bird", path=str(bird_dir)), tmp_path)
+    assert str(bird_dir / "dev.json") in str(info.value) and "record 3" in str(info.value)
+    assert "SQL" in str(info.value)
+
+
+# --------------------------------------------------------------------------------------------
+# sql-create-context, JSONL, unknown types
+# --------------------------------------------------------------------------------------------
+
+
+def test_create_context_materializes_each_distinct_context_once(tmp_path):
+    source = SourceParams(type="create_context", path=str(FIXTURES / "create_context.jsonl"))
+    loaded = load_source(source, tmp_path)
+    train = loaded["train"]
+    assert len(train) == 4  # the fifth record's context has a DROP TABLE: skipped and reported
+    assert len(loaded.report["skipped"]) == 1 and "line 5" in loaded.report["skipped"][0]
+    assert len({e.db_id for e in train}) == 3  # records 2 and 3 share one context
+    assert train[1].db_path == train[2].db_path
+    for example in train:
+        path = Path(example.db_path)
+        assert path.is_file() and path.is_relative_to(tmp_path / "databases")
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        conn.execute(example.sql).fetchall()  # the gold SQL runs against the materialized schema
+        conn.close()
+    tables = sqlite3.connect(train[3].db_path).execute("SELECT name FROM sqlite_master").fetchall()
+    assert {t[0] for t in tables} == {"department", "management", "head"}
+    # loading again reuses the files
+    mtime = Path(train[0].db_path).stat().st_mtime_ns
+    again = load_source(source, tmp_path)
+    assert [e.db_path for e in again["train"]] == [e.db_path for e in train]
+    assert Path(train[0].db_path).stat().st_mtime_ns == mtime
+
+
+def test_jsonl_folder_loads_train_and_dev_and_checks_databases(bird_dir, tmp_path):
+    loaded = load_source(SourceParams(type="bird", path=str(bird_dir)), tmp_path)
+    folder = tmp_path / "data"
+    write_examples(folder / "train.jsonl", loaded["train"])
+    write_examples(folder / "dev.jsonl", loaded["dev"])
+    again = load_source(SourceParams(type="jsonl", path=str(folder), name="mine"), tmp_path)
+    assert [e.question_id for e in again["train"]] == [e.question_id for e in loaded["train"]]
+    assert [e.sql for e in again["dev"]] == [e.sql for e in loaded["dev"]]
+    assert {e.source for e in again["dev"]} == {"mine"}
+    # a record whose database is gone: error naming db and path
+    gone = Example("q1", "nowhere", str(tmp_path / "nowhere" / "nowhere.sqlite"), "q?", "SELECT 1")
+    write_examples(tmp_path / "other.jsonl", [gone])
+    with pytest.raises(MissingDatabase) as info:
+        load_source(SourceParams(type="jsonl", path=str(tmp_path / "other.jsonl")), tmp_path)
+    assert "nowhere" in str(info.value) and gone.db_path in str(info.value)
+    assert not Path(gone.db_path).exists()
+
+
+def test_malformed_jsonl_names_file_and_line(tmp_path):
+    path = tmp_path / "train.jsonl"
+    good = Example("q1", "d", "d.sqlite", "q?", "SELECT 1").to_dict()
+    path.write_text(json.dumps(good) + "\n{not json\n")
+    with pytest.raises(DataFileError) as info:
+        load_source(SourceParams(type="jsonl", path=str(path)), tmp_path)
+    assert str(path) in str(info.value) and "line 2" in str(info.value)
+
+
+def test_unknown_source_type_lists_the_known_ones(tmp_path):
+    class Odd:
+        type = "csv"
+        path = str(tmp_path)
+
+    with pytest.raises(UnknownSourceError) as info:
+        load_source(Odd(), tmp_path)
+    for kind in KNOWN_SOURCES:
+        assert kind in str(info.value)
+    with pytest.raises(ValidationError) as info:
+        SourceParams(type="csv", path=str(tmp_path))
+    assert "bird" in str(info.value) and "create_context" in str(info.value)
+
+
+def test_limit_keeps_a_seeded_sample_in_file_order(bird_dir, tmp_path):
+    source = SourceParams(type="bird", path=str(bird_dir), limit=3)
+    first = load_source(source, tmp_path, seed=1)["dev"]
+    second = load_source(source, tmp_path, seed=1)["dev"]
+    assert len(first) == 3 and [e.question_id for e in first] == [e.question_id for e in second]
+    ids = [int(e.question_id.rsplit("-", 1)[1]) for e in first]
+    assert ids == sorted(ids)

@@ -1,0 +1,170 @@
+"""Schema introspection (read-only, cached, fast on big tables) and rendering under a budget."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+
+from nl2sql_lib.config import SchemaParams
+from nl2sql_lib.data.example import Example
+from nl2sql_lib.data.schema import (
+    MissingDatabase,
+    approx_tokens,
+    read_schema,
+    render_schema,
+    schema_text_for,
+)
+from tests.fixtures.bird.build_fixture import build_bird_fixture
+
+
+@pytest.fixture()
+def bird_dir(tmp_path) -> Path:
+    return build_bird_fixture(tmp_path / "bird")
+
+
+def _db(bird_dir: Path, name: str) -> Path:
+    return bird_dir / "dev_databases" / name / f"{name}.sqlite"
+
+
+def test_read_schema_finds_tables_keys_samples_and_descriptions(bird_dir):
+    schema = read_schema(_db(bird_dir, "debit_card"))
+    assert [t.name for t in schema.tables] == ["customers", "gasstations", "transactions_1k"]
+    tx = schema.table("transactions_1k")
+    assert tx.primary_key == ("TransactionID",)
+    assert {(fk.columns, fk.ref_table, fk.ref_columns) for fk in tx.foreign_keys} == {
+        (("CustomerID",), "customers", ("CustomerID",)),
+        (("GasStationID",), "gasstations", ("GasStationID",)),
+    }
+    assert tx.column("Price").type == "REAL"
+    assert schema.table("customers").column("Segment").samples == ("SME", "LAM", "KAM")
+    assert "Czech koruna" in schema.table("customers").column("Currency").description
+    assert schema.n_columns == 13 and schema.n_foreign_keys == 2
+
+
+def test_latin1_descriptions_and_composite_primary_keys(bird_dir):
+    schema = read_schema(_db(bird_dir, "toxicology"))
+    assert "double bond" in schema.table("bond").column("bond_type").description  # Latin-1 CSV
+    assert schema.table("connected").primary_key == ("atom_id", "atom_id2")
+    text = render_schema(schema)
+    assert "PRIMARY KEY (atom_id, atom_id2)" in text
+    assert "FOREIGN KEY (bond_id) REFERENCES bond(bond_id)" in text
+
+
+def test_missing_database_raises_and_creates_nothing(tmp_path):
+    path = tmp_path / "nope" / "nope.sqlite"
+    with pytest.raises(MissingDatabase) as info:
+        read_schema(path)
+    assert str(path) in str(info.value)
+    assert not path.exists() and not path.parent.exists()
+
+
+def test_reading_is_read_only_and_cached(bird_dir):
+    path = _db(bird_dir, "debit_card")
+    before = (path.stat().st_mtime_ns, path.read_bytes())
+    first = read_schema(path)
+    assert read_schema(path) is first  # cached
+    assert read_schema(path, sample_values=1) is not first  # other options, other entry
+    assert (path.stat().st_mtime_ns, path.read_bytes()) == before
+    assert not list(path.parent.glob("*-journal")) and not list(path.parent.glob("*-wal"))
+
+
+def test_million_row_table_is_sampled_with_a_bounded_scan(tmp_path):
+    path = tmp_path / "big.sqlite"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE big (id INTEGER PRIMARY KEY, flag TEXT, value INTEGER)")
+    # 'flag' holds one value in all rows: a plain DISTINCT ... LIMIT 3 must scan every row
+    conn.execute(
+        "INSERT INTO big WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1000000) "
+        "SELECT i, 'same', i % 97 FROM n"
+    )
+    conn.commit()
+    start = time.perf_counter()
+    conn.execute("SELECT DISTINCT flag FROM big LIMIT 3").fetchall()
+    full_scan = time.perf_counter() - start
+    conn.close()
+
+    start = time.perf_counter()
+    schema = read_schema(path)
+    elapsed = time.perf_counter() - start
+    assert schema.table("big").column("flag").samples == ("same",)
+    assert schema.table("big").column("value").samples == ("1", "2", "3")
+    assert elapsed < full_scan and elapsed < 1.0
+
+
+def test_long_sample_values_are_cut(tmp_path):
+    path = tmp_path / "long.sqlite"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE notes (body TEXT)")
+    conn.execute("INSERT INTO notes VALUES (?)", ("x" * 500,))
+    conn.commit()
+    conn.close()
+    (sample,) = read_schema(path, max_value_chars=20).table("notes").column("body").samples
+    assert len(sample) == 20 and sample.endswith("...")
+
+
+def test_create_table_and_compact_rendering(bird_dir):
+    schema = read_schema(_db(bird_dir, "debit_card"))
+    text = render_schema(schema)
+    assert "CREATE TABLE customers (" in text
+    assert "CustomerID INTEGER PRIMARY KEY" in text
+    assert "FOREIGN KEY (CustomerID) REFERENCES customers(CustomerID)" in text
+    assert "e.g. 'SME', 'LAM', 'KAM'" in text
+    assert "total price = Amount x Price" in text
+    assert "total price" not in render_schema(schema, include_descriptions=False)
+    compact = render_schema(schema, style="compact")
+    assert compact.splitlines()[0] == "customers(CustomerID, Segment, Currency)"
+    assert "transactions_1k.CustomerID = customers.CustomerID" in compact
+    with pytest.raises(ValueError, match="compact"):
+        render_schema(schema, style="yaml")
+
+
+def test_budget_drops_descriptions_then_samples_then_detail_then_tables(bird_dir):
+    schema = read_schema(_db(bird_dir, "debit_card"))
+    full = render_schema(schema)
+    no_desc = render_schema(schema, include_descriptions=False)
+    budget = approx_tokens(no_desc)
+    text = render_schema(schema, max_tokens=budget)
+    assert text == no_desc and approx_tokens(full) > budget  # descriptions went first
+    one_sample = render_schema(schema, include_descriptions=False, sample_values=1)
+    assert render_schema(schema, max_tokens=approx_tokens(one_sample)) == one_sample
+    no_samples = render_schema(schema, include_descriptions=False, sample_values=0)
+    assert "e.g." not in no_samples and "PRIMARY KEY" in no_samples
+    assert render_schema(schema, max_tokens=approx_tokens(no_samples)) == no_samples
+    compact = render_schema(schema, style="compact")
+    assert render_schema(schema, max_tokens=approx_tokens(compact)) == compact
+    tiny = render_schema(schema, max_tokens=25)
+    assert approx_tokens(tiny) <= 25 and "more table(s) not shown" in tiny
+    assert tiny.startswith("customers(")
+
+
+def test_budget_uses_the_given_token_counter(bird_dir):
+    schema = read_schema(_db(bird_dir, "debit_card"))
+    words = lambda text: len(text.split())  # noqa: E731
+    text = render_schema(schema, max_tokens=60, count_tokens=words)
+    assert words(text) <= 60 and words(render_schema(schema)) > 60
+
+
+def test_keep_prunes_to_linked_tables_and_columns_with_their_join_keys(bird_dir):
+    schema = read_schema(_db(bird_dir, "debit_card"))
+    text = render_schema(
+        schema, style="compact",
+        keep={"tables": ["customers"], "columns": ["transactions_1k.Price", "made_up.col"]},
+    )
+    lines = text.splitlines()
+    assert lines[0] == "customers(CustomerID, Segment, Currency)"
+    # Price plus the primary key and the foreign key joining it to customers
+    assert lines[1] == "transactions_1k(TransactionID, CustomerID, Price)"
+    assert "gasstations" not in text
+    assert lines[2] == "Foreign keys: transactions_1k.CustomerID = customers.CustomerID"
+
+
+def test_schema_text_for_an_example_follows_schema_params(bird_dir):
+    example = Example("q", "debit_card", str(_db(bird_dir, "debit_card")), "How many?", "SELECT 1")
+    text = schema_text_for(example, SchemaParams(style="compact", max_tokens=None))
+    assert text.startswith("customers(CustomerID")
+    text = schema_text_for(example, SchemaParams(sample_values=1, include_descriptions=False, max_tokens=None))
+    assert "e.g. 'SME'" in text and "'LAM'" not in text and "Czech" not in text
+    assert approx_tokens(schema_text_for(example, SchemaParams(max_tokens=64))) <= 64
