@@ -1,0 +1,187 @@
+"""Safe execution: hostile statements leave the database byte-identical and create no file."""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from nl2sql_lib.sql.execute import (
+    ErrorKind,
+    MissingDatabase,
+    classify_error,
+    clear_connection_cache,
+    execute_sql,
+    open_readonly,
+)
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture()
+def db(tmp_path: Path) -> Path:
+    path = tmp_path / "shop.sqlite"
+    conn = sqlite3.connect(path)
+    conn.executescript(
+        """
+        CREATE TABLE item(id INTEGER PRIMARY KEY, name TEXT, price REAL);
+        INSERT INTO item VALUES (1, 'pen', 1.5), (2, 'book', 12.0), (3, 'lamp', 30.25);
+        CREATE INDEX item_name ON item(name);
+        """
+    )
+    conn.commit()
+    conn.close()
+    return path
+
+
+HOSTILE = [
+    "DROP TABLE item",
+    "DELETE FROM item",
+    "UPDATE item SET price = 0",
+    "INSERT INTO item VALUES (9, 'x', 1)",
+    "CREATE TABLE evil(a)",
+    "CREATE TEMP TABLE evil(a)",
+    "CREATE VIEW v AS SELECT 1",
+    "CREATE INDEX i ON item(name)",
+    "ALTER TABLE item ADD COLUMN c",
+    "ATTACH DATABASE '{dir}/attached.sqlite' AS other",
+    "DETACH DATABASE main",
+    "PRAGMA writable_schema = 1",
+    "PRAGMA journal_mode = DELETE",
+    "PRAGMA user_version = 7",
+    "VACUUM",
+    "VACUUM INTO '{dir}/copy.sqlite'",
+    "SELECT load_extension('/tmp/evil.so')",
+    "REINDEX",
+    "ANALYZE",
+    "BEGIN IMMEDIATE",
+    "SAVEPOINT s",
+    "SELECT 1; DROP TABLE item",
+    "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r) SELECT count(*) FROM r",
+]
+
+
+@pytest.mark.parametrize("statement", HOSTILE)
+def test_hostile_statement_changes_nothing(db: Path, statement: str) -> None:
+    before = _sha256(db)
+    files_before = sorted(p.name for p in db.parent.iterdir())
+    result = execute_sql(db, statement.format(dir=db.parent), timeout=0.5)
+    assert not result.ok, f"{statement!r} was allowed"
+    assert result.rows is None
+    assert result.error in {ErrorKind.FORBIDDEN, ErrorKind.TIMEOUT}, (result.error, result.message)
+    assert _sha256(db) == before
+    assert sorted(p.name for p in db.parent.iterdir()) == files_before  # no new file, no journal
+    # the connection stays usable and the data is intact
+    assert execute_sql(db, "SELECT count(*) FROM item").rows == ((3,),)
+
+
+@pytest.mark.parametrize("statement", [s for s in HOSTILE if not s.startswith(("WITH", "SELECT 1;"))])
+def test_sqlite_itself_refuses_without_the_keyword_check(db: Path, statement: str) -> None:
+    """The read-only open + authorizer hold on their own, without execute_sql's first-keyword check."""
+    before = _sha256(db)
+    files_before = sorted(p.name for p in db.parent.iterdir())
+    conn = open_readonly(db)
+    try:
+        with pytest.raises(sqlite3.DatabaseError):
+            conn.execute(statement.format(dir=db.parent)).fetchall()
+    finally:
+        conn.close()
+    assert _sha256(db) == before
+    assert sorted(p.name for p in db.parent.iterdir()) == files_before
+
+
+def test_missing_database_is_reported_and_never_created(tmp_path: Path) -> None:
+    missing = tmp_path / "nope" / "nope.sqlite"
+    result = execute_sql(missing, "SELECT 1")
+    assert result.error is ErrorKind.MISSING_DB
+    assert str(missing) in result.message
+    assert not missing.exists() and not missing.parent.exists()
+    with pytest.raises(MissingDatabase, match="nope.sqlite"):
+        open_readonly(missing)
+
+
+def test_time_limit_stops_the_query_without_leaving_a_thread(db: Path) -> None:
+    threads_before = threading.active_count()
+    start = time.perf_counter()
+    result = execute_sql(
+        db, "SELECT count(*) FROM item a, item b, item c, item d, item e, item f, item g, item h, "
+        "item i, item j, item k, item l, item m, item n, item o, item p, item q, item r", timeout=0.3
+    )
+    took = time.perf_counter() - start
+    assert result.error is ErrorKind.TIMEOUT
+    assert "0.3 s" in result.message
+    assert took < 1.0
+    assert threading.active_count() == threads_before
+    assert execute_sql(db, "SELECT name FROM item WHERE id = 1").rows == (("pen",),)
+
+
+def test_row_cap_truncates(db: Path) -> None:
+    sql = "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r) SELECT n FROM r"
+    result = execute_sql(db, sql, max_rows=50)
+    assert result.truncated and result.error is ErrorKind.TOO_MANY_ROWS
+    assert result.rows == tuple((i,) for i in range(1, 51))
+    under = execute_sql(db, "SELECT id FROM item", max_rows=3)
+    assert under.ok and not under.truncated and len(under.rows) == 3
+
+
+def test_byte_cap_and_value_cap(db: Path) -> None:
+    sql = "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r) SELECT printf('%.1000c', 'x') FROM r"
+    result = execute_sql(db, sql, max_rows=10**9, max_bytes=100_000)
+    assert result.truncated and result.error is ErrorKind.TOO_MANY_ROWS
+    assert len(result.rows) <= 102
+    huge = execute_sql(db, "SELECT zeroblob(1000000000)")
+    assert not huge.ok and "too big" in huge.message
+
+
+def test_ok_result_is_typed(db: Path) -> None:
+    result = execute_sql(db, "SELECT name, price FROM item ORDER BY id;")
+    assert result.ok and result.error is ErrorKind.OK and result.message == ""
+    assert result.columns == ("name", "price")
+    assert result.rows == (("pen", 1.5), ("book", 12.0), ("lamp", 30.25))
+    assert result.elapsed >= 0 and not result.truncated
+
+
+@pytest.mark.parametrize(
+    "sql, kind",
+    [
+        ("SELEC name FROM item", ErrorKind.SYNTAX),
+        ("SELECT name FROM item WHERE", ErrorKind.SYNTAX),
+        ("SELECT name FROM items", ErrorKind.NO_SUCH_TABLE),
+        ("SELECT nam FROM item", ErrorKind.NO_SUCH_COLUMN),
+        ("SELECT nosuchfunc(name) FROM item", ErrorKind.OTHER),
+        ("", ErrorKind.EMPTY),
+        ("  ;  ", ErrorKind.EMPTY),
+    ],
+)
+def test_error_classes(db: Path, sql: str, kind: ErrorKind) -> None:
+    result = execute_sql(db, sql)
+    assert result.error is kind, result.message
+    assert result.rows is None
+
+
+def test_classify_error_messages() -> None:
+    assert classify_error('near "x": syntax error') is ErrorKind.SYNTAX
+    assert classify_error("no such table: t") is ErrorKind.NO_SUCH_TABLE
+    assert classify_error("no such column: c") is ErrorKind.NO_SUCH_COLUMN
+    assert classify_error("not authorized") is ErrorKind.FORBIDDEN
+    assert classify_error("interrupted") is ErrorKind.TIMEOUT
+    assert classify_error("something else") is ErrorKind.OTHER
+
+
+def test_connection_is_cached_and_read_only(db: Path) -> None:
+    from nl2sql_lib.sql import execute as module
+
+    clear_connection_cache()
+    execute_sql(db, "SELECT 1")
+    execute_sql(db, "SELECT 2")
+    cache = module._cache()
+    assert list(cache) == [str(db.resolve())]
+    conn = cache[str(db.resolve())]
+    with pytest.raises(sqlite3.DatabaseError):
+        conn.execute("DELETE FROM item")
