@@ -1,0 +1,483 @@
+"""03_grpo: reinforcement learning from execution with TRL's GRPOTrainer.
+
+    metrics = run_grpo(cfg, stage)      # cfg: GRPOParams, stage: StageRun(cfg, "grpo").start()
+
+One run, top to bottom:
+
+1. the training questions of 01_data (``data/train.jsonl``) become a conversational prompt
+   dataset (schema rendered as the data stage did, so the prompts are the ones SFT saw); the
+   Example columns (``db_path``, ``sql``, ...) stay in it because the rewards need them;
+2. the policy is loaded from ``model.spec`` (``stage:sft`` by default): an SFT adapter is trained
+   further (so ``grpo/adapter`` applies to the same base as ``sft/adapter``), any other model
+   gets a fresh LoRA (or is fully fine-tuned when ``lora.enabled`` is false);
+3. the rewards of :mod:`nl2sql_lib.rewards` with the parameter file's weights; TRL logs each
+   one (``rewards/<name>/mean``) next to the KL and the entropy;
+4. ``GRPOTrainer.train`` (resuming from ``grpo/checkpoints`` when the parameters match);
+5. ``grpo/adapter`` (or ``grpo/model``) and ``grpo/metrics.json``: reward curves, KL/entropy,
+   mean execution reward in the first against the last tenth of the steps, and sampled
+   completions with their rewards at the start and at the end of training.
+
+On a GPU, ``use_vllm: true`` generates with vLLM colocated in the training process and
+``model.backend: unsloth`` loads through Unsloth; both are imported only then. The arguments
+given to ``GRPOConfig`` come from the pure function :func:`grpo_config_kwargs`, which the tests
+check on a CPU machine.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import shutil
+from collections import deque
+from pathlib import Path
+from typing import Any, Sequence
+
+from ..config import GRPOParams, SchemaParams, params_as_dict
+from ..io import read_json, write_json
+from ..rewards import RewardFunction, RewardScorer, build_rewards, completion_text
+from ..runs import StageRun, require_output
+
+logger = logging.getLogger(__name__)
+
+# Keys of TRL's log history kept as curves in metrics.json (plus every rewards/<name>/mean).
+CURVE_KEYS = (
+    "loss", "reward", "reward_std", "kl", "entropy", "learning_rate", "grad_norm",
+    "completions/mean_length", "completions/clipped_ratio", "frac_reward_zero_std",
+    "sql/seconds", "sql/timeout_rate",
+)
+PARAMS_FINGERPRINT = "nl2sql_params.json"  # in checkpoints/: what the checkpoints were trained with
+
+
+class GRPOSetupError(ValueError):
+    """The parameters cannot run here (a GPU-only piece on a CPU, bad ``training.extra``)."""
+
+
+# --------------------------------------------------------------------------------------------
+# GRPOConfig arguments (pure: no torch, no vLLM, no Unsloth)
+# --------------------------------------------------------------------------------------------
+
+
+def grpo_config_kwargs(
+    cfg: GRPOParams, output_dir: str | Path, *, cuda: bool, reward_weights: Sequence[float] | None = None
+) -> dict[str, Any]:
+    """The keyword arguments of ``trl.GRPOConfig`` for ``cfg`` on a machine with/without CUDA.
+
+    - CPU: ``use_cpu=True``; fp32 unless ``model.dtype: bfloat16`` (then CPU autocast), and no
+      gradient checkpointing unless asked (CPU-NOTES gotcha 3).
+    - GPU: bf16 (fp16 when ``model.dtype: float16``); with ``use_vllm`` generation goes to vLLM in
+      ``vllm_mode`` (``colocate``: inside this process, sharing the GPU), its context length
+      bounded by ``model.max_seq_length``.
+    - ``training.extra`` is passed last (it wins) after its keys are checked against GRPOConfig.
+    """
+    t = cfg.training
+    kwargs: dict[str, Any] = {
+        "output_dir": str(output_dir),
+        "seed": cfg.seed,
+        "max_steps": t.max_steps,
+        "num_train_epochs": t.num_train_epochs,
+        "per_device_train_batch_size": t.per_device_train_batch_size,
+        "gradient_accumulation_steps": t.gradient_accumulation_steps,
+        "learning_rate": t.learning_rate,
+        "lr_scheduler_type": t.lr_scheduler_type,
+        "warmup_steps": t.warmup_ratio if t.warmup_ratio < 1 else int(t.warmup_ratio),  # <1: a ratio
+        "weight_decay": t.weight_decay,
+        "gradient_checkpointing": t.gradient_checkpointing,
+        "logging_steps": t.logging_steps,
+        "logging_first_step": True,
+        "save_strategy": "steps",
+        "save_steps": t.save_steps,
+        "save_total_limit": t.save_total_limit,
+        "report_to": list(t.report_to) or "none",
+        # GRPO proper
+        "num_generations": cfg.num_generations,
+        "max_completion_length": cfg.max_completion_length,
+        "temperature": cfg.temperature,
+        "beta": cfg.beta,
+        "loss_type": cfg.loss_type,
+        "remove_unused_columns": False,  # the rewards read db_path / sql from the dataset
+        "log_completions": False,  # our own start/end table lives in metrics.json
+        "use_vllm": cfg.use_vllm,
+    }
+    if reward_weights is not None:
+        kwargs["reward_weights"] = [float(w) for w in reward_weights]
+    dtype = cfg.model.dtype
+    if cuda:
+        kwargs["bf16"] = dtype in ("auto", "bfloat16")
+        kwargs["fp16"] = dtype == "float16"
+    else:
+        kwargs["use_cpu"] = True
+        kwargs["bf16"] = dtype == "bfloat16"
+    if cfg.use_vllm:
+        kwargs["vllm_mode"] = cfg.vllm_mode
+        if cfg.vllm_mode == "colocate":
+            kwargs["vllm_gpu_memory_utilization"] = 0.3  # the rest stays for training
+            kwargs["vllm_max_model_length"] = cfg.model.max_seq_length
+    kwargs.update(_checked_extra(t.extra))
+    return kwargs
+
+
+def _checked_extra(extra: dict[str, Any]) -> dict[str, Any]:
+    if not extra:
+        return {}
+    from trl import GRPOConfig  # the dataclass only; importing TRL does not import vLLM
+
+    known = {f.name for f in dataclasses.fields(GRPOConfig)}
+    unknown = sorted(set(extra) - known)
+    if unknown:
+        raise GRPOSetupError(
+            f"training.extra: {', '.join(unknown)} not GRPOConfig field(s) (TRL 1.16); see "
+            "https://huggingface.co/docs/trl/grpo_trainer for the valid names"
+        )
+    return dict(extra)
+
+
+def gpu_plan(cfg: GRPOParams) -> dict[str, Any]:
+    """What the GPU path will use, as data (pure: nothing GPU-only is imported).
+
+    ``generation``: "vllm-colocate" / "vllm-server" / "transformers"; ``backend``: how the policy
+    loads ("unsloth" imports Unsloth before TRL so that it patches the trainer); for Unsloth, the
+    arguments ``FastLanguageModel.from_pretrained`` receives (models.py builds them).
+    """
+    from ..models import unsloth_from_pretrained_kwargs
+
+    plan: dict[str, Any] = {
+        "generation": f"vllm-{cfg.vllm_mode}" if cfg.use_vllm else "transformers",
+        "backend": cfg.model.backend,
+        "quantization": cfg.model.quantization,
+    }
+    if cfg.model.backend == "unsloth":
+        plan["unsloth_from_pretrained"] = unsloth_from_pretrained_kwargs(cfg.model, "<resolved model folder>")
+    return plan
+
+
+def check_hardware(cfg: GRPOParams, *, cuda: bool) -> None:
+    """Stop before loading anything when the parameters ask for a GPU-only piece on a CPU."""
+    if cfg.use_vllm and not cuda:
+        raise GRPOSetupError(
+            "use_vllm: true needs a CUDA GPU and the vllm package (pip install 'nl2sql_lib[gpu]'); "
+            "none was found: set use_vllm: false (or use params/cpu/grpo.yaml) on this machine"
+        )
+    if cfg.use_vllm:
+        import importlib.util
+
+        if importlib.util.find_spec("vllm") is None:
+            raise GRPOSetupError("use_vllm: true but vllm is not installed: pip install 'nl2sql_lib[gpu]'")
+
+
+# --------------------------------------------------------------------------------------------
+# Dataset
+# --------------------------------------------------------------------------------------------
+
+
+def schema_params_for(cfg: GRPOParams) -> SchemaParams:
+    """The parameter, else the data stage's schema rendering (what SFT trained on), else defaults."""
+    if cfg.schema_render is not None:
+        return cfg.schema_render
+    manifest = cfg.run_dir / "data" / "manifest.json"
+    if manifest.is_file():
+        rendered = read_json(manifest).get("parameters", {}).get("schema_render")
+        if rendered:
+            return SchemaParams.model_validate(rendered)
+    return SchemaParams()
+
+
+def build_records(examples: Sequence[Any], cfg: GRPOParams, schema: SchemaParams) -> list[dict[str, Any]]:
+    """One GRPO row per example: the chat ``prompt`` plus the columns the rewards read."""
+    from ..data.prompts import sql_messages
+    from ..data.schema import schema_text_for
+
+    reasoning = cfg.format == "reasoning"
+    records = []
+    for ex in examples:
+        records.append({
+            "prompt": sql_messages(ex, schema_text_for(ex, schema), reasoning=reasoning),
+            "db_path": str(ex.db_path),
+            "sql": ex.sql,
+            "db_id": ex.db_id,
+            "question_id": str(ex.question_id),
+            "question": ex.question,
+            "difficulty": ex.difficulty,
+        })
+    return records
+
+
+def drop_long_prompts(records: list[dict], tokenizer: Any, max_prompt_tokens: int) -> tuple[list[dict], int]:
+    """Rows whose templated prompt fits ``max_prompt_tokens`` (GRPOConfig has no prompt cut)."""
+    kept = []
+    for rec in records:
+        ids = tokenizer.apply_chat_template(rec["prompt"], tokenize=True, add_generation_prompt=True)
+        ids = ids["input_ids"] if hasattr(ids, "keys") else ids  # CPU-NOTES gotcha 2
+        if len(ids) <= max_prompt_tokens:
+            kept.append(rec)
+    return kept, len(records) - len(kept)
+
+
+# --------------------------------------------------------------------------------------------
+# Sampled completions at the start and the end of training
+# --------------------------------------------------------------------------------------------
+
+
+class SampleRecorder:
+    """Wraps the reward functions to keep the first and the last ``keep`` scored completions.
+
+    TRL calls every reward function with the same batch in turn; the recorder joins their
+    outputs into rows ``{step, question, completion, sql, <reward>: value, ...}`` and keeps a
+    running mean of every reward per scoring call (one per generation batch).
+    """
+
+    def __init__(self, keep: int = 8, max_chars: int = 400):
+        self.keep = keep
+        self.max_chars = max_chars
+        self.start: list[dict] = []
+        self.end: deque[dict] = deque(maxlen=max(keep, 1))
+        self.calls = 0
+        self._batch_key: tuple | None = None
+        self._rows: list[dict] = []
+
+    def wrap(self, func: RewardFunction):
+        recorder = self
+
+        class _Recorded:
+            __name__ = func.__name__
+
+            def __call__(self, prompts, completions, **kwargs):
+                values = func(prompts, completions, **kwargs)
+                recorder._record(func.__name__, completions, values, kwargs)
+                return values
+
+        return _Recorded()
+
+    def _record(self, name: str, completions: Sequence[Any], values: Sequence, kwargs: dict) -> None:
+        state = kwargs.get("trainer_state")
+        step = int(getattr(state, "global_step", 0) or 0)
+        key = (step, id(completions), len(completions))
+        if key != self._batch_key:
+            self.flush()
+            self._batch_key = key
+            questions = kwargs.get("question") or [None] * len(completions)
+            self._rows = [
+                {"step": step, "question": q, "completion": completion_text(c)[: self.max_chars]}
+                for c, q in zip(completions, questions)
+            ]
+            self.calls += 1
+        for row, value in zip(self._rows, values):
+            row[name] = None if value is None or (isinstance(value, float) and math.isnan(value)) else round(float(value), 4)
+
+    def flush(self) -> None:
+        """Move the batch being recorded into the start/end tables."""
+        if not self._rows or self.keep == 0:
+            self._rows = []
+            return
+        for row in self._rows:
+            if len(self.start) < self.keep:
+                self.start.append(row)
+            else:
+                self.end.append(row)
+        self._rows = []
+
+    def tables(self) -> dict[str, list[dict]]:
+        self.flush()
+        return {"start": list(self.start), "end": list(self.end)}
+
+
+# --------------------------------------------------------------------------------------------
+# Metrics from TRL's log history
+# --------------------------------------------------------------------------------------------
+
+
+def curves_from_history(log_history: Sequence[dict]) -> dict[str, list[list[float]]]:
+    """``{key: [[step, value], ...]}`` for every reward mean and the keys in CURVE_KEYS."""
+    curves: dict[str, list[list[float]]] = {}
+    for entry in log_history:
+        step = entry.get("step")
+        if step is None or "train_runtime" in entry:  # the final summary entry is not a point
+            continue
+        for key, value in entry.items():
+            wanted = key in CURVE_KEYS or (key.startswith("rewards/") and key.endswith("/mean"))
+            if wanted and isinstance(value, (int, float)) and not math.isnan(value):
+                curves.setdefault(key, []).append([int(step), float(value)])
+    return curves
+
+
+def tenth_trend(points: Sequence[Sequence[float]]) -> dict[str, Any] | None:
+    """Mean of the first tenth of the logged points against the last tenth (at least one each)."""
+    values = [v for _, v in points]
+    if not values:
+        return None
+    k = max(1, len(values) // 10)
+    first, last = sum(values[:k]) / k, sum(values[-k:]) / k
+    return {
+        "points": len(values), "per_tenth": k,
+        "first_tenth": round(first, 4), "last_tenth": round(last, 4), "delta": round(last - first, 4),
+        "rose": last > first,
+    }
+
+
+def summarize_training(log_history: Sequence[dict], reward_names: Sequence[str]) -> dict[str, Any]:
+    curves = curves_from_history(log_history)
+    summary: dict[str, Any] = {"curves": curves, "reward_trends": {}}
+    for name in reward_names:
+        trend = tenth_trend(curves.get(f"rewards/{name}/mean", []))
+        if trend is not None:
+            summary["reward_trends"][name] = trend
+    summary["execution_trend"] = summary["reward_trends"].get("execution") or tenth_trend(curves.get("reward", []))
+    for key in ("kl", "entropy"):
+        points = curves.get(key)
+        if points:
+            summary[f"{key}_start"], summary[f"{key}_end"] = points[0][1], points[-1][1]
+    final = next((e for e in reversed(log_history) if "train_runtime" in e), {})
+    summary["train_runtime_s"] = final.get("train_runtime")
+    return summary
+
+
+# --------------------------------------------------------------------------------------------
+# Checkpoints
+# --------------------------------------------------------------------------------------------
+
+
+def _fingerprint(cfg: GRPOParams) -> dict[str, Any]:
+    """Parameters that decide what the checkpoints contain (not where the run lives)."""
+    values = params_as_dict(cfg)
+    for key in ("run", "output_root", "install_from", "profile", "num_samples_shown"):
+        values.pop(key, None)
+    # Knobs that do not change what was learned so far: a run may be extended (more steps) or
+    # logged differently and still resume.
+    ignored = ("resume", "save_steps", "save_total_limit", "report_to", "logging_steps", "max_steps", "num_train_epochs")
+    values["training"] = {k: v for k, v in values["training"].items() if k not in ignored}
+    return json.loads(json.dumps(values))
+
+
+def resume_checkpoint(cfg: GRPOParams, checkpoints: Path) -> str | None:
+    """The last checkpoint to resume from, or None (and stale checkpoints removed).
+
+    Checkpoints are reused only when ``training.resume`` is on and they were written with the
+    same parameters; otherwise they are deleted so a changed run starts from its model.
+    """
+    from transformers.trainer_utils import get_last_checkpoint
+
+    fingerprint_file = checkpoints / PARAMS_FINGERPRINT
+    if checkpoints.is_dir():
+        same = fingerprint_file.is_file() and read_json(fingerprint_file) == _fingerprint(cfg)
+        if cfg.training.resume and same:
+            last = get_last_checkpoint(str(checkpoints))
+            if last:
+                logger.info("resuming GRPO from %s", last)
+                return last
+        elif any(checkpoints.glob("checkpoint-*")):
+            logger.info("removing checkpoints of other parameters (or resume: false) in %s", checkpoints)
+            shutil.rmtree(checkpoints)
+    checkpoints.mkdir(parents=True, exist_ok=True)
+    write_json(fingerprint_file, _fingerprint(cfg))
+    return None
+
+
+# --------------------------------------------------------------------------------------------
+# The stage
+# --------------------------------------------------------------------------------------------
+
+
+def run_grpo(cfg: GRPOParams, stage: StageRun) -> dict[str, Any]:
+    """Train with GRPO and save ``grpo/adapter`` (or ``grpo/model``) and ``grpo/metrics.json``."""
+    from ..data.example import read_examples
+    from ..models import count_parameters, cuda_available, load_model, resolve_spec, save_base_spec
+
+    cuda = cuda_available()
+    check_hardware(cfg, cuda=cuda)
+    if cfg.model.backend == "unsloth":
+        import unsloth  # noqa: F401  (GPU extra) must be imported before TRL to patch it
+
+    from trl import GRPOConfig, GRPOTrainer
+
+    train_path = stage.record_input(require_output(cfg, "data", "train.jsonl"))
+    examples = read_examples(train_path)
+    if cfg.max_train_examples is not None:
+        import random
+
+        random.Random(cfg.seed).shuffle(examples)
+        examples = examples[: cfg.max_train_examples]
+
+    with stage.timer("load_model"):
+        model, tokenizer = load_model(cfg.model, run_dir=cfg.run_dir, lora=cfg.lora, for_training=True, seed=cfg.seed)
+        resolved = resolve_spec(cfg.model.spec, cfg.run_dir)
+    trainable, total = count_parameters(model)
+
+    with stage.timer("dataset"):
+        records = build_records(examples, cfg, schema_params_for(cfg))
+        max_prompt = max(16, cfg.training.max_length - cfg.max_completion_length)
+        records, too_long = drop_long_prompts(records, tokenizer, max_prompt)
+    if not records:
+        raise GRPOSetupError(
+            f"no training prompt fits training.max_length={cfg.training.max_length} minus "
+            f"max_completion_length={cfg.max_completion_length} tokens: raise max_length or shrink "
+            "the schema (schema_render.max_tokens)"
+        )
+    from datasets import Dataset
+
+    dataset = Dataset.from_list(records)
+
+    scorer = RewardScorer(
+        semantics=cfg.semantics, timeout=cfg.sql_timeout, batch_budget=cfg.sql_batch_budget
+    )
+    funcs, weights = build_rewards(cfg.rewards, scorer=scorer, reasoning=cfg.format == "reasoning")
+    recorder = SampleRecorder(keep=cfg.num_samples_shown)
+    reward_names = [f.__name__ for f in funcs]
+
+    checkpoints = stage.dir / "checkpoints"
+    resume_from = resume_checkpoint(cfg, checkpoints)
+    args = GRPOConfig(**grpo_config_kwargs(cfg, checkpoints, cuda=cuda, reward_weights=weights))
+    trainer = GRPOTrainer(
+        model=model,
+        reward_funcs=[recorder.wrap(f) for f in funcs],
+        args=args,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+    )
+    with stage.timer("train"):
+        result = trainer.train(resume_from_checkpoint=resume_from)
+
+    with stage.timer("save"):
+        saved = _save_policy(trainer.model, tokenizer, stage)
+        if saved.name == "adapter":
+            save_base_spec(saved, resolved.base_spec or cfg.model.spec)
+
+    summary = summarize_training(trainer.state.log_history, reward_names)
+    steps = int(trainer.state.global_step)
+    metrics = {
+        "model": cfg.model.spec,
+        "base_spec": resolved.base_spec,
+        "saved": str(saved),
+        "rewards": dict(zip(reward_names, weights)),
+        "train_examples": len(records),
+        "dropped_long_prompts": too_long,
+        "trainable_parameters": trainable,
+        "total_parameters": total,
+        "steps": steps,
+        "resumed_from": resume_from,
+        "seconds_per_step": round(result.metrics.get("train_runtime", 0.0) / steps, 2) if steps else None,
+        "train_loss": result.metrics.get("train_loss"),
+        **summary,
+        "samples": recorder.tables(),
+    }
+    write_json(stage.path("metrics.json"), metrics)
+    return metrics
+
+
+def _save_policy(model: Any, tokenizer: Any, stage: StageRun) -> Path:
+    """``grpo/adapter`` for a PEFT model (only the trained adapter, not TRL's frozen "ref" copy),
+    ``grpo/model`` for full weights."""
+    from peft import PeftModel
+
+    if isinstance(model, PeftModel):
+        target = stage.dir / "adapter"
+        if target.exists():
+            shutil.rmtree(target)
+        model.save_pretrained(str(target), selected_adapters=["default"])
+    else:
+        target = stage.dir / "model"
+        if target.exists():
+            shutil.rmtree(target)
+        model.save_pretrained(str(target))
+    tokenizer.save_pretrained(str(target))
+    return target
