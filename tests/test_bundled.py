@@ -1,0 +1,172 @@
+"""The bundled benchmark: deterministic databases, verified gold SQL, split by database, varied
+phrasing, and the generator for a user's own database."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import sqlite3
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import pytest
+import sqlglot
+
+from nl2sql_lib.data.bundled import DEV_DBS, TRAIN_DBS, build_bundled, generate_pairs_for_database
+from nl2sql_lib.data.example import Example
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _readonly(path: str | Path) -> sqlite3.Connection:
+    return sqlite3.connect(f"file:{Path(path).resolve()}?mode=ro", uri=True)
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory):
+    return build_bundled(tmp_path_factory.mktemp("bundled_a"), seed=0)
+
+
+@pytest.fixture(scope="module")
+def examples(bench) -> list[Example]:
+    return bench.train + bench.dev
+
+
+def test_regenerates_identically_and_reuses_identical_files(bench, tmp_path):
+    again = build_bundled(tmp_path, seed=0)
+    assert sorted(bench.databases) == sorted(again.databases)
+    for db_id, path in bench.databases.items():
+        assert _sha256(path) == _sha256(again.databases[db_id]), db_id
+    key = lambda ex: (ex.question_id, ex.question, ex.sql, ex.evidence, ex.difficulty)
+    assert [key(e) for e in bench.train + bench.dev] == [key(e) for e in again.train + again.dev]
+    # a second build into the same folder keeps the identical files untouched
+    stamps = {db: p.stat().st_mtime_ns for db, p in again.databases.items()}
+    third = build_bundled(tmp_path, seed=0)
+    assert {db: p.stat().st_mtime_ns for db, p in third.databases.items()} == stamps
+    assert not list(tmp_path.rglob("*.tmp"))
+
+
+def test_other_seed_gives_other_data(bench, tmp_path):
+    other = build_bundled(tmp_path, seed=1)
+    assert _sha256(other.databases["retail"]) != _sha256(bench.databases["retail"])
+
+
+def test_layout_sizes_and_keys(bench):
+    assert len(bench.databases) >= 8
+    for db_id, path in bench.databases.items():
+        assert path == bench.db_root / db_id / f"{db_id}.sqlite"
+        with _readonly(path) as conn:
+            tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+            assert len(tables) >= 4, db_id
+            fks = sum(len(conn.execute(f"PRAGMA foreign_key_list({t})").fetchall()) for t in tables)
+            assert fks >= 3, db_id
+            sizes = [conn.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in tables]
+            assert max(sizes) >= 1000 and max(sizes) <= 10_000, (db_id, sizes)
+            assert sum(1 for s in sizes if s >= 100) >= 3, (db_id, sizes)
+
+
+def test_counts_labels_and_fields(bench, examples):
+    assert len(examples) >= 1500
+    assert len(bench.dev) >= 200
+    ids = [ex.question_id for ex in examples]
+    assert len(set(ids)) == len(ids)
+    for ex in examples:
+        assert re.fullmatch(rf"bundled-{ex.db_id}-\d{{4}}", ex.question_id)
+        assert ex.source == "bundled" and Path(ex.db_path).is_file()
+        assert Path(ex.db_path) == bench.databases[ex.db_id]
+    by_difficulty = Counter(ex.difficulty for ex in examples)
+    assert set(by_difficulty) == {"simple", "moderate", "challenging"}
+    assert min(by_difficulty.values()) >= 0.1 * len(examples)
+    with_evidence = [ex for ex in examples if ex.evidence]
+    assert 0.15 * len(examples) <= len(with_evidence) < len(examples)
+    assert any(" refers to " in ex.evidence for ex in with_evidence)
+
+
+def test_dev_and_train_databases_are_disjoint(bench):
+    train_dbs = {ex.db_id for ex in bench.train}
+    dev_dbs = {ex.db_id for ex in bench.dev}
+    assert train_dbs == set(TRAIN_DBS) and dev_dbs == set(DEV_DBS)
+    assert not train_dbs & dev_dbs
+    assert not {ex.db_path for ex in bench.train} & {ex.db_path for ex in bench.dev}
+    assert len(dev_dbs) >= 2 and len(train_dbs) >= 6
+
+
+def test_every_gold_sql_executes_and_returns_rows(examples):
+    empty = 0
+    connections: dict[str, sqlite3.Connection] = {}
+    for ex in examples:
+        conn = connections.setdefault(ex.db_path, _readonly(ex.db_path))
+        rows = conn.execute(ex.sql).fetchall()  # raises if the gold SQL is broken
+        if not rows or all(v is None for v in rows[0]):
+            empty += 1
+        sqlglot.parse_one(ex.sql, read="sqlite")
+    for conn in connections.values():
+        conn.close()
+    assert empty <= 0.05 * len(examples)
+
+
+def test_query_shapes_cover_the_difficulty_ladder(examples):
+    sqls = defaultdict(list)
+    for ex in examples:
+        sqls[ex.difficulty].append(ex.sql.upper())
+    assert not any(" JOIN " in s for s in sqls["simple"])
+    for needle in (" JOIN ", " GROUP BY ", " HAVING ", " IN (SELECT"):
+        assert any(needle in s for s in sqls["moderate"]), needle
+    for needle in (" INTERSECT ", " EXCEPT ", " UNION ", "CASE WHEN", "(SELECT AVG(", " NOT IN "):
+        assert any(needle in s for s in sqls["challenging"]), needle
+
+
+def test_questions_are_phrased_in_varied_ways(examples):
+    by_shape = defaultdict(list)
+    for ex in examples:
+        by_shape[ex.extra["shape"]].append(ex.question)
+    assert len(by_shape) >= 20
+    for shape, questions in by_shape.items():
+        if len(questions) >= 30:
+            prefixes = {" ".join(q.split()[:2]).lower() for q in questions}
+            assert len(prefixes) >= 3, (shape, prefixes)
+    assert len({ex.question for ex in examples}) == len(examples)
+    assert len({" ".join(ex.question.split()[:3]) for ex in examples}) >= 300
+
+
+def _small_db(path: Path) -> None:
+    conn = sqlite3.connect(path)
+    conn.executescript("""
+        CREATE TABLE shops (shop_id INTEGER PRIMARY KEY, shop_name TEXT, town TEXT, opened TEXT);
+        CREATE TABLE "sale lines" (id INTEGER PRIMARY KEY, shop_id INTEGER REFERENCES shops(shop_id),
+            fruit TEXT, kilos REAL, price INTEGER);
+    """)
+    towns, fruits = ["Leeds", "York", "Bath", "Hull"], ["apple", "pear", "plum", "fig", "kiwi"]
+    conn.executemany("INSERT INTO shops VALUES (?, ?, ?, ?)",
+                     [(i, f"Shop {i:02d}", towns[i % 4], f"20{10 + i % 12}-0{1 + i % 9}-15") for i in range(1, 31)])
+    conn.executemany('INSERT INTO "sale lines" VALUES (?, ?, ?, ?, ?)',
+                     [(i, 1 + i * 7 % 30, fruits[i % 5], round(0.5 + (i * 13 % 40) / 4, 2), 1 + i * 31 % 97)
+                      for i in range(1, 401)])
+    conn.commit()
+    conn.close()
+
+
+def test_generator_on_a_users_own_database(tmp_path):
+    db = tmp_path / "my shop.sqlite"
+    _small_db(db)
+    before = _sha256(db)
+    pairs = generate_pairs_for_database(db, n=60, seed=3)
+    assert _sha256(db) == before  # opened read-only, never changed
+    assert 40 <= len(pairs) <= 60
+    assert pairs == generate_pairs_for_database(db, n=60, seed=3)  # deterministic
+    with _readonly(db) as conn:
+        for ex in pairs:
+            assert ex.db_id == "my shop" and ex.db_path == str(db) and ex.source == "generated"
+            assert conn.execute(ex.sql).fetchall(), ex.sql
+    assert {ex.difficulty for ex in pairs} == {"simple", "moderate", "challenging"}
+    assert any('"sale lines"' in ex.sql and " JOIN " in ex.sql for ex in pairs)
+    assert len({ex.question for ex in pairs}) == len(pairs)
+
+
+def test_generator_never_creates_a_missing_database(tmp_path):
+    missing = tmp_path / "nope" / "absent.sqlite"
+    with pytest.raises(FileNotFoundError, match=re.escape(str(missing))):
+        generate_pairs_for_database(missing)
+    assert not missing.exists() and not missing.parent.exists()
