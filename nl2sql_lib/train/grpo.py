@@ -481,3 +481,55 @@ def _save_policy(model: Any, tokenizer: Any, stage: StageRun) -> Path:
         model.save_pretrained(str(target))
     tokenizer.save_pretrained(str(target))
     return target
+
+
+# --------------------------------------------------------------------------------------------
+# What the notebook shows
+# --------------------------------------------------------------------------------------------
+
+
+def headline(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The few numbers the stage manifest and the README quote."""
+    trend = metrics.get("execution_trend") or {}
+    keys = ("steps", "seconds_per_step", "train_examples", "dropped_long_prompts", "kl_end", "entropy_start", "entropy_end")
+    return {
+        **{k: metrics.get(k) for k in keys},
+        "execution_reward_first_tenth": trend.get("first_tenth"),
+        "execution_reward_last_tenth": trend.get("last_tenth"),
+        "execution_reward_rose": trend.get("rose"),
+    }
+
+
+def plot_training(metrics: dict[str, Any], path: str | Path | None = None):
+    """Each reward's mean over the steps (left) and the entropy/KL (right); saved to ``path``."""
+    import matplotlib.pyplot as plt
+
+    curves = metrics.get("curves", {})
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.8))
+    for key, points in sorted(curves.items()):
+        if key.startswith("rewards/") and key.endswith("/mean"):
+            left.plot(*zip(*points), marker=".", label=key.split("/")[1])
+    if "reward" in curves:
+        left.plot(*zip(*curves["reward"]), color="black", linewidth=2, label="weighted total")
+    left.set(title="reward means per step", xlabel="step", ylabel="mean reward")
+    left.legend(fontsize=8)
+    for key in ("entropy", "kl"):
+        if key in curves:
+            right.plot(*zip(*curves[key]), marker=".", label=key)
+    right.set(title="entropy and KL (KL only when beta > 0)", xlabel="step")
+    right.legend(fontsize=8)
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path, dpi=110)
+    return fig
+
+
+def samples_table(metrics: dict[str, Any]):
+    """Sampled completions with their rewards, at the start and at the end of training."""
+    import pandas as pd
+
+    rows = []
+    for when in ("start", "end"):
+        for row in metrics.get("samples", {}).get(when, []):
+            rows.append({"when": when, **row})
+    return pd.DataFrame(rows)
