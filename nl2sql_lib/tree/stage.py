@@ -219,3 +219,178 @@ def run_tree(cfg: TreeParams, stage: StageRun, policy: Policy | None = None) -> 
 def load_stage_trees(run_dir: str | Path) -> list[Tree]:
     """The trees a finished tree stage wrote (for notebooks and later stages)."""
     return read_trees(Path(run_dir) / "tree" / "trees.jsonl")
+
+
+# ---------------------------------------------------------------------------------------------
+# Figures (used by the notebook)
+# ---------------------------------------------------------------------------------------------
+
+
+def pick_tree(trees: Sequence[Tree]) -> Tree | None:
+    """A tree worth drawing: one where a revision repaired a wrong node, else the biggest."""
+    repaired = [
+        t for t in trees
+        if any(n.correct and n.parent is not None and not t.node(n.parent).correct for n in t.nodes)
+    ]
+    pool = repaired or list(trees)
+    return max(pool, key=lambda t: (len(t.nodes), t.question_id), default=None)
+
+
+def _layered_positions(tree: Tree) -> dict[int, tuple[float, float]]:
+    """A tidy layered layout: leaves spread left to right, a parent centred over its children."""
+    positions: dict[int, tuple[float, float]] = {}
+    next_x = [0.0]
+
+    def place(node_id: int, depth: int) -> float:
+        children = tree.children(node_id)
+        if children:
+            xs = [place(c.id, depth + 1) for c in children]
+            x = sum(xs) / len(xs)
+        else:
+            x, next_x[0] = next_x[0], next_x[0] + 1.0
+        positions[node_id] = (x, -depth)
+        return x
+
+    for root in tree.roots():
+        place(root.id, 0)
+    return positions
+
+
+def draw_tree(tree: Tree, ax=None):
+    """Nodes coloured by outcome (correct / wrong result / error), edges labelled with distance."""
+    import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+
+    positions = _layered_positions(tree)
+    if ax is None:
+        width = max(6.0, 0.9 * (1 + max((x for x, _ in positions.values()), default=0)))
+        _, ax = plt.subplots(figsize=(min(width, 18), 1.8 * (tree.max_depth + 2)))
+    colours = {"correct": "#2e9d4f", "wrong": "#f0a030", "error": "#d23c3c"}
+
+    def colour(node) -> str:
+        return colours["correct"] if node.correct else colours["wrong" if node.executes else "error"]
+
+    for node in tree.nodes:
+        if node.parent is None or node.parent not in positions:
+            continue
+        (x0, y0), (x1, y1) = positions[node.parent], positions[node.id]
+        ax.plot([x0, x1], [y0, y1], color="#999999", zorder=1)
+        ax.text((x0 + x1) / 2, (y0 + y1) / 2, str(node.dist_parent), fontsize=8, ha="center",
+                va="center", bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none"}, zorder=2)
+    for node in tree.nodes:
+        x, y = positions[node.id]
+        ax.scatter([x], [y], s=380, color=colour(node), edgecolors="black", zorder=3)
+        ax.text(x, y, str(node.id), ha="center", va="center", fontsize=8, color="white", zorder=4)
+    ax.legend(
+        handles=[Line2D([], [], marker="o", ls="", color=c, markeredgecolor="black", markersize=10, label=k)
+                 for k, c in (("correct", colours["correct"]), ("wrong result", colours["wrong"]),
+                              ("does not execute", colours["error"]))],
+        loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False,
+    )
+    ax.set_yticks([-d for d in range(tree.max_depth + 1)], [f"depth {d}" for d in range(tree.max_depth + 1)])
+    ax.set_xticks([])
+    for side in ("top", "right", "bottom"):
+        ax.spines[side].set_visible(False)
+    ax.set_title(f"{tree.question_id}: {tree.question[:90]}\n(edge label: token edit distance to the parent)",
+                 fontsize=10)
+    ax.margins(x=0.08, y=0.2)
+    return ax
+
+
+def plot_repair_by_depth(repair: dict[str, dict[str, Any]], ax=None):
+    """Bars: root accuracy at depth 0, repair rate and revision accuracy at each revision depth."""
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6, 3.2))
+    depths = sorted(repair, key=int)
+    labels, values, colours = [], [], []
+    for d in depths:
+        row = repair[d]
+        if d == "0":
+            labels.append("roots\naccuracy"), values.append(row["accuracy"]), colours.append("#4c72b0")
+            continue
+        labels.append(f"depth {d}\nrepair rate"), values.append(row["repair_rate"] or 0), colours.append("#2e9d4f")
+        labels.append(f"depth {d}\nrevision acc."), values.append(row["revision_accuracy"] or 0)
+        colours.append("#8fd19e")
+    bars = ax.bar(range(len(values)), values, color=colours)
+    for bar, value in zip(bars, values):
+        ax.text(bar.get_x() + bar.get_width() / 2, value + 0.01, f"{value:.0%}", ha="center", fontsize=8)
+    ax.set_xticks(range(len(values)), labels, fontsize=8)
+    ax.set_ylim(0, max([*values, 0.1]) * 1.25)
+    ax.set_ylabel("fraction")
+    ax.set_title("How often revision repairs a wrong answer")
+    return ax
+
+
+def node_table(tree: Tree):
+    """The nodes of one tree as a DataFrame (for display)."""
+    import pandas as pd
+
+    return pd.DataFrame(
+        [{"id": n.id, "parent": n.parent, "depth": n.depth, "correct": n.correct, "error": n.error,
+          "d_parent": n.dist_parent, "d_gold": n.dist_gold, "sql": n.sql, "result": n.preview or n.message}
+         for n in tree.nodes]
+    ).set_index("id")
+
+
+# ---------------------------------------------------------------------------------------------
+# The notebook (thin: every cell calls into this package)
+# ---------------------------------------------------------------------------------------------
+
+NOTEBOOK_CELLS: list[tuple[str, str]] = [
+    ("md", """
+The policy (by default this run's SFT model) answers each training question `num_roots` times.
+Every answer is executed and judged against the gold result. A wrong or failing answer is sent
+back with its execution feedback - the error, or a preview of its rows, **never the gold SQL** -
+and the policy writes `num_revisions` revisions, down to `max_depth`. Correct and wrong answers
+of the same question become chosen/rejected pairs for 05_reward_model (rules:
+`nl2sql_lib/tree/pairs.py`).
+"""),
+    ("code", """
+from nl2sql_lib.tree.stage import (draw_tree, load_stage_trees, node_table, pick_tree,
+                                   plot_repair_by_depth, run_tree)
+
+metrics = run_tree(cfg, stage)          # resumes from tree/shards/ when interrupted
+{k: v for k, v in metrics.items() if not isinstance(v, dict)}
+"""),
+    ("md", "## One tree\nNodes coloured by outcome; edges labelled with the token edit distance of the revision."),
+    ("code", """
+trees = load_stage_trees(cfg.run_dir)
+tree = pick_tree(trees)
+draw_tree(tree)
+node_table(tree)
+"""),
+    ("md", "## How often does revision repair a wrong answer?"),
+    ("code", """
+import pandas as pd
+
+plot_repair_by_depth(metrics["repair_by_depth"])
+pd.DataFrame(metrics["repair_by_depth"]).T
+"""),
+    ("md", "## Preference pairs\nSplit into train and test by question (never by pair)."),
+    ("code", """
+from nl2sql_lib.io import read_jsonl
+
+pairs = read_jsonl(stage.path("pairs_train.jsonl"))
+print({k: metrics[k] for k in ("pairs_train", "pairs_test")})
+display(pd.DataFrame(metrics["pair_stats"]["by_reason"], index=["pairs"]))
+pd.DataFrame(pairs, columns=["question_id", "reason", "distance", "margin", "chosen", "rejected"]).head(8)
+"""),
+    ("md", "## Verification\nEvery node and pair re-executed; `discrepancies` must be empty."),
+    ("code", """
+from nl2sql_lib.io import read_json
+
+report = read_json(stage.path("verification.json"))
+print({k: report[k] for k in ("trees", "nodes", "pairs", "discrepancy_counts", "ok")})
+report["discrepancies"][:10]
+"""),
+    ("code", "stage.finish(metrics)"),
+]
+
+
+def write_tree_notebook(path: str | Path = "notebooks/04_revision_tree.ipynb") -> Path:
+    """(Re)write notebooks/04_revision_tree.ipynb from :data:`NOTEBOOK_CELLS`."""
+    from ..notebook_tools import write_notebook
+
+    return write_notebook(path, "tree", "revision trees -> preference pairs", NOTEBOOK_CELLS)
