@@ -257,7 +257,23 @@ class EvalParams(StageParams):
     semantics: Literal["bird", "spider"] = "bird"
     max_dev_examples: int | None = Field(None, ge=1)
     spider_path: str | None = Field(None, description="a Spider dev folder to evaluate on too")
+    pairs_source: Literal["tree", "gold_perturbed", "tree+gold_perturbed"] = Field(
+        "tree",
+        description="tree: the revision-tree pairs; gold_perturbed: gold SQL vs an execution-checked "
+        "wrong edit of it (train from data/train.jsonl, test from data/dev.jsonl); or both",
+    )
+    perturbed_per_question: int = Field(2, ge=1, description="gold_perturbed pairs per question")
+    pairs_train: str | None = Field(None, description="pairs JSONL; None: tree/pairs_train.jsonl of this run")
+    pairs_test: str | None = Field(None, description="pairs JSONL; None: tree/pairs_test.jsonl of this run")
+    max_train_pairs: int | None = Field(None, ge=1, description="use only the first N training pairs")
+    max_test_pairs: int | None = Field(None, ge=1, description="evaluate only the first N test pairs")
+    plots: bool = True
     spider_limit: int | None = Field(None, ge=1)
+    dpo_policy: ModelParams = Field(default_factory=lambda: ModelParams(spec="stage:sft"))
+    dpo_beta: float = Field(0.1, gt=0)
+    dpo_training: TrainingParams = Field(
+        default_factory=lambda: TrainingParams(learning_rate=5e-5, max_length=512, max_steps=20)
+    )
     num_candidates: int = Field(4, ge=1, description="N for vote/rm/oracle selection")
     strategies: list[Literal["greedy", "vote", "rm", "oracle"]] = Field(
         default_factory=lambda: ["greedy", "vote", "rm", "oracle"]

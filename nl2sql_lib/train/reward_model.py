@@ -1,0 +1,530 @@
+"""05_reward_model: a reward model that scores SQL answers, trained on revision-tree pairs.
+
+    metrics = run_reward_model(cfg, stage)      # cfg: RewardModelParams, stage: StageRun
+
+Top to bottom:
+
+1. read ``tree/pairs_train.jsonl`` and ``tree/pairs_test.jsonl`` (prompt messages, chosen SQL,
+   rejected SQL, optional margin);
+2. tokenize each side as the chat ``prompt + assistant SQL`` with the function the scorer uses
+   at inference (:func:`nl2sql_lib.scoring.encode_conversation`), so training and scoring read
+   the same token (the last one of the text; see :mod:`nl2sql_lib.scoring`);
+3. train ``AutoModelForSequenceClassification`` (one output) on the profile's base model with
+   TRL's ``RewardTrainer``: LoRA with ``task_type=SEQ_CLS`` (PEFT then trains the new ``score``
+   head in full through ``modules_to_save``), Bradley-Terry loss ``-log sigmoid(r_c - r_r - m)``
+   with the pair's margin ``m`` when ``use_margin``; resumes from the last checkpoint;
+   TensorBoard through ``report_to``;
+4. save ``reward_model/adapter/`` (adapter + score head + tokenizer + ``reward_model.json``);
+5. pairwise accuracy on the held-out pairs, by difficulty, with the score gaps
+   (``reward_model/metrics.json``, ``test_scores.jsonl``, ``plots/score_gap.png``);
+6. optionally (``dpo: true``) DPO of the policy on the same pairs (:mod:`nl2sql_lib.train.dpo`).
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import os
+import statistics
+import time
+from contextlib import contextmanager
+from dataclasses import fields
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+from ..config import ModelParams, RewardModelParams, TrainingParams
+from ..evaluate.reward_model import evaluate_pairs, load_pairs, plot_pair_results
+from ..io import write_json, write_jsonl
+from ..runs import StageRun, require_output
+from ..scoring import RewardScorer, ScorerConfig, encode_conversation, load_sequence_classifier, prepare_tokenizer
+
+logger = logging.getLogger(__name__)
+
+
+# -------------------------------------------------------------------------------------------
+# Data
+# -------------------------------------------------------------------------------------------
+
+
+def pairs_paths(cfg: RewardModelParams) -> tuple[Path, Path]:
+    """The tree pairs files: the parameters' paths, else the tree stage's output."""
+    train = Path(cfg.pairs_train) if cfg.pairs_train else require_output(cfg, "tree", "pairs_train.jsonl")
+    test = Path(cfg.pairs_test) if cfg.pairs_test else require_output(cfg, "tree", "pairs_test.jsonl")
+    return train, test
+
+
+def _read_pairs_file(path: Path, *, allow_empty: bool) -> list[dict]:
+    from ..io import DataFileError
+
+    try:
+        return load_pairs(path)
+    except DataFileError:
+        if allow_empty and path.is_file() and not path.read_text().strip():
+            return []  # the trees gave no pairs; the gold_perturbed pairs still train
+        raise
+
+
+def data_schema_params(cfg: RewardModelParams) -> Any:
+    """The schema rendering the data stage used (the prompts the policy was trained on)."""
+    from ..config import SchemaParams
+    from ..io import read_json
+
+    manifest = cfg.run_dir / "data" / "manifest.json"
+    if manifest.is_file():
+        rendered = read_json(manifest).get("parameters", {}).get("schema_render")
+        if rendered:
+            return SchemaParams(**rendered)
+    return SchemaParams()
+
+
+def gather_pairs(cfg: RewardModelParams, stage: StageRun) -> tuple[list[dict], list[dict], dict[str, Any]]:
+    """Training and test pairs from the sources ``cfg.pairs_source`` names, with counts.
+
+    Test pairs come from held-out questions: the tree splits its pairs by question, and the
+    gold_perturbed test pairs are built from data/dev.jsonl (other databases than training).
+    """
+    import random
+
+    from ..data.example import read_examples
+
+    train: list[dict] = []
+    test: list[dict] = []
+    sources: dict[str, Any] = {"pairs_source": cfg.pairs_source}
+    both = cfg.pairs_source == "tree+gold_perturbed"
+    if cfg.pairs_source in ("tree", "tree+gold_perturbed"):
+        train_path, test_path = pairs_paths(cfg)
+        for path, bucket in ((train_path, train), (test_path, test)):
+            stage.record_input(path)
+            bucket.extend(_read_pairs_file(path, allow_empty=both))
+        sources["tree_pairs"] = {"train": len(train), "test": len(test)}
+    if cfg.pairs_source in ("gold_perturbed", "tree+gold_perturbed"):
+        schema_params = data_schema_params(cfg)
+        built = {}
+        for split, bucket, cap in (("train", train, cfg.max_train_pairs), ("dev", test, cfg.max_test_pairs)):
+            path = stage.record_input(require_output(cfg, "data", f"{split}.jsonl"))
+            examples = read_examples(path)
+            if cap:  # build pairs for a random sample of questions only, enough to fill the cap
+                wanted = min(len(examples), -(-cap * 3 // (2 * cfg.perturbed_per_question)))
+                examples = random.Random(cfg.seed).sample(examples, wanted)
+            pairs = perturbed_gold_pairs(examples, schema_params=schema_params,
+                                         per_question=cfg.perturbed_per_question, seed=cfg.seed)
+            random.Random(cfg.seed).shuffle(pairs)  # a cap below keeps every database represented
+            write_jsonl(stage.path(f"pairs_gold_perturbed_{split}.jsonl"), pairs)
+            built[split] = len(pairs)
+            bucket.extend(pairs)
+        sources["gold_perturbed_pairs"] = {"train": built["train"], "test": built["dev"]}
+    if cfg.max_train_pairs:
+        train = train[: cfg.max_train_pairs]
+    if cfg.max_test_pairs:
+        test = test[: cfg.max_test_pairs]
+    if not train or not test:
+        raise ValueError(
+            f"pairs_source={cfg.pairs_source!r} gave {len(train)} training and {len(test)} test pairs; "
+            "both must be non-empty (use pairs_source: tree+gold_perturbed when the trees give few pairs)"
+        )
+    sources.update(train_pairs=len(train), test_pairs=len(test))
+    return train, test, sources
+
+
+def build_preference_dataset(
+    pairs: Sequence[dict], tokenizer: Any, *, max_length: int, use_margin: bool
+) -> tuple[Any, dict[str, int]]:
+    """TRL's processed preference format: ``chosen_ids``, ``rejected_ids`` (and ``margin``).
+
+    Handing TRL token ids (rather than text) keeps tokenization in one place, shared with the
+    scorer. Conversations longer than ``max_length`` are cut from the left (TRL would drop the
+    whole pair, CPU-NOTES gotcha 9). Returns the dataset and counts for the metrics.
+    """
+    from datasets import Dataset
+
+    with_margin = use_margin and any(pair.get("margin") is not None for pair in pairs)
+    columns: dict[str, list] = {"chosen_ids": [], "rejected_ids": []}
+    if with_margin:
+        columns["margin"] = []
+    stats = {"pairs": len(pairs), "used": 0, "truncated": 0, "identical_skipped": 0}
+    for pair in pairs:
+        chosen, cut_c = encode_conversation(tokenizer, pair["prompt"], pair["chosen"], max_length)
+        rejected, cut_r = encode_conversation(tokenizer, pair["prompt"], pair["rejected"], max_length)
+        if chosen == rejected:  # nothing to learn, and a zero-gap pair only adds noise
+            stats["identical_skipped"] += 1
+            continue
+        stats["truncated"] += int(cut_c or cut_r)
+        columns["chosen_ids"].append(chosen)
+        columns["rejected_ids"].append(rejected)
+        if with_margin:
+            columns["margin"].append(float(pair.get("margin") or 0.0))
+        stats["used"] += 1
+    if not stats["used"]:
+        raise ValueError("no usable training pairs (every pair had the same SQL on both sides)")
+    stats["with_margin"] = int(with_margin)
+    return Dataset.from_dict(columns), stats
+
+
+# -------------------------------------------------------------------------------------------
+# Pairs from gold SQL (pairs_source: gold_perturbed)
+# -------------------------------------------------------------------------------------------
+#
+# When the revision trees give few pairs (a small policy rarely gets a question right), the
+# gold SQL gives the "chosen" side for every question, and an edit of it that executes to a
+# different result (or fails) gives the "rejected" side: the kinds of mistakes a policy makes -
+# a wrong column, a flipped comparison, a dropped condition, the wrong aggregate or order.
+# Every rejected candidate is executed and judged against the gold result, so no pair has a
+# correct query on its rejected side.
+
+_FLIP = {"GT": "LT", "LT": "GT", "GTE": "LTE", "LTE": "GTE", "EQ": "NEQ", "NEQ": "EQ"}
+_AGG_SWAP = {"Max": "Min", "Min": "Max", "Sum": "Avg", "Avg": "Sum"}
+
+
+def _perturbations(tree: Any, schema: Any, rng: Any) -> list[tuple[str, Any]]:
+    """(kind, edited copy of ``tree``) for every edit that applies to this query."""
+    from sqlglot import exp
+
+    out: list[tuple[str, Any]] = []
+
+    def edit(kind: str, node_type: Any, change: Any) -> None:
+        nodes = list(tree.find_all(node_type))
+        if not nodes:
+            return
+        copy = tree.copy()
+        target = list(copy.find_all(node_type))[rng.randrange(len(nodes))]
+        if change(target) is not False:
+            out.append((kind, copy))
+
+    def flip(node):
+        new_cls = getattr(exp, _FLIP[type(node).__name__])
+        node.replace(new_cls(this=node.this.copy(), expression=node.expression.copy()))
+
+    edit("flip_comparison", (exp.GT, exp.LT, exp.GTE, exp.LTE, exp.EQ, exp.NEQ), flip)
+
+    def swap_agg(node):
+        node.replace(getattr(exp, _AGG_SWAP[type(node).__name__])(this=node.this.copy()))
+
+    edit("swap_aggregate", (exp.Max, exp.Min, exp.Sum, exp.Avg), swap_agg)
+
+    def flip_order(node):
+        desc = not node.args.get("desc")
+        node.set("desc", desc)
+        node.set("nulls_first", not desc)  # SQLite's default null order: no NULLS clause printed
+
+    edit("flip_order", exp.Ordered, flip_order)
+
+    def drop_condition(where):
+        condition = where.this
+        if isinstance(condition, (exp.And, exp.Or)):
+            condition.replace(condition.this.copy() if rng.random() < 0.5 else condition.expression.copy())
+        else:
+            where.pop()
+
+    edit("drop_condition", exp.Where, drop_condition)
+
+    def change_number(literal):
+        if literal.is_string:
+            literal.replace(exp.Literal.string(literal.this + "x"))
+        else:
+            value = float(literal.this)
+            literal.replace(exp.Literal.number(int(value) + 1 if value == int(value) else value * 2))
+
+    edit("change_literal", exp.Literal, change_number)
+
+    def change_limit(limit):
+        number = limit.expression
+        if not isinstance(number, exp.Literal) or number.is_string:
+            return False
+        limit.set("expression", exp.Literal.number(int(number.this) + 1))
+
+    edit("change_limit", exp.Limit, change_limit)
+
+    columns = {c.name.lower(): [x.name for x in t.columns] for t in schema.tables for c in t.columns}
+
+    def wrong_column(column):
+        others = [name for name in columns.get(column.name.lower(), []) if name.lower() != column.name.lower()]
+        if not others:
+            return False
+        column.set("this", exp.to_identifier(rng.choice(others)))
+
+    edit("wrong_column", exp.Column, wrong_column)
+
+    def missing_column(column):
+        column.set("this", exp.to_identifier(column.name + "_name"))
+
+    edit("missing_column", exp.Column, missing_column)
+    return out
+
+
+def perturbed_gold_pairs(
+    examples: Sequence[Any], *, schema_params: Any = None, per_question: int = 2, seed: int = 0,
+    semantics: str = "bird", timeout: float = 2.0,
+) -> list[dict[str, Any]]:
+    """Pairs ``(gold SQL, a wrong edit of it)`` for each example, in the tree pairs' format.
+
+    ``reason`` is ``perturbed:<kind>``; ``margin`` follows the tree pairs' rule: 1.0 when the
+    rejected query executes (a wrong result), 2.0 when it fails.
+    """
+    import random
+
+    from ..data.prompts import finish_sql, sql_messages
+    from ..data.schema import read_schema, schema_text_for
+    from ..sql.judge import Judge
+    from ..sql.parse import parse_sql
+
+    rng = random.Random(seed)
+    judge = Judge(semantics=semantics, timeout=timeout)
+    pairs: list[dict[str, Any]] = []
+    for example in examples:
+        tree = parse_sql(example.sql)
+        if tree is None or not judge.gold(example.db_path, example.sql).ok:
+            continue
+        # Both sides are printed by sqlglot, so formatting (keyword case, <> vs !=) cannot tell
+        # the rejected side from the chosen one.
+        chosen = tree.sql(dialect="sqlite")
+        if not judge.judge(example.db_path, example.sql, chosen).correct:
+            chosen = example.sql
+        schema = read_schema(example.db_path)
+        candidates = _perturbations(tree, schema, rng)
+        rng.shuffle(candidates)
+        prompt = None
+        seen: set[str] = set()
+        kept = 0
+        for kind, edited in candidates:
+            sql = edited.sql(dialect="sqlite")
+            if sql in seen:
+                continue
+            seen.add(sql)
+            verdict = judge.judge(example.db_path, example.sql, sql)
+            if verdict.correct:
+                continue  # the edit did not change the answer: not a negative
+            prompt = prompt or sql_messages(example, schema_text_for(example, schema_params))
+            pairs.append({
+                "prompt": prompt,
+                "chosen": finish_sql(chosen),
+                "rejected": finish_sql(sql),
+                "reason": f"perturbed:{kind}",
+                "question_id": example.question_id,
+                "db_id": example.db_id,
+                "difficulty": example.difficulty,
+                "margin": 1.0 if verdict.pred.ok else 2.0,
+            })
+            kept += 1
+            if kept >= per_question:
+                break
+    return pairs
+
+
+# -------------------------------------------------------------------------------------------
+# TRL configuration
+# -------------------------------------------------------------------------------------------
+
+
+def use_bf16_autocast(model_params: ModelParams) -> bool:
+    """bf16 mixed precision where the hardware computes it natively (GPU, or AVX512-BF16 CPU).
+
+    On CPU, TRL runs it as autocast over fp32 weights (``use_cpu=True``, CPU-NOTES gotcha 3).
+    """
+    from ..models import cpu_has_bf16, cuda_available
+
+    if model_params.dtype in ("float32", "float16"):
+        return False
+    if cuda_available():
+        import torch
+
+        return torch.cuda.is_bf16_supported()
+    return model_params.dtype == "bfloat16" or cpu_has_bf16()
+
+
+def trl_config(config_cls: type, training: TrainingParams, model_params: ModelParams, output_dir: Path,
+               seed: int, **specific: Any) -> Any:
+    """Build a TRL config dataclass from our TrainingParams (+ trainer-specific keys).
+
+    ``training.extra`` passes any other field of ``config_cls``; an unknown one stops with the
+    list of valid names.
+    """
+    from ..models import cuda_available, optimizer_name
+
+    valid = {f.name for f in fields(config_cls)}
+    unknown = sorted(set(training.extra) - valid)
+    if unknown:
+        raise ValueError(
+            f"training.extra: unknown {config_cls.__name__} field(s) {unknown}; see "
+            f"the {config_cls.__name__} documentation for valid names"
+        )
+    values: dict[str, Any] = {
+        "output_dir": str(output_dir),
+        "max_steps": training.max_steps,
+        "num_train_epochs": training.num_train_epochs,
+        "per_device_train_batch_size": training.per_device_train_batch_size,
+        "gradient_accumulation_steps": training.gradient_accumulation_steps,
+        "learning_rate": training.learning_rate,
+        "lr_scheduler_type": training.lr_scheduler_type,
+        "warmup_steps": training.warmup_ratio,  # transformers 5: a float < 1 is a ratio
+        "weight_decay": training.weight_decay,
+        "max_length": training.max_length,
+        "gradient_checkpointing": training.gradient_checkpointing,
+        "logging_steps": training.logging_steps,
+        "save_strategy": "steps",
+        "save_steps": training.save_steps,
+        "save_total_limit": training.save_total_limit,
+        "report_to": training.report_to or "none",
+        "seed": seed,
+        "bf16": use_bf16_autocast(model_params),
+        "use_cpu": not cuda_available(),
+        "optim": optimizer_name(model_params),
+        "dataloader_num_workers": 0,
+        **specific,
+        **training.extra,
+    }
+    return config_cls(**values)
+
+
+@contextmanager
+def tensorboard_dir(path: Path) -> Iterator[None]:
+    """transformers 5 takes TensorBoard's folder from TENSORBOARD_LOGGING_DIR (no logging_dir)."""
+    old = os.environ.get("TENSORBOARD_LOGGING_DIR")
+    os.environ["TENSORBOARD_LOGGING_DIR"] = str(path)
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("TENSORBOARD_LOGGING_DIR", None)
+        else:
+            os.environ["TENSORBOARD_LOGGING_DIR"] = old
+
+
+def last_checkpoint(output_dir: Path) -> str | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    return get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
+
+
+def _step_timer() -> Any:
+    """A TrainerCallback recording each optimizer step's wall time (for the CPU figures)."""
+    from transformers import TrainerCallback
+
+    class StepTimer(TrainerCallback):
+        def __init__(self) -> None:
+            self.times: list[float] = []
+            self._start = 0.0
+
+        def on_step_begin(self, args, state, control, **kwargs):
+            self._start = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            self.times.append(time.perf_counter() - self._start)
+
+    return StepTimer()
+
+
+# -------------------------------------------------------------------------------------------
+# The stage
+# -------------------------------------------------------------------------------------------
+
+
+def build_reward_trainer(cfg: RewardModelParams, train_dataset: Any, tokenizer: Any, model: Any,
+                         output_dir: Path, callbacks: list | None = None) -> Any:
+    """TRL's RewardTrainer with our parameters (LoRA on SEQ_CLS: the score head is trained)."""
+    from trl import RewardConfig, RewardTrainer
+
+    args = trl_config(RewardConfig, cfg.training, cfg.model, output_dir, cfg.seed,
+                      center_rewards_coefficient=cfg.training.extra.get("center_rewards_coefficient"))
+    peft_config = None
+    if cfg.lora.enabled:
+        from peft import LoraConfig
+
+        from ..models import lora_config_kwargs
+
+        # SEQ_CLS: PEFT adds the head ("score") to modules_to_save, so it trains in full and is
+        # saved with the adapter; listed explicitly so that it does not depend on that default.
+        peft_config = LoraConfig(**{**lora_config_kwargs(cfg.lora), "task_type": "SEQ_CLS", "modules_to_save": ["score"]})
+    return RewardTrainer(
+        model=model,
+        args=args,
+        train_dataset=train_dataset,
+        processing_class=tokenizer,
+        peft_config=peft_config,
+        callbacks=callbacks,
+    )
+
+
+def load_reward_base(cfg: RewardModelParams) -> tuple[Any, Any]:
+    """The sequence classifier (random head) and its tokenizer, padding prepared."""
+    from ..models import load_tokenizer
+
+    tokenizer = prepare_tokenizer(load_tokenizer(cfg.model.spec, cfg.run_dir, padding_side="right"))
+    model = load_sequence_classifier(cfg.model, run_dir=cfg.run_dir, for_training=True)
+    model.config.pad_token_id = tokenizer.pad_token_id
+    return model, tokenizer
+
+
+def save_reward_model(trainer: Any, tokenizer: Any, cfg: RewardModelParams, directory: Path) -> Path:
+    """Adapter (or full model) + tokenizer + what RewardScorer.from_spec needs to reload it."""
+    from ..models import save_base_spec
+
+    trainer.save_model(str(directory))
+    tokenizer.save_pretrained(str(directory))
+    ScorerConfig(
+        base_spec=cfg.model.spec,
+        max_length=cfg.training.max_length,
+        pad_token=tokenizer.pad_token,
+        adapter=cfg.lora.enabled,
+    ).write(directory)
+    if cfg.lora.enabled:
+        save_base_spec(directory, cfg.model.spec)
+    return directory
+
+
+def run_reward_model(cfg: RewardModelParams, stage: StageRun) -> dict[str, Any]:
+    """Train the reward model, save it, evaluate it on the test pairs; returns the metrics."""
+    with stage.timer("pairs"):
+        train_pairs, test_pairs, sources = gather_pairs(cfg, stage)
+
+    with stage.timer("load_model"):
+        model, tokenizer = load_reward_base(cfg)
+    dataset, data_stats = build_preference_dataset(
+        train_pairs, tokenizer, max_length=cfg.training.max_length, use_margin=cfg.use_margin
+    )
+    logger.info("reward model: %d training pairs (%s)", len(dataset), data_stats)
+
+    checkpoints = stage.path("checkpoints")
+    timer = _step_timer()
+    with stage.timer("train"), tensorboard_dir(stage.dir / "tensorboard"):
+        trainer = build_reward_trainer(cfg, dataset, tokenizer, model, checkpoints, callbacks=[timer])
+        resume = last_checkpoint(checkpoints) if cfg.training.resume else None
+        result = trainer.train(resume_from_checkpoint=resume)
+    adapter_dir = save_reward_model(trainer, tokenizer, cfg, stage.dir / "adapter")
+    history = [entry for entry in trainer.state.log_history if "loss" in entry]
+    steps = trainer.state.global_step
+    del trainer, model  # free the training copy before loading the saved one
+    gc.collect()
+
+    with stage.timer("evaluate"):
+        # Evaluate the saved artifact, loaded as 06_eval will load it (fp32, merged adapter):
+        # the trainer's in-memory model still runs under the training autocast.
+        scorer = RewardScorer.from_spec(adapter_dir, run_dir=cfg.run_dir, batch_size=cfg.eval_batch_size)
+        summary, items = evaluate_pairs(scorer, test_pairs)
+        del scorer
+    write_jsonl(stage.path("test_scores.jsonl"), items)
+    if cfg.plots:
+        plot_pair_results(items, summary, stage.path("plots/score_gap.png"))
+
+    metrics = {
+        **summary,
+        "pairs": sources,
+        "train": {
+            **data_stats,
+            "steps": steps,
+            "resumed_from": resume,
+            "train_loss": round(result.training_loss, 4) if result.training_loss is not None else None,
+            "first_logged_loss": history[0]["loss"] if history else None,
+            "last_logged_loss": history[-1]["loss"] if history else None,
+            "last_logged_accuracy": history[-1].get("accuracy") if history else None,
+            "median_step_s": round(statistics.median(timer.times), 2) if timer.times else None,
+            "runtime_s": round(result.metrics.get("train_runtime", 0.0), 1),
+        },
+        "adapter": str(adapter_dir),
+    }
+    if cfg.dpo:
+        from .dpo import run_dpo
+
+        with stage.timer("dpo"):
+            metrics["dpo"] = run_dpo(cfg, stage, train_pairs)
+    write_json(stage.path("metrics.json"), metrics)
+    return metrics
