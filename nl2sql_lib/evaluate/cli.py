@@ -1,0 +1,293 @@
+"""Command line: score a predictions file against a gold file.
+
+    python -m nl2sql_lib.evaluate --gold dev.json --pred predict_dev.json --db-root dev_databases \\
+        [--semantics bird|spider] [--keep-distinct] [--timeout 5] [--workers 2] \\
+        [--out metrics.json] [--per-item items.jsonl] [--report-dir DIR] [--ves-repeats 0]
+
+GOLD: a BIRD or Spider dev JSON (a list of records with ``db_id`` and ``SQL`` or ``query``), or
+a text file of ``SQL<TAB>db_id`` lines (Spider's dev_gold.sql, BIRD's dev.sql).
+PRED: BIRD's ``predict_dev.json`` (``{"0": "SQL\\t----- bird -----\\tdb_id", ...}``) or a text
+file with one SQL per line. Databases are found at ``DB_ROOT/<db_id>/<db_id>.sqlite``.
+
+The run stops with a clear message (exit code 2) when the counts differ, a line is empty, a
+prediction names another database than its gold, or a database is missing. Work is split over
+``--workers`` processes by database; gold SQL runs once per question.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Sequence
+
+from ..data.example import Example
+from ..io import write_json, write_jsonl
+
+__all__ = ["main", "read_gold", "read_predictions", "evaluate_files", "EvalInputError"]
+
+BIRD_SEPARATOR = "\t----- bird -----\t"
+
+
+class EvalInputError(ValueError):
+    """A gold/prediction file or the database root is unusable; the message says what to fix."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading the inputs
+# ---------------------------------------------------------------------------------------------
+
+
+def _difficulty(record: dict, sql: str) -> str:
+    if record.get("difficulty"):
+        return str(record["difficulty"])
+    try:  # Spider has no label in dev.json; derive its hardness as Spider's evaluator does
+        from ..data.loaders import spider_hardness
+
+        return spider_hardness(sql)
+    except Exception:  # noqa: BLE001 - a label is a nicety, never a reason to fail
+        return "unknown"
+
+
+def read_gold(path: str | Path, db_root: str | Path) -> list[Example]:
+    """Examples from a BIRD/Spider dev JSON or a ``SQL<TAB>db_id`` file (order kept)."""
+    path, db_root = Path(path), Path(db_root)
+    if not path.is_file():
+        raise EvalInputError(f"--gold {path}: file not found")
+    text = path.read_text(encoding="utf-8")
+    examples: list[Example] = []
+    if text.lstrip().startswith("["):
+        try:
+            records = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise EvalInputError(f"--gold {path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+        for i, rec in enumerate(records):
+            sql = rec.get("SQL", rec.get("query")) if isinstance(rec, dict) else None
+            if not sql or not rec.get("db_id"):
+                raise EvalInputError(f"--gold {path}: record {i} needs 'db_id' and 'SQL' (BIRD) or 'query' (Spider)")
+            examples.append(_example(i, rec["db_id"], sql, db_root, rec.get("question_id", i),
+                                     rec.get("question", ""), _difficulty(rec, sql)))
+        return examples
+    lines = text.splitlines()
+    while lines and not lines[-1].strip():
+        lines.pop()  # trailing newlines are fine
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            raise EvalInputError(f"--gold {path}: line {number} is empty; every line must be 'SQL<TAB>db_id'")
+        if "\t" not in line:
+            raise EvalInputError(f"--gold {path}: line {number} has no TAB; expected 'SQL<TAB>db_id'")
+        sql, db_id = line.rsplit("\t", 1)
+        examples.append(_example(number - 1, db_id.strip(), sql.strip(), db_root, number - 1, "",
+                                 _difficulty({}, sql.strip())))
+    return examples
+
+
+def _example(index: int, db_id: str, sql: str, db_root: Path, qid: Any, question: str, difficulty: str) -> Example:
+    return Example(
+        question_id=str(qid), db_id=db_id, db_path=str(db_root / db_id / f"{db_id}.sqlite"),
+        question=question, sql=sql, difficulty=difficulty,
+    )
+
+
+def read_predictions(path: str | Path) -> tuple[list[str], list[str | None]]:
+    """(SQL list, db_id list or Nones) from BIRD's predict_dev.json or a one-SQL-per-line file."""
+    path = Path(path)
+    if not path.is_file():
+        raise EvalInputError(f"--pred {path}: file not found")
+    text = path.read_text(encoding="utf-8")
+    if text.lstrip().startswith("{"):
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise EvalInputError(f"--pred {path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+        try:
+            keys = sorted(data, key=int)
+        except ValueError:
+            raise EvalInputError(f"--pred {path}: keys must be question indices \"0\", \"1\", ...") from None
+        if [int(k) for k in keys] != list(range(len(keys))):
+            missing = sorted(set(range(len(keys))) - {int(k) for k in keys})
+            raise EvalInputError(f"--pred {path}: indices must run 0..{len(keys) - 1} without gaps; missing {missing[:10]}")
+        sqls, dbs = [], []
+        for key in keys:
+            value = data[key]
+            if not isinstance(value, str):
+                raise EvalInputError(f"--pred {path}: entry {key!r} is not a string")
+            sql, sep, db_id = value.partition(BIRD_SEPARATOR)
+            sqls.append(sql.strip())
+            dbs.append(db_id.strip() if sep else None)
+        return sqls, dbs
+    lines = text.splitlines()
+    while lines and not lines[-1].strip():
+        lines.pop()
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            raise EvalInputError(
+                f"--pred {path}: line {number} is empty; write one SQL per line (for a question "
+                "without an answer write any placeholder, e.g. SELECT NULL, so the lines stay aligned)"
+            )
+    return [line.strip() for line in lines], [None] * len(lines)
+
+
+def check_inputs(examples: list[Example], preds: list[str], pred_dbs: list[str | None], gold: str, pred: str) -> None:
+    if len(examples) != len(preds):
+        raise EvalInputError(
+            f"--gold {gold} has {len(examples)} questions but --pred {pred} has {len(preds)} predictions; "
+            "they must match one to one, in order"
+        )
+    for i, (ex, db_id) in enumerate(zip(examples, pred_dbs)):
+        if db_id is not None and db_id != ex.db_id:
+            raise EvalInputError(f"--pred {pred}: prediction {i} names database {db_id!r} but gold question {i} is on {ex.db_id!r}")
+    missing = sorted({ex.db_path for ex in examples if not Path(ex.db_path).is_file()})
+    if missing:
+        shown = "\n  ".join(missing[:10]) + ("\n  ..." if len(missing) > 10 else "")
+        raise EvalInputError(
+            f"{len(missing)} database file(s) missing under --db-root (expected DB_ROOT/<db_id>/<db_id>.sqlite):\n  {shown}"
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Scoring, split over processes by database
+# ---------------------------------------------------------------------------------------------
+
+
+def _score_chunk(args: tuple) -> list[dict]:
+    """Worker: score the (index, example, prediction) triples of some databases."""
+    triples, judge_kwargs, components = args
+    from ..sql.judge import Judge
+    from .metrics import score_item
+
+    judge = Judge(**judge_kwargs)
+    out = []
+    for index, example, pred in triples:
+        out.append(score_item(index, example, pred, judge, components=components))
+    return out
+
+
+def split_by_database(examples: Sequence[Example], workers: int) -> list[list[int]]:
+    """Question indices in ``workers`` buckets; one database's questions never span buckets."""
+    by_db: dict[str, list[int]] = defaultdict(list)
+    for i, ex in enumerate(examples):
+        by_db[ex.db_path].append(i)
+    buckets: list[list[int]] = [[] for _ in range(max(1, workers))]
+    for indices in sorted(by_db.values(), key=len, reverse=True):  # largest first onto the lightest
+        min(buckets, key=len).extend(indices)
+    return [sorted(b) for b in buckets if b]
+
+
+def score_parallel(examples: list[Example], preds: list[str], judge_kwargs: dict, *, workers: int = 1,
+                   components: bool = True) -> list[dict]:
+    """Per-question items in order, computed by ``workers`` processes split by database."""
+    buckets = split_by_database(examples, workers)
+    tasks = [([(i, examples[i], preds[i]) for i in bucket], judge_kwargs, components) for bucket in buckets]
+    if len(tasks) <= 1:
+        results = [_score_chunk(t) for t in tasks]
+    else:
+        with multiprocessing.get_context("spawn").Pool(len(tasks)) as pool:
+            results = pool.map(_score_chunk, tasks)
+    items = sorted((it for chunk in results for it in chunk), key=lambda it: it["index"])
+    return items
+
+
+def evaluate_files(gold: str | Path, pred: str | Path, db_root: str | Path, *, semantics: str = "bird",
+                   keep_distinct: bool = False, timeout: float = 5.0, workers: int = 1,
+                   components: bool = True, tolerance: float | None = None,
+                   ves_repeats: int = 0) -> tuple[dict[str, Any], list[dict]]:
+    """Read, check and score; returns (summary, items)."""
+    from .metrics import summarize
+
+    examples = read_gold(gold, db_root)
+    preds, pred_dbs = read_predictions(pred)
+    check_inputs(examples, preds, pred_dbs, str(gold), str(pred))
+    judge_kwargs = {"semantics": semantics, "timeout": timeout, "keep_distinct": keep_distinct, "tolerance": tolerance}
+    start = time.perf_counter()
+    items = score_parallel(examples, preds, judge_kwargs, workers=workers, components=components)
+    summary = summarize(items)
+    if ves_repeats > 0:
+        from ..sql.judge import Judge
+        from .ves import rves, time_ratio, ves
+
+        judge = Judge(**judge_kwargs)
+        ratios = [time_ratio(ex.db_path, p, ex.sql, judge, repeats=ves_repeats) if it["correct"] else 0.0
+                  for ex, p, it in zip(examples, preds, items)]
+        summary["ves"], summary["rves"] = ves(ratios), rves(ratios)
+    summary["seconds"] = round(time.perf_counter() - start, 3)
+    summary["settings"] = {"gold": str(gold), "pred": str(pred), "db_root": str(db_root), "semantics": semantics,
+                           "keep_distinct": keep_distinct, "timeout": timeout, "workers": workers,
+                           "tolerance": tolerance}
+    return summary, items
+
+
+# ---------------------------------------------------------------------------------------------
+# Entry point
+# ---------------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m nl2sql_lib.evaluate",
+        description="Execution accuracy (EX) of predicted SQL against gold SQL on SQLite databases.",
+    )
+    parser.add_argument("--gold", required=True, help="BIRD/Spider dev JSON, or a SQL<TAB>db_id file")
+    parser.add_argument("--pred", required=True, help="BIRD predict_dev.json, or one SQL per line")
+    parser.add_argument("--db-root", required=True, help="folder holding <db_id>/<db_id>.sqlite")
+    parser.add_argument("--semantics", choices=["bird", "spider"], default="bird",
+                        help="bird: set of rows; spider: test-suite multiset/permutation rule (default bird)")
+    parser.add_argument("--keep-distinct", action="store_true",
+                        help="spider only: do not remove DISTINCT from both queries before running them")
+    parser.add_argument("--timeout", type=float, default=5.0, help="seconds per predicted query (default 5)")
+    parser.add_argument("--tolerance", type=float, default=None, help="numeric tolerance (default: exact)")
+    parser.add_argument("--workers", type=int, default=1, help="processes, work split by database (default 1)")
+    parser.add_argument("--out", help="write the summary (metrics) JSON here")
+    parser.add_argument("--per-item", help="write one JSON record per question here (JSON Lines)")
+    parser.add_argument("--report-dir", help="also write report.md and plots into this folder")
+    parser.add_argument("--no-components", action="store_true", help="skip exact match / component scores")
+    parser.add_argument("--ves-repeats", type=int, default=0, help="also compute VES and R-VES with N timings")
+    return parser
+
+
+def _print_summary(summary: dict[str, Any]) -> None:
+    print(f"n = {summary['n']}   EX = {100 * summary['ex']:.2f}%", end="")
+    if "exact_match" in summary:
+        print(f"   exact match = {100 * summary['exact_match']:.2f}%   partial = {100 * summary['partial']:.2f}%", end="")
+    if "ves" in summary:
+        print(f"   VES = {summary['ves']:.2f}   R-VES = {summary['rves']:.2f}", end="")
+    print()
+    if summary["by_difficulty"]:
+        print("by difficulty: " + ", ".join(f"{d} {100 * v['ex']:.1f}% (n={v['n']})"
+                                            for d, v in summary["by_difficulty"].items()))
+    if summary["errors"]:
+        print("misses: " + ", ".join(f"{k} {v}" for k, v in summary["errors"].items()))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.workers < 1:
+        print("error: --workers must be at least 1", file=sys.stderr)
+        return 2
+    try:
+        summary, items = evaluate_files(
+            args.gold, args.pred, args.db_root, semantics=args.semantics, keep_distinct=args.keep_distinct,
+            timeout=args.timeout, workers=args.workers, components=not args.no_components,
+            tolerance=args.tolerance, ves_repeats=args.ves_repeats,
+        )
+    except EvalInputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    _print_summary(summary)
+    if args.out:
+        write_json(args.out, summary)
+    if args.per_item:
+        write_jsonl(args.per_item, items)
+    if args.report_dir:
+        from .metrics import summarize
+        from .report import write_report
+
+        name = Path(args.pred).stem
+        path = write_report({Path(args.gold).stem: {f"{name}/greedy": summarize(items)}}, args.report_dir,
+                            {Path(args.gold).stem: {f"{name}/greedy": items}})
+        print(f"report: {path}")
+    return 0

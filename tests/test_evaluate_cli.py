@@ -1,0 +1,160 @@
+"""The command line on both gold formats and both prediction formats, and its input errors."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from nl2sql_lib.evaluate.cli import split_by_database
+
+PROJECT = Path(__file__).resolve().parent.parent
+
+
+def _make_db(root: Path, db_id: str) -> None:
+    path = root / db_id / f"{db_id}.sqlite"
+    path.parent.mkdir(parents=True)
+    conn = sqlite3.connect(path)
+    conn.executescript(
+        """
+        CREATE TABLE t(id INTEGER PRIMARY KEY, name TEXT, score INTEGER);
+        INSERT INTO t VALUES (1, 'a', 10), (2, 'b', 20), (3, 'c', 20);
+        """
+    )
+    conn.commit()
+    conn.close()
+
+
+GOLD = [
+    ("SELECT name FROM t WHERE score = 20", "db_one", "simple"),
+    ("SELECT count(*) FROM t", "db_one", "moderate"),
+    ("SELECT name, score FROM t ORDER BY id DESC", "db_two", "challenging"),
+    ("SELECT DISTINCT score FROM t", "db_two", "simple"),
+]
+PRED = [
+    "SELECT name FROM t WHERE score > 15",  # right
+    "SELECT count(*) FROM t WHERE id > 1",  # wrong
+    "SELECT score, name FROM t ORDER BY id DESC",  # spider: right (columns permuted); bird: wrong
+    "SELECT score FROM t",  # bird: right (sets); spider: right (DISTINCT removed); keep: wrong
+]
+
+
+@pytest.fixture()
+def files(tmp_path: Path) -> dict[str, Path]:
+    root = tmp_path / "databases"
+    for db_id in ("db_one", "db_two"):
+        _make_db(root, db_id)
+    bird_gold = tmp_path / "dev.json"
+    bird_gold.write_text(json.dumps([
+        {"question_id": i, "db_id": db, "question": "?", "evidence": "", "SQL": sql, "difficulty": diff}
+        for i, (sql, db, diff) in enumerate(GOLD)
+    ]))
+    spider_gold = tmp_path / "spider_dev.json"
+    spider_gold.write_text(json.dumps([{"db_id": db, "query": sql, "question": "?"} for sql, db, _ in GOLD]))
+    tsv_gold = tmp_path / "dev_gold.sql"
+    tsv_gold.write_text("".join(f"{sql}\t{db}\n" for sql, db, _ in GOLD))
+    bird_pred = tmp_path / "predict_dev.json"
+    bird_pred.write_text(json.dumps({str(i): f"{sql}\t----- bird -----\t{GOLD[i][1]}" for i, sql in enumerate(PRED)}))
+    line_pred = tmp_path / "pred.sql"
+    line_pred.write_text("\n".join(PRED) + "\n")
+    return {"root": root, "bird_gold": bird_gold, "spider_gold": spider_gold, "tsv_gold": tsv_gold,
+            "bird_pred": bird_pred, "line_pred": line_pred, "tmp": tmp_path}
+
+
+def _run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "nl2sql_lib.evaluate", *map(str, args)], cwd=PROJECT,
+                          capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("gold", ["bird_gold", "tsv_gold", "spider_gold"])
+@pytest.mark.parametrize("pred", ["bird_pred", "line_pred"])
+def test_both_formats_bird_rule(files, gold: str, pred: str) -> None:
+    out, items = files["tmp"] / f"m_{gold}_{pred}.json", files["tmp"] / f"i_{gold}_{pred}.jsonl"
+    proc = _run("--gold", files[gold], "--pred", files[pred], "--db-root", files["root"],
+                "--out", out, "--per-item", items)
+    assert proc.returncode == 0, proc.stderr
+    assert "EX = 50.00%" in proc.stdout
+    metrics = json.loads(out.read_text())
+    assert metrics["n"] == 4 and metrics["ex"] == 0.5
+    assert metrics["errors"] == {"wrong_result": 2}
+    records = [json.loads(line) for line in items.read_text().splitlines()]
+    assert [r["index"] for r in records] == [0, 1, 2, 3]
+    assert [r["correct"] for r in records] == [True, False, False, True]
+    assert [r["db_id"] for r in records] == ["db_one", "db_one", "db_two", "db_two"]
+    if gold == "bird_gold":
+        assert metrics["by_difficulty"]["simple"] == {"n": 2, "ex": 1.0}
+
+
+def test_spider_rule_keep_distinct_and_workers(files) -> None:
+    out = files["tmp"] / "spider.json"
+    proc = _run("--gold", files["tsv_gold"], "--pred", files["line_pred"], "--db-root", files["root"],
+                "--semantics", "spider", "--workers", "2", "--out", out)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(out.read_text())["ex"] == 0.75
+    proc = _run("--gold", files["tsv_gold"], "--pred", files["line_pred"], "--db-root", files["root"],
+                "--semantics", "spider", "--keep-distinct", "--out", out)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(out.read_text())["ex"] == 0.5
+
+
+def test_report_dir(files) -> None:
+    report = files["tmp"] / "report"
+    proc = _run("--gold", files["bird_gold"], "--pred", files["line_pred"], "--db-root", files["root"],
+                "--report-dir", report)
+    assert proc.returncode == 0, proc.stderr
+    text = (report / "report.md").read_text()
+    assert "| pred/greedy | 4 | 50.0 |" in text and "wrong_result" in text
+    assert (report / "plots" / "dev_ex.png").stat().st_size > 1000
+
+
+def test_mismatched_counts(files) -> None:
+    short = files["tmp"] / "short.sql"
+    short.write_text("\n".join(PRED[:3]) + "\n")
+    proc = _run("--gold", files["tsv_gold"], "--pred", short, "--db-root", files["root"])
+    assert proc.returncode == 2
+    assert "has 4 questions but --pred" in proc.stderr and "has 3 predictions" in proc.stderr
+
+
+def test_empty_line(files) -> None:
+    holes = files["tmp"] / "holes.sql"
+    holes.write_text(PRED[0] + "\n\n" + "\n".join(PRED[2:]) + "\n")
+    proc = _run("--gold", files["tsv_gold"], "--pred", holes, "--db-root", files["root"])
+    assert proc.returncode == 2 and "line 2 is empty" in proc.stderr
+    gold_holes = files["tmp"] / "gold_holes.sql"
+    gold_holes.write_text(f"{GOLD[0][0]}\t{GOLD[0][1]}\n\n")
+    gold_holes.write_text(f"{GOLD[0][0]}\t{GOLD[0][1]}\n   \n{GOLD[1][0]}\t{GOLD[1][1]}\n")
+    proc = _run("--gold", gold_holes, "--pred", files["line_pred"], "--db-root", files["root"])
+    assert proc.returncode == 2 and "line 2 is empty" in proc.stderr
+
+
+def test_missing_database(files) -> None:
+    proc = _run("--gold", files["tsv_gold"], "--pred", files["line_pred"], "--db-root", files["tmp"] / "elsewhere")
+    assert proc.returncode == 2
+    assert "database file(s) missing" in proc.stderr and "db_one/db_one.sqlite" in proc.stderr
+    assert not (files["tmp"] / "elsewhere").exists()
+
+
+def test_prediction_on_another_database(files) -> None:
+    wrong = files["tmp"] / "wrong_db.json"
+    wrong.write_text(json.dumps({str(i): f"{sql}\t----- bird -----\tdb_two" for i, sql in enumerate(PRED)}))
+    proc = _run("--gold", files["bird_gold"], "--pred", wrong, "--db-root", files["root"])
+    assert proc.returncode == 2 and "prediction 0 names database 'db_two'" in proc.stderr
+
+
+def test_split_by_database_keeps_each_database_in_one_bucket() -> None:
+    from nl2sql_lib.data.example import Example
+
+    examples = [Example(str(i), db, f"/x/{db}.sqlite", "?", "SELECT 1") for i, db in
+                enumerate(["a", "a", "a", "b", "c", "c", "b", "d"])]
+    buckets = split_by_database(examples, 2)
+    assert sorted(i for b in buckets for i in b) == list(range(8))
+    for bucket in buckets:
+        dbs = {examples[i].db_id for i in bucket}
+        for other in buckets:
+            if other is not bucket:
+                assert not dbs & {examples[i].db_id for i in other}
+    assert sorted(len(b) for b in buckets) == [4, 4]
