@@ -13,7 +13,7 @@ from nl2sql_lib.data.prompts import sql_messages
 from nl2sql_lib.io import read_jsonl
 from nl2sql_lib.runs import MissingStageOutput, StageRun
 from nl2sql_lib.tree.builder import ScriptedPolicy
-from nl2sql_lib.tree.stage import run_tree, schema_params_for, subsample
+from nl2sql_lib.tree.stage import policy_uses_reasoning, run_tree, schema_params_for, subsample
 from nl2sql_lib.tree.shards import SchemaTextSource
 from tests.test_tree_builder import SCRIPT
 from tests.test_tree_support import make_shop_db, shop_examples
@@ -90,3 +90,18 @@ def test_run_tree_with_the_tiny_model_policy(tmp_path):
     metrics = run_tree(cfg, StageRun(cfg, "tree").start())
     assert metrics["questions"] == 2 and metrics["verification"]["ok"]
     assert metrics["nodes_by_depth"]["0"] == 4
+
+
+def test_prompt_settings_follow_what_the_policy_stage_trained(tmp_path):
+    cfg = TreeParams(run="r", output_root=str(tmp_path))
+    assert schema_params_for(cfg).style == "create_table" and not policy_uses_reasoning(cfg)
+    data = tmp_path / "r" / "data" / "manifest.json"
+    data.parent.mkdir(parents=True)
+    data.write_text(json.dumps({"parameters": {"schema_render": {"style": "compact", "max_tokens": 300}}}))
+    assert schema_params_for(cfg).max_tokens == 300
+    sft = tmp_path / "r" / "sft" / "metrics.json"
+    sft.parent.mkdir(parents=True)
+    sft.write_text(json.dumps({"format": "reasoning", "schema_render": {"style": "compact", "sample_values": 0}}))
+    assert schema_params_for(cfg).sample_values == 0 and policy_uses_reasoning(cfg)
+    cfg.schema_render = {"style": "create_table"}  # validated on assignment
+    assert schema_params_for(cfg).style == "create_table"

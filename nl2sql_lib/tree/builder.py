@@ -46,6 +46,7 @@ class BuildSettings:
     chunk_questions: int = 8
     expand_duplicates: bool = False  # revise a wrong SQL seen before in the same tree again?
     feedback_rows: int = 5
+    reasoning: bool = False  # root prompts ask for <think>...</think> first (a reasoning-SFT policy)
 
     @classmethod
     def from_params(cls, params: Any) -> "BuildSettings":
@@ -218,7 +219,7 @@ def _build_chunk(
         growing.append(_Growing(example, schema_text_for(example), tree))
 
     # Depth 0: all roots of the chunk in one policy call.
-    prompts = [sql_messages(g.example, g.schema_text) for g in growing]
+    prompts = [sql_messages(g.example, g.schema_text, reasoning=settings.reasoning) for g in growing]
     outputs = policy(prompts, settings.num_roots, settings.temperature) if prompts else []
     frontier: list[tuple[_Growing, Node]] = []
     for g, texts in zip(growing, outputs, strict=True):

@@ -38,18 +38,43 @@ def subsample(examples: Sequence[Example], limit: int | None, seed: int) -> list
     return [e for i, e in enumerate(examples) if i in keep]
 
 
+def _policy_stage_metrics(cfg: TreeParams) -> dict[str, Any]:
+    """metrics.json of the stage whose model is the policy (``stage:sft`` -> sft/), or {}."""
+    if not cfg.policy.spec.startswith("stage:"):
+        return {}
+    path = cfg.run_dir / cfg.policy.spec.split(":", 1)[1] / "metrics.json"
+    if not path.is_file():
+        return {}
+    from ..io import read_json
+
+    data = read_json(path)
+    return data if isinstance(data, dict) else {}
+
+
 def schema_params_for(cfg: TreeParams) -> SchemaParams:
-    """The schema rendering the policy was trained with: cfg's, else the data stage's, else default."""
+    """The schema rendering the policy was trained with.
+
+    In order: this stage's ``schema_render``; the one the policy's stage recorded in its
+    metrics.json; the data stage's parameters; the defaults.
+    """
     if cfg.schema_render is not None:
         return cfg.schema_render
+    trained = _policy_stage_metrics(cfg).get("schema_render")
+    if trained:
+        return SchemaParams.model_validate(trained)
     manifest = cfg.run_dir / "data" / "manifest.json"
     if manifest.is_file():
         from ..io import read_json
 
         rendered = read_json(manifest).get("parameters", {}).get("schema_render")
         if rendered:
-            return SchemaParams(**rendered)
+            return SchemaParams.model_validate(rendered)
     return SchemaParams()
+
+
+def policy_uses_reasoning(cfg: TreeParams) -> bool:
+    """True when the policy's stage trained the reasoning format (<think>...</think> then SQL)."""
+    return _policy_stage_metrics(cfg).get("format") == "reasoning"
 
 
 def model_policy_source(cfg: TreeParams) -> ModelPolicySource:
@@ -143,7 +168,8 @@ def tree_stats(trees: Sequence[Tree]) -> dict[str, Any]:
 
 
 def build_pairs(
-    trees: Sequence[Tree], examples: Sequence[Example], cfg: TreeParams, schema: SchemaTextSource
+    trees: Sequence[Tree], examples: Sequence[Example], cfg: TreeParams, schema: SchemaTextSource,
+    *, reasoning: bool = False,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Pairs of all trees with the SFT prompt attached, split (train, test) by question."""
     from ..data.prompts import sql_messages
@@ -152,7 +178,7 @@ def build_pairs(
 
     def prompt_for(question_id: str) -> list[dict[str, str]]:
         example = by_id[question_id]
-        return sql_messages(example, schema(example))
+        return sql_messages(example, schema(example), reasoning=reasoning)
 
     pairs = pairs_for_trees(trees, PairRules.from_params(cfg), prompt_for)
     return split_by_question(pairs, cfg.test_fraction, seed=cfg.seed)
@@ -169,12 +195,14 @@ def run_tree(cfg: TreeParams, stage: StageRun, policy: Policy | None = None) -> 
         raise ValueError(f"{train_path} holds no questions: re-run notebooks/01_data.ipynb")
     schema = SchemaTextSource(schema_params_for(cfg).model_dump(mode="json"))
     source: Any = policy if policy is not None else model_policy_source(cfg)
+    settings = BuildSettings.from_params(cfg)
+    settings.reasoning = policy_uses_reasoning(cfg)
 
     with stage.timer("build"):
         paths = run_sharded(
             examples,
             source,
-            BuildSettings.from_params(cfg),
+            settings,
             stage.path("shards/run.json").parent,
             workers=cfg.workers,
             schema=schema,
@@ -187,7 +215,7 @@ def run_tree(cfg: TreeParams, stage: StageRun, policy: Policy | None = None) -> 
     trees = read_trees(stage.path("trees.jsonl"))
 
     with stage.timer("pairs"):
-        train, test = build_pairs(trees, examples, cfg, schema)
+        train, test = build_pairs(trees, examples, cfg, schema, reasoning=settings.reasoning)
         write_jsonl(stage.path("pairs_train.jsonl"), train)
         write_jsonl(stage.path("pairs_test.jsonl"), test)
 
