@@ -51,7 +51,9 @@ def questions_for(item: Domain, db_path: Path, seed: int = 0) -> list[Example]:
     """The verified questions of one bundled database (read-only access to its file)."""
     conn = open_readonly(db_path)
     try:
-        drafts = generate_pairs(conn, introspect(conn, item.annotations), item.n_questions,
+        schema = introspect(conn, item.annotations)
+        schema.measures = list(item.measures)
+        drafts = generate_pairs(conn, schema, item.n_questions,
                                 seed=f"{seed}:questions:{item.db_id}")
     finally:
         conn.close()

@@ -13,6 +13,7 @@ import sqlite3
 
 from . import words as W
 from .schema_info import Annotation as A
+from .schema_info import Measure as M
 
 
 def _insert(conn: sqlite3.Connection, table: str, rows: list[tuple]) -> None:
@@ -449,3 +450,93 @@ FLIGHTS = {
         "checked_bags": {"phrase": "number of checked bags"},
     }, verbs={"flight_id": "on", "passenger_id": "made by"}),
 }
+
+
+# ---------------------------------------------------------------- derived measures (challenging)
+def _years(column: str, years: range) -> tuple[tuple[str, str], ...]:
+    return tuple((f"strftime('%Y', {column}) = '{y}'", f"in {y}") for y in years)
+
+
+_RETAIL_JOIN = ("order_items AS T1 INNER JOIN products AS T2 ON T1.product_id = T2.product_id "
+                "INNER JOIN orders AS T3 ON T1.order_id = T3.order_id "
+                "INNER JOIN customers AS T4 ON T3.customer_id = T4.customer_id")
+RETAIL_MEASURES = [
+    M("revenue", "T1.quantity * T2.price * (1 - T1.discount)", _RETAIL_JOIN,
+      "revenue = quantity * price * (1 - discount)",
+      groups=(("T2.category", "product category"), ("T2.brand", "brand"), ("T4.segment", "customer segment"),
+              ("T4.country", "customer country"), ("T3.ship_mode", "shipping mode"), ("T4.city", "customer city")),
+      filters=_years("T3.order_date", range(2020, 2025)) + (
+          ("T3.status = 'delivered'", "from delivered orders"), ("T3.status = 'returned'", "lost to returned orders"),
+          ("T4.segment = 'Corporate'", "from corporate customers")),
+      per="order line"),
+    M("units sold", "T1.quantity", _RETAIL_JOIN, "units sold refers to SUM(quantity)",
+      groups=(("T2.category", "product category"), ("T2.product_name", "product"), ("T4.country", "customer country")),
+      filters=_years("T3.order_date", range(2020, 2025))),
+]
+
+UNIVERSITY_MEASURES = [
+    M("earned credits", "CASE WHEN T1.grade != 'F' THEN T2.credits ELSE 0 END",
+      "enrollments AS T1 INNER JOIN courses AS T2 ON T1.course_id = T2.course_id "
+      "INNER JOIN students AS T3 ON T1.student_id = T3.student_id "
+      "INNER JOIN departments AS T4 ON T2.dept_id = T4.dept_id",
+      "earned credits = credits of courses whose grade is not 'F'",
+      groups=(("T4.dept_name", "course department"), ("T1.semester", "semester"), ("T3.home_city", "home city of the students"),
+              ("T2.level", "course level")),
+      filters=(("T1.semester = 'Fall 2023'", "in Fall 2023"), ("T3.gender = 'F'", "by female students"),
+               ("T3.enrollment_year = 2022", "by students who enrolled in 2022")), per="enrollment"),
+    M("salary cost", "T1.salary", "instructors AS T1 INNER JOIN departments AS T2 ON T1.dept_id = T2.dept_id",
+      "salary cost refers to SUM(salary)",
+      groups=(("T2.dept_name", "department"), ("T1.rank", "academic rank"), ("T2.building", "building")),
+      filters=(("T1.rank = 'Professor'", "for full professors"),), per="instructor"),
+]
+
+HOSPITAL_MEASURES = [
+    M("billed revenue", "T1.billed_amount",
+      "appointments AS T1 INNER JOIN doctors AS T2 ON T1.doctor_id = T2.doctor_id "
+      "INNER JOIN departments AS T3 ON T2.department_id = T3.department_id "
+      "INNER JOIN patients AS T4 ON T1.patient_id = T4.patient_id",
+      "billed revenue refers to SUM(billed_amount)",
+      groups=(("T3.name", "department"), ("T2.specialty", "doctor specialty"), ("T1.reason", "reason for visit"),
+              ("T4.insurance", "insurance type"), ("T4.city", "patient city")),
+      filters=_years("T1.appointment_date", range(2021, 2025)) + (("T4.gender = 'F'", "from female patients"),),
+      per="appointment"),
+    M("prescribed medication days", "T1.duration_days",
+      "prescriptions AS T1 INNER JOIN appointments AS T2 ON T1.appointment_id = T2.appointment_id "
+      "INNER JOIN doctors AS T3 ON T2.doctor_id = T3.doctor_id",
+      "prescribed medication days refers to SUM(duration_days)",
+      groups=(("T1.drug_name", "drug"), ("T3.specialty", "prescribing doctor's specialty")),
+      filters=_years("T2.appointment_date", range(2021, 2025)), per="prescription"),
+]
+
+LIBRARY_MEASURES = [
+    M("late fees", "T1.late_fee",
+      "loans AS T1 INNER JOIN members AS T2 ON T1.member_id = T2.member_id "
+      "INNER JOIN books AS T3 ON T1.book_id = T3.book_id",
+      "late fees refers to SUM(late_fee)",
+      groups=(("T2.membership_type", "membership type"), ("T3.genre", "book genre"), ("T2.city", "member city"),
+              ("T3.language", "book language")),
+      filters=_years("T1.loan_date", range(2021, 2025)), per="loan"),
+    M("loan days", "julianday(T1.return_date) - julianday(T1.loan_date)",
+      "loans AS T1 INNER JOIN books AS T2 ON T1.book_id = T2.book_id "
+      "INNER JOIN members AS T3 ON T1.member_id = T3.member_id",
+      "loan days = julianday(return_date) - julianday(loan_date)",
+      groups=(("T2.genre", "genre"), ("T3.membership_type", "membership type")),
+      filters=(("T1.return_date IS NOT NULL", "for returned loans"),), per="loan"),
+]
+
+FLIGHTS_MEASURES = [
+    M("ticket revenue", "T1.price",
+      "bookings AS T1 INNER JOIN flights AS T2 ON T1.flight_id = T2.flight_id "
+      "INNER JOIN airlines AS T3 ON T2.airline_id = T3.airline_id",
+      "ticket revenue refers to SUM(price)",
+      groups=(("T3.name", "airline"), ("T1.seat_class", "seat class"), ("T3.alliance", "alliance"),
+              ("T2.status", "flight status"), ("T3.country", "airline country")),
+      filters=_years("T2.departure_date", range(2023, 2025)) + (("T2.status = 'cancelled'", "on cancelled flights"),),
+      per="booking"),
+    M("flown kilometers", "T2.distance_km",
+      "bookings AS T1 INNER JOIN flights AS T2 ON T1.flight_id = T2.flight_id "
+      "INNER JOIN passengers AS T3 ON T1.passenger_id = T3.passenger_id",
+      "flown kilometers refers to SUM(distance_km) over the passengers' bookings",
+      groups=(("T3.loyalty_tier", "loyalty tier"), ("T3.nationality", "passenger nationality"), ("T1.seat_class", "seat class")),
+      filters=(("T2.status != 'cancelled'", "excluding cancelled flights"),), per="booking"),
+]

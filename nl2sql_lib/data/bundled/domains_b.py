@@ -6,8 +6,9 @@ import random
 import sqlite3
 
 from . import words as W
-from .domains_a import _insert
+from .domains_a import _insert, _years
 from .schema_info import Annotation as A
+from .schema_info import Measure as M
 
 
 # ---------------------------------------------------------------- movies
@@ -398,3 +399,86 @@ REAL_ESTATE = {
         "interest_level": {"phrase": "interest level", "forms": ("with {v} interest",)},
     }, verbs={"property_id": "of"}),
 }
+
+
+# ---------------------------------------------------------------- derived measures (challenging)
+MOVIES_MEASURES = [
+    M("profit in millions of dollars", "T1.box_office_musd - T1.budget_musd",
+      "movies AS T1 INNER JOIN directors AS T2 ON T1.director_id = T2.director_id",
+      "profit = SUBTRACT(box_office_musd, budget_musd)",
+      groups=(("T1.genre", "genre"), ("T2.name", "director"), ("T2.nationality", "director nationality"),
+              ("T1.age_rating", "age rating"), ("T1.release_year", "release year")),
+      filters=(("T1.release_year >= 2000", "for movies released since 2000"),
+               ("T1.genre = 'Action'", "for action movies")), per="movie"),
+    M("review points", "T1.score",
+      "reviews AS T1 INNER JOIN movies AS T2 ON T1.movie_id = T2.movie_id",
+      "review points refers to SUM(score)",
+      groups=(("T1.critic", "critic"), ("T2.genre", "genre")),
+      filters=_years("T1.review_date", range(2019, 2025)), per="review"),
+]
+
+FOOTBALL_MEASURES = [
+    M("goals scored in home games", "T1.home_goals",
+      "matches AS T1 INNER JOIN teams AS T2 ON T1.home_team_id = T2.team_id",
+      "goals scored in home games refers to SUM(home_goals) of the home team",
+      groups=(("T2.name", "home team"), ("T2.city", "city"), ("T1.season", "season")),
+      filters=(("T1.season = '2022/23'", "in the 2022/23 season"), ("T1.season = '2023/24'", "in the 2023/24 season")),
+      per="home match"),
+    M("home wins", "CASE WHEN T1.home_goals > T1.away_goals THEN 1 ELSE 0 END",
+      "matches AS T1 INNER JOIN teams AS T2 ON T1.home_team_id = T2.team_id",
+      "home win refers to home_goals > away_goals",
+      groups=(("T2.name", "team"), ("T1.season", "season")),
+      filters=(("T1.season = '2022/23'", "in the 2022/23 season"), ("T1.season = '2023/24'", "in the 2023/24 season"))),
+    M("away points", "CASE WHEN T1.away_goals > T1.home_goals THEN 3 WHEN T1.away_goals = T1.home_goals "
+      "THEN 1 ELSE 0 END", "matches AS T1 INNER JOIN teams AS T2 ON T1.away_team_id = T2.team_id",
+      "away points: a win is worth 3 points (away_goals > home_goals), a draw 1 (away_goals = home_goals)",
+      groups=(("T2.name", "away team"), ("T1.season", "season")),
+      filters=(("T1.season = '2022/23'", "in the 2022/23 season"), ("T1.season = '2023/24'", "in the 2023/24 season")),
+      per="away match"),
+]
+
+HR_MEASURES = [
+    M("payroll", "T1.salary", "employees AS T1 INNER JOIN departments AS T2 ON T1.department_id = T2.department_id",
+      "payroll refers to SUM(salary)",
+      groups=(("T2.name", "department"), ("T2.location_city", "office location"), ("T1.job_title", "job title")),
+      filters=(("T1.remote = 1", "for remote employees"), ("T1.gender = 'F'", "for female employees"))
+      + _years("T1.hire_date", range(2019, 2025)), per="employee"),
+    M("weekly hours", "T1.hours_per_week",
+      "assignments AS T1 INNER JOIN projects AS T2 ON T1.project_id = T2.project_id "
+      "INNER JOIN employees AS T3 ON T1.employee_id = T3.employee_id",
+      "weekly hours refers to SUM(hours_per_week)",
+      groups=(("T2.name", "project"), ("T2.status", "project status"), ("T1.role", "role"), ("T3.job_title", "job title")),
+      filters=(("T2.status = 'active'", "on active projects"), ("T1.role = 'lead'", "by project leads")),
+      per="assignment"),
+]
+
+MUSIC_MEASURES = [
+    M("listening hours", "T1.seconds_played / 3600.0",
+      "plays AS T1 INNER JOIN tracks AS T2 ON T1.track_id = T2.track_id "
+      "INNER JOIN albums AS T3 ON T2.album_id = T3.album_id "
+      "INNER JOIN artists AS T4 ON T3.artist_id = T4.artist_id",
+      "listening hours = DIVIDE(SUM(seconds_played), 3600)",
+      groups=(("T4.name", "artist"), ("T4.genre", "genre"), ("T1.device", "device"), ("T3.record_label", "record label")),
+      filters=(("T2.explicit = 1", "on explicit tracks"), ("strftime('%m', T1.played_on) = '12'", "in December"),
+               ("T1.device = 'mobile'", "on mobile")), per="play"),
+    M("full plays", "CASE WHEN T1.seconds_played = T2.duration_sec THEN 1 ELSE 0 END",
+      "plays AS T1 INNER JOIN tracks AS T2 ON T1.track_id = T2.track_id "
+      "INNER JOIN users AS T3 ON T1.user_id = T3.user_id",
+      "full play refers to seconds_played = duration_sec",
+      groups=(("T3.subscription", "subscription plan"), ("T3.country", "listener country"), ("T1.device", "device"))),
+]
+
+REAL_ESTATE_MEASURES = [
+    M("commission", "T1.sale_price * T3.commission_rate",
+      "sales AS T1 INNER JOIN agents AS T2 ON T1.agent_id = T2.agent_id "
+      "INNER JOIN agencies AS T3 ON T2.agency_id = T3.agency_id",
+      "commission = MULTIPLY(sale_price, commission_rate)",
+      groups=(("T3.name", "agency"), ("T2.name", "agent"), ("T1.financing", "financing type"),
+              ("T2.license_level", "license level")),
+      filters=_years("T1.sale_date", range(2020, 2025)), per="sale"),
+    M("discount below list price", "T2.list_price - T1.sale_price",
+      "sales AS T1 INNER JOIN properties AS T2 ON T1.property_id = T2.property_id",
+      "discount below list price = SUBTRACT(list_price, sale_price)",
+      groups=(("T2.city", "city"), ("T2.property_type", "property type")),
+      filters=_years("T1.sale_date", range(2020, 2025)), per="sale"),
+]

@@ -18,7 +18,7 @@ from typing import Callable
 
 from . import domains_a as A
 from . import domains_b as B
-from .schema_info import Annotation
+from .schema_info import Annotation, Measure
 
 PAGE_SIZE = 4096
 
@@ -30,19 +30,20 @@ class Domain:
     annotations: dict[str, Annotation]
     split: str  # "train" or "dev": dev databases are never seen in training
     n_questions: int
+    measures: tuple[Measure, ...] = ()
 
 
 DOMAINS: tuple[Domain, ...] = (
-    Domain("retail", A.build_retail, A.RETAIL, "train", 260),
-    Domain("university", A.build_university, A.UNIVERSITY, "train", 260),
-    Domain("library", A.build_library, A.LIBRARY, "train", 260),
-    Domain("movies", B.build_movies, B.MOVIES, "train", 260),
-    Domain("football", B.build_football, B.FOOTBALL, "train", 260),
-    Domain("hr", B.build_hr, B.HR, "train", 260),
-    Domain("real_estate", B.build_real_estate, B.REAL_ESTATE, "train", 260),
-    Domain("hospital", A.build_hospital, A.HOSPITAL, "dev", 160),
-    Domain("flights", A.build_flights, A.FLIGHTS, "dev", 160),
-    Domain("music", B.build_music, B.MUSIC, "dev", 160),
+    Domain("retail", A.build_retail, A.RETAIL, "train", 260, tuple(A.RETAIL_MEASURES)),
+    Domain("university", A.build_university, A.UNIVERSITY, "train", 260, tuple(A.UNIVERSITY_MEASURES)),
+    Domain("library", A.build_library, A.LIBRARY, "train", 260, tuple(A.LIBRARY_MEASURES)),
+    Domain("movies", B.build_movies, B.MOVIES, "train", 260, tuple(B.MOVIES_MEASURES)),
+    Domain("football", B.build_football, B.FOOTBALL, "train", 260, tuple(B.FOOTBALL_MEASURES)),
+    Domain("hr", B.build_hr, B.HR, "train", 260, tuple(B.HR_MEASURES)),
+    Domain("real_estate", B.build_real_estate, B.REAL_ESTATE, "train", 260, tuple(B.REAL_ESTATE_MEASURES)),
+    Domain("hospital", A.build_hospital, A.HOSPITAL, "dev", 160, tuple(A.HOSPITAL_MEASURES)),
+    Domain("flights", A.build_flights, A.FLIGHTS, "dev", 160, tuple(A.FLIGHTS_MEASURES)),
+    Domain("music", B.build_music, B.MUSIC, "dev", 160, tuple(B.MUSIC_MEASURES)),
 )
 
 

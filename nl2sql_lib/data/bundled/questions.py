@@ -15,6 +15,7 @@ non-empty. Shapes are grouped by difficulty:
 from __future__ import annotations
 
 import random
+import re
 import sqlite3
 import time
 from dataclasses import dataclass
@@ -92,7 +93,7 @@ class Ctx:
 
     def say(self, templates: list[str], **slots) -> str:
         text = self.choice(templates).format(**slots)
-        text = " ".join(text.split())
+        text = re.sub(r"\s+([?.,])", r"\1", " ".join(text.split()))
         return text[0].upper() + text[1:]
 
     # --- filters ---------------------------------------------------------------------------
@@ -309,7 +310,7 @@ def s_lookup(ctx: Ctx) -> Draft:
     value = ctx.value(t.name, t.label)
     q = ctx.say(["What is the {p} of {v}?", "Tell me the {p} of the {sg} {v}.",
                  "For the {sg} {v}, what is the {p}?", "Look up the {p} of {sg} {v}.",
-                 "What {p} does {v} have?", "Give the {p} for {sg} '{raw}'."],
+                 "What is {v}'s {p}?", "Give the {p} for {sg} '{raw}'."],
                 p=col.phrase, v=ctx.show(value), sg=t.singular, raw=value)
     hint = col.hint() if ctx.chance(0.5) else ""
     return Draft(q, f"SELECT {qi(col.name)} FROM {qi(t.name)} WHERE {qi(t.label)} = {lit(value)}", hint)
@@ -425,6 +426,8 @@ def m_group_aggregate(ctx: Ctx) -> Draft:
                     w=word, n=num.phrase, c=cat.phrase, pl=pl)
         sql = f"SELECT {qi(cat.name)}, {agg}({qi(num.name)}) FROM {qi(t.name)} GROUP BY {qi(cat.name)}"
     else:
+        agg = "SUM" if agg == "SUM" else "AVG"
+        word = ctx.choice(_AGG_WORDS[agg])
         q = ctx.say(["Which {c} has the highest {w} {n} of {pl}?",
                      "Among {pl}, which {c} has the greatest {w} {n}?",
                      "Find the {c} whose {pl} have the highest {w} {n}."],
@@ -518,6 +521,8 @@ def c_above_average(ctx: Ctx) -> Draft:
     col = ctx.choice(t.of_kind("numeric"))
     pl = ctx.noun(t)
     c = ctx.cond(t) if ctx.chance(0.5) else None
+    if c and c.sql.startswith(qi(col.name) + " "):
+        raise Skip  # "page count below 300 and below the average page count" says little
     above = ctx.chance(0.7)
     rel = "above" if above else "below"
     if c:
@@ -573,7 +578,8 @@ def c_set_operation(ctx: Ctx) -> Draft:
     if child is parent:
         raise Skip
     a, b = ctx.cond(child, "T1."), ctx.cond(child, "T1.")
-    if a.sql == b.sql:
+    same_column = a.sql.split()[0] == b.sql.split()[0]
+    if a.sql == b.sql or same_column and not (" = " in a.sql and " = " in b.sql):
         raise Skip
     cpl = ctx.noun(child)
     op = ctx.choice(("INTERSECT", "EXCEPT", "UNION"))
@@ -708,13 +714,72 @@ def c_of_extreme_parent(ctx: Ctx) -> Draft:
     return Draft(q, sql, hint)
 
 
+def _measure(ctx: Ctx):
+    measure = ctx.choice(ctx.schema.measures)
+    flt = ctx.choice(measure.filters) if measure.filters and ctx.chance(0.5) else None
+    return measure, flt
+
+
+def _needed_joins(from_sql: str, *uses: str) -> str:
+    """Drop joined tables that neither the query nor a kept join refers to (by alias)."""
+    first, *joins = from_sql.split(" INNER JOIN ")
+    text = " ".join(uses)
+    kept: list[str] = []
+    for join in reversed(joins):
+        alias = join.split(" AS ")[1].split()[0]
+        if re.search(rf"\b{alias}\.", text + " " + " ".join(k.split(" ON ", 1)[1] for k in kept)):
+            kept.insert(0, join)
+    return " INNER JOIN ".join([first] + kept)
+
+
+def c_measure_total(ctx: Ctx) -> Draft:
+    m, flt = _measure(ctx)
+    agg = ctx.choice(("SUM", "AVG") if m.per else ("SUM",))
+    word = ctx.choice(("total", "overall") if agg == "SUM" else ("average", "mean"))
+    where = f" WHERE {flt[0]}" if flt else ""
+    scope = (flt[1] if flt else "") + (f" per {m.per}" if agg == "AVG" else "")
+    q = ctx.say(["What is the {w} {m} {s}?", "Calculate the {w} {m} {s}.",
+                 "How much is the {w} {m} {s}?", "Compute the {w} {m} {s}."],
+                w=word, m=m.name, s=scope)
+    source = _needed_joins(m.sql, m.expr, where)
+    if " JOIN " not in source and "CASE" not in m.expr:
+        raise Skip  # a plain one-table SUM/AVG; the simple shapes already ask those
+    return Draft(q, f"SELECT {agg}({m.expr}) FROM {source}{where}", m.evidence)
+
+
+def c_measure_group(ctx: Ctx) -> Draft:
+    m, flt = _measure(ctx)
+    group, phrase = ctx.choice(m.groups)
+    if flt and group in flt[0]:
+        raise Skip  # grouping by the column the filter fixes gives one group
+    where = f" WHERE {flt[0]}" if flt else ""
+    scope = flt[1] if flt else ""
+    source = _needed_joins(m.sql, m.expr, group, where)
+    if " JOIN " not in source and "CASE" not in m.expr:
+        raise Skip
+    if ctx.chance(0.5):
+        high = ctx.chance(0.75)
+        q = ctx.say(["Which {g} has the {hl} total {m} {s}?",
+                     "Which {g} generated the {hl} {m} {s}?",
+                     "Find the {g} with the {hl} total {m} {s}."],
+                    g=phrase, hl="highest" if high else "lowest", m=m.name, s=scope)
+        sql = (f"SELECT {group} FROM {source}{where} GROUP BY {group} "
+               f"ORDER BY SUM({m.expr}) {'DESC' if high else 'ASC'} LIMIT 1")
+    else:
+        q = ctx.say(["What is the total {m} for each {g} {s}?", "Break down the {m} by {g} {s}.",
+                     "For every {g}, what was the total {m} {s}?", "Show the total {m} per {g} {s}."],
+                    g=phrase, m=m.name, s=scope)
+        sql = f"SELECT {group}, SUM({m.expr}) FROM {source}{where} GROUP BY {group}"
+    return Draft(q, sql, m.evidence)
+
+
 SHAPES: dict[str, list[Callable[[Ctx], Draft]]] = {
     "simple": [s_count, s_list, s_two_filters, s_aggregate, s_top, s_lookup, s_distinct],
     "moderate": [m_join_list, m_join_count, m_join_aggregate, m_group_count, m_group_top,
                  m_group_aggregate, m_having, m_in_subquery, m_join_group, m_join_group_category],
     "challenging": [c_above_average, c_percentage, c_join_percentage, c_set_operation,
                     c_bridge_having, c_chain_top, c_top_total, c_not_in, c_difference,
-                    c_of_extreme_parent],
+                    c_of_extreme_parent, c_measure_total, c_measure_group],
 }
 
 

@@ -49,7 +49,7 @@ def humanize(name: str) -> str:
 def singularize(noun: str) -> str:
     if noun.endswith("ies") and len(noun) > 4:
         return noun[:-3] + "y"
-    if noun.endswith(("ses", "xes", "ches", "shes")):
+    if noun.endswith(("sses", "xes", "ches", "shes")):
         return noun[:-2]
     if noun.endswith("s") and not noun.endswith("ss"):
         return noun[:-1]
@@ -128,9 +128,25 @@ class Annotation:
 
 
 @dataclass
+class Measure:
+    """A derived quantity over a join, written by hand for a bundled domain (BIRD-style
+    "revenue = quantity * price" knowledge). ``sql`` is the FROM clause with aliases; ``groups``
+    and ``filters`` are (SQL, phrase) pairs the questions can break down or restrict by."""
+
+    name: str
+    expr: str
+    sql: str
+    evidence: str
+    groups: tuple[tuple[str, str], ...] = ()
+    filters: tuple[tuple[str, str], ...] = ()
+    per: str = ""  # what one row is ("order line"); AVG questions say "average ... per <per>"
+
+
+@dataclass
 class SchemaInfo:
     tables: dict[str, Table]
     fks: list[ForeignKey]
+    measures: list[Measure] = field(default_factory=list)
 
     def fks_with_labelled_parent(self) -> list[ForeignKey]:
         return [fk for fk in self.fks if self.tables[fk.parent].label]
@@ -152,8 +168,9 @@ def _guess_kind(conn: sqlite3.Connection, table: str, col: str, decl: str, rows:
     if all(isinstance(v, str) and _DATE_VALUE.match(v) for v in sample):
         return "date"
     if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in sample):
-        if lowered == "id" or lowered.endswith("_id"):
-            return "key"
+        if lowered == "id" or lowered.endswith(("_id", "id")) or any(
+                word in lowered for word in ("phone", "zip", "postal", "code", "number")):
+            return "key"  # identifiers stored as numbers: no averages of phone numbers
         # few distinct numbers (flags, ratings 1-5) read better as categories
         return "category" if distinct <= 2 else "numeric"
     if any(t in decl for t in ("INT", "REAL", "FLOA", "DOUB", "NUM", "DEC")):
