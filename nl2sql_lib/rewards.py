@@ -31,6 +31,7 @@ low and never raises.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import time
@@ -122,7 +123,8 @@ class RewardScorer:
         timeout: hard per-query limit in seconds (the parameter file's ``sql_timeout``).
         slow_factor, min_timeout: a candidate may run ``slow_factor`` times as long as its gold
             query, but at least ``min_timeout`` seconds: on the small databases a correct query
-            takes milliseconds, so a candidate that runs 100 ms is a runaway join, not an answer.
+            takes a millisecond or two, so a candidate that runs 20x as long (and over 20 ms) is a
+            runaway join, not an answer worth waiting for.
         batch_budget: seconds of SQLite time one batch may spend before every remaining
             candidate gets only ``min_timeout``.
         max_rows: cap on the rows a candidate may return.
@@ -135,7 +137,7 @@ class RewardScorer:
         semantics: str = "bird",
         timeout: float = 2.0,
         slow_factor: float = 20.0,
-        min_timeout: float = 0.05,
+        min_timeout: float = 0.02,
         batch_budget: float = 1.0,
         max_rows: int = 10_000,
     ):
@@ -335,7 +337,10 @@ def _valid(sql: str) -> bool:
         return False
 
 
+@functools.lru_cache(maxsize=8192)
 def _partial(sql: str, gold: str) -> float:
+    """Cached: GRPO samples the same query several times per question, and sqlglot is the
+    costliest part of scoring after SQLite."""
     if not sql.strip():
         return 0.0
     try:
