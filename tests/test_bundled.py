@@ -4,8 +4,12 @@ phrasing, and the generator for a user's own database."""
 from __future__ import annotations
 
 import hashlib
+import json
+import os
 import re
 import sqlite3
+import subprocess
+import sys
 from collections import Counter, defaultdict
 from pathlib import Path
 
@@ -173,3 +177,17 @@ def test_generator_never_creates_a_missing_database(tmp_path):
     with pytest.raises(FileNotFoundError, match=re.escape(str(missing))):
         generate_pairs_for_database(missing)
     assert not missing.exists() and not missing.parent.exists()
+
+
+def test_same_questions_in_a_fresh_process_with_other_hash_seed(bench):
+    """Nothing depends on set/dict hashing: another interpreter gives the same questions."""
+    path = bench.databases["hospital"]
+    code = ("import json, sys; from pathlib import Path; "
+            "from nl2sql_lib.data.bundled import questions_for; "
+            "from nl2sql_lib.data.bundled.generate_db import domain; "
+            f"print(json.dumps([[e.question, e.sql, e.evidence] for e in questions_for(domain('hospital'), Path({str(path)!r}))]))")
+    env = dict(os.environ, PYTHONHASHSEED="12345")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                         check=True, cwd=Path(__file__).resolve().parent.parent).stdout
+    expected = [[e.question, e.sql, e.evidence] for e in bench.dev if e.db_id == "hospital"]
+    assert json.loads(out) == expected

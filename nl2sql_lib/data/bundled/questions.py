@@ -122,7 +122,7 @@ class Ctx:
                         evidence=f"{words} refers to {col.name} = {lit(value)}")
         forms = col.forms or ()
         generic = (f"whose {col.phrase} is {{v}}", f"with {col.phrase} {{v}}",
-                   f"where the {col.phrase} is {{v}}", f"with a {col.phrase} of {{v}}",
+                   f"where the {col.phrase} is {{v}}", f"with {_a(col.phrase)} of {{v}}",
                    f"having {col.phrase} {{v}}")
         form = self.choice(forms) if forms and self.chance(0.6) else self.choice(generic)
         return Cond(sql, post=form.format(v=self.show(value)))
@@ -148,18 +148,20 @@ class Ctx:
     def date_cond(self, table: Table, col: Column, alias: str = "") -> Cond:
         ref = f"{alias}{qi(col.name)}"
         years = sorted({str(v)[:4] for v in self.values(table.name, col.name)})
-        forms = col.forms or (f"with a {col.phrase} in {{v}}", f"whose {col.phrase} falls in {{v}}",
+        forms = col.forms or (f"with {_a(col.phrase)} in {{v}}", f"whose {col.phrase} falls in {{v}}",
                               f"with {col.phrase} during {{v}}")
         if self.chance(0.7):
             year = self.choice(years)
             sql = f"strftime('%Y', {ref}) = '{year}'"
-            evidence = f"in {year} refers to {sql}" if self.chance(0.6) else ""
+            # evidence names the bare column, as BIRD's does (no query aliases)
+            evidence = f"in {year} refers to strftime('%Y', {col.name}) = '{year}'" \
+                if self.chance(0.6) else ""
             return Cond(sql, post=self.choice(forms).format(v=year), evidence=evidence)
         values = self.values(table.name, col.name)
         day = str(values[self.rng.randint(len(values) // 5, (4 * len(values)) // 5)])[:10]
         if self.chance(0.5):
-            return Cond(f"{ref} > '{day}'", post=f"with a {col.phrase} after {day}")
-        return Cond(f"{ref} < '{day}'", post=f"with a {col.phrase} before {day}")
+            return Cond(f"{ref} > '{day}'", post=f"with {_a(col.phrase)} after {day}")
+        return Cond(f"{ref} < '{day}'", post=f"with {_a(col.phrase)} before {day}")
 
     def ambiguous(self, fk: ForeignKey) -> bool:
         """A self-reference, or one of several keys to the same parent (flights.origin and
@@ -188,6 +190,11 @@ class Ctx:
 
     def tab(self, name: str) -> Table:
         return self.schema.tables[name]
+
+
+def _a(phrase: str) -> str:
+    """'an order date', 'a price'."""
+    return f"{'an' if phrase[:1].lower() in 'aeiou' else 'a'} {phrase}"
 
 
 def _evidence(*conds: Cond | str) -> str:
@@ -526,15 +533,15 @@ def c_above_average(ctx: Ctx) -> Draft:
     above = ctx.chance(0.7)
     rel = "above" if above else "below"
     if c:
-        q = ctx.say(["Among {np}, which have a {p} {rel} the average {p} of all {pl}?",
+        q = ctx.say(["Among {np}, which have {ap} {rel} the average {p} of all {pl}?",
                      "List the {lw} of {np} whose {p} is {rel} the overall average.",
-                     "Which {np} have a {p} {rel} average? Compare against all {pl}."],
-                    np=c.noun(pl), p=col.phrase, rel=rel, pl=pl, lw=_label_words(t))
+                     "Which {np} have {ap} {rel} average? Compare against all {pl}."],
+                    np=c.noun(pl), p=col.phrase, ap=_a(col.phrase), rel=rel, pl=pl, lw=_label_words(t))
     else:
-        q = ctx.say(["Which {pl} have a {p} {rel} the average?",
+        q = ctx.say(["Which {pl} have {ap} {rel} the average?",
                      "List the {lw} of {pl} whose {p} is {rel} the average {p}.",
-                     "Find all {pl} with a {p} {rel} the mean {p} of all {pl}."],
-                    pl=pl, p=col.phrase, rel=rel, lw=_label_words(t))
+                     "Find all {pl} with {ap} {rel} the mean {p} of all {pl}."],
+                    pl=pl, p=col.phrase, ap=_a(col.phrase), rel=rel, lw=_label_words(t))
     op = ">" if above else "<"
     extra = f" AND {c.sql}" if c else ""
     hint = f"{rel} average refers to {col.name} {op} AVG({col.name})" if ctx.chance(0.4) else ""
