@@ -245,18 +245,6 @@ class RewardModelParams(StageParams):
     )
     use_margin: bool = True
     eval_batch_size: int = Field(8, ge=1)
-    dpo: bool = Field(False, description="also train the policy with DPO on the same pairs")
-
-
-class EvalParams(StageParams):
-    systems: list[str] = Field(
-        default_factory=lambda: ["base", "sft", "grpo"],
-        description="base | sft | grpo | dpo, or name=model-spec",
-    )
-    base_model: str = "embedded:smollm2-135m-instruct"
-    semantics: Literal["bird", "spider"] = "bird"
-    max_dev_examples: int | None = Field(None, ge=1)
-    spider_path: str | None = Field(None, description="a Spider dev folder to evaluate on too")
     pairs_source: Literal["tree", "gold_perturbed", "tree+gold_perturbed"] = Field(
         "tree",
         description="tree: the revision-tree pairs; gold_perturbed: gold SQL vs an execution-checked "
@@ -268,12 +256,34 @@ class EvalParams(StageParams):
     max_train_pairs: int | None = Field(None, ge=1, description="use only the first N training pairs")
     max_test_pairs: int | None = Field(None, ge=1, description="evaluate only the first N test pairs")
     plots: bool = True
-    spider_limit: int | None = Field(None, ge=1)
+    dpo: bool = Field(False, description="also train the policy with DPO on the same pairs")
     dpo_policy: ModelParams = Field(default_factory=lambda: ModelParams(spec="stage:sft"))
     dpo_beta: float = Field(0.1, gt=0)
     dpo_training: TrainingParams = Field(
         default_factory=lambda: TrainingParams(learning_rate=5e-5, max_length=512, max_steps=20)
     )
+
+
+class EvalParams(StageParams):
+    systems: list[str] = Field(
+        default_factory=lambda: ["base", "sft", "grpo"],
+        description="base | sft | grpo | dpo, or name=model-spec",
+    )
+    optional_systems: list[str] = Field(
+        default_factory=list,
+        description="systems skipped with a note (not an error) when their stage did not run",
+    )
+    base_model: str = "embedded:smollm2-135m-instruct"
+    semantics: Literal["bird", "spider"] = "bird"
+    max_dev_examples: int | None = Field(None, ge=1)
+    spider_path: str | None = Field(None, description="a Spider dev folder to evaluate on too")
+    spider_limit: int | None = Field(None, ge=1)
+    spider_semantics: Literal["bird", "spider"] = "spider"
+    best_of_n_on_spider: bool = Field(False, description="also run best-of-N on the Spider set")
+    schema_render: SchemaParams | None = Field(
+        None, description="prompt schema rendering; None: the data stage's settings (as trained)"
+    )
+    plots: bool = True
     num_candidates: int = Field(4, ge=1, description="N for vote/rm/oracle selection")
     strategies: list[Literal["greedy", "vote", "rm", "oracle"]] = Field(
         default_factory=lambda: ["greedy", "vote", "rm", "oracle"]
@@ -283,6 +293,7 @@ class EvalParams(StageParams):
     max_new_tokens: int = Field(128, ge=8)
     batch_size: int = Field(8, ge=1)
     sql_timeout: float = Field(5.0, gt=0)
+    use_vllm: bool = Field(False, description="generate with vLLM (GPU only)")
     ves_repeats: int = Field(0, ge=0, description="0: skip VES")
 
 

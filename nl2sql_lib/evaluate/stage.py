@@ -1,0 +1,455 @@
+"""06_eval: every system of the run on the dev split (and Spider dev), best of N, one report.
+
+    metrics = run_eval(cfg, stage)        # writes eval/metrics.json, eval/report.md, plots
+
+Steps, in the order they run:
+
+1. resolve the systems (``base``, ``sft``, ``grpo``, ``dpo``, ``name=spec``); a listed stage
+   that did not run stops with the notebook to run, unless it is in ``optional_systems``;
+2. load the datasets: ``data/dev.jsonl`` of this run (a deterministic subsample of
+   ``max_dev_examples``) and, with ``spider_path``, Spider dev (questions whose database is
+   missing are skipped and counted, then ``spider_limit`` are sampled);
+3. generate, one model at a time: greedy predictions for every system and, for
+   ``best_of_n_systems``, pools of ``num_candidates`` (greedy first, then samples), cached in
+   ``eval/predictions_<system>.jsonl``;
+4. score with the SQL engine's Judge: ``<system>/greedy`` for all, ``vote@N``, ``rm@N`` (the
+   reward model of 05, when it ran) and ``oracle@N`` for the pools;
+5. write ``eval/metrics.json`` (``{dataset: {"system/strategy": {"n", "ex", "by_difficulty",
+   "errors", ...}}}``), ``eval/report.md`` and the plots.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+from ..config import EvalParams, SourceParams
+from ..data.example import Example, read_examples
+from ..io import atomic_write_text, write_json, write_jsonl
+from ..runs import StageRun, require_output
+from .systems import (
+    Dataset,
+    GeneratorFactory,
+    default_generator_factory,
+    drop_missing_databases,
+    free_memory,
+    generate_predictions,
+    pick_by_scores,
+    pick_oracle,
+    pick_vote,
+    predictions_path,
+    resolve_systems,
+    rm_scores,
+    schema_params_for,
+    strategy_key,
+    subsample,
+)
+
+DEV = "dev"
+SPIDER = "spider_dev"
+
+ScorerFactory = Callable[[EvalParams], Any]
+
+
+class EvalStageError(ValueError):
+    """A parameter of 06_eval cannot work as given; the message says what to change."""
+
+
+# --------------------------------------------------------------------------------------------
+# Datasets
+# --------------------------------------------------------------------------------------------
+
+
+def load_datasets(cfg: EvalParams, stage: StageRun) -> list[Dataset]:
+    """The run's dev split and, when ``spider_path`` is set, Spider dev."""
+    dev_path = require_output(cfg, "data", "dev.jsonl")
+    stage.record_input(dev_path)
+    dev_all = read_examples(dev_path)
+    if not dev_all:
+        raise EvalStageError(f"{dev_path} holds no questions: re-run notebooks/01_data.ipynb")
+    dev_kept, dev_skipped = drop_missing_databases(dev_all)
+    datasets = [
+        Dataset(
+            DEV, subsample(dev_kept, cfg.max_dev_examples, cfg.seed), cfg.semantics,
+            best_of_n=True, skipped=dev_skipped, total=len(dev_all),
+        )
+    ]
+    if cfg.spider_path:
+        datasets.append(load_spider(cfg, stage))
+    return datasets
+
+
+def load_spider(cfg: EvalParams, stage: StageRun) -> Dataset:
+    """Spider dev from ``spider_path`` (skipping questions whose database file is missing)."""
+    from ..data.loaders import load_source
+
+    folder = Path(cfg.spider_path)
+    if not (folder / "dev.json").is_file():
+        raise EvalStageError(
+            f"eval parameter 'spider_path': {folder} has no dev.json; give a Spider folder "
+            "(dev.json, tables.json, database/) or set spider_path: null"
+        )
+    # split "auto": dev.json is the dev split even when the folder also holds the training files
+    splits = load_source(SourceParams(type="spider", path=str(folder)), stage.path("work"), seed=cfg.seed)
+    examples = splits.get("dev") or []
+    kept, skipped = drop_missing_databases(examples)
+    return Dataset(
+        SPIDER, subsample(kept, cfg.spider_limit, cfg.seed), cfg.spider_semantics,
+        best_of_n=cfg.best_of_n_on_spider, skipped=skipped, total=len(examples),
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Scoring
+# --------------------------------------------------------------------------------------------
+
+
+def make_judge(semantics: str, cfg: EvalParams):
+    from ..sql.judge import Judge
+
+    return Judge(semantics=semantics, timeout=cfg.sql_timeout)
+
+
+def score(examples: list[Example], predictions: list[str], judge) -> tuple[dict, list[dict]]:
+    """Summary (n, ex, by_difficulty, errors, ...) and per-question items of one prediction list."""
+    from .metrics import score_items, summarize
+
+    items = score_items(examples, predictions, judge)
+    return summarize(items), items
+
+
+def reward_scorer_available(cfg: EvalParams) -> bool:
+    """The reward model of 05 finished (manifest) and saved its model."""
+    folder = cfg.run_dir / "reward_model"
+    weights = (folder / "adapter").is_dir() or (folder / "model").is_dir()
+    return (folder / "manifest.json").is_file() and weights
+
+
+def default_scorer_factory(cfg: EvalParams):
+    from ..scoring import RewardScorer
+
+    return RewardScorer.from_spec(str(cfg.run_dir / "reward_model"), run_dir=cfg.run_dir)
+
+
+# --------------------------------------------------------------------------------------------
+# The stage
+# --------------------------------------------------------------------------------------------
+
+
+def run_eval(
+    cfg: EvalParams,
+    stage: StageRun,
+    *,
+    generator_factory: GeneratorFactory | None = None,
+    scorer_factory: ScorerFactory | None = None,
+    progress: bool = True,
+) -> dict[str, dict[str, dict]]:
+    """Generate, select, score and report; returns the metrics written to eval/metrics.json.
+
+    ``generator_factory(system, cfg)`` and ``scorer_factory(cfg)`` default to the real model
+    loaders; tests pass scripted ones.
+    """
+    _check_params(cfg)
+    make_gen = generator_factory or default_generator_factory
+    make_scorer = scorer_factory or default_scorer_factory
+    systems, notes = resolve_systems(cfg)
+    with stage.timer("load_data"):
+        datasets = load_datasets(cfg, stage)
+    notes += _dataset_notes(datasets)
+
+    # 1. Generation, one model at a time (each generator is freed before the next loads).
+    pool_systems = {s.name for s in systems if s.name in cfg.best_of_n_systems}
+    preds: dict[str, dict[str, list[dict]]] = {}
+    gen_info: dict[str, dict] = {}
+    for system in systems:
+        with stage.timer(f"generate_{system.name}"):
+            preds[system.name], gen_info[system.name] = generate_predictions(
+                system, datasets, cfg, stage.dir, make_gen,
+                best_of_n=system.name in pool_systems, progress=progress,
+            )
+
+    # 2. Reward-model scores for every pool (one model again, after the policies are gone).
+    scores, rm_note = _reward_scores(cfg, systems, pool_systems, datasets, preds, make_scorer, stage)
+    if rm_note:
+        notes.append(rm_note)
+
+    # 3. Scoring and selection.
+    metrics: dict[str, dict[str, dict]] = {}
+    items_by_system: dict[str, dict[str, list[dict]]] = {}
+    with stage.timer("score"):
+        for ds in datasets:
+            judge = make_judge(ds.semantics, cfg)
+            metrics[ds.name], items_by_system[ds.name] = _score_dataset(
+                ds, systems, pool_systems, preds, scores, judge, cfg
+            )
+    _write_back(stage.dir, systems, datasets, preds, items_by_system)
+
+    # 4. Artifacts.
+    write_json(stage.path("metrics.json"), metrics)
+    selection = selection_summary(metrics, cfg.num_candidates)
+    write_json(stage.path("selection.json"), selection)
+    write_json(stage.path("generation.json"), {"systems": gen_info, "notes": notes})
+    with stage.timer("report"):
+        write_eval_report(cfg, stage.dir, metrics, items_by_system, selection, gen_info, notes)
+    return metrics
+
+
+def _check_params(cfg: EvalParams) -> None:
+    unknown = [s for s in cfg.best_of_n_systems if s not in cfg.systems and "=" not in s
+               and s not in ("base", "sft", "grpo", "dpo")]
+    if unknown:
+        raise EvalStageError(
+            f"eval parameter 'best_of_n_systems': {unknown} are not systems; use names from "
+            f"'systems' ({cfg.systems}) or base/sft/grpo/dpo"
+        )
+    if any(s != "greedy" for s in cfg.strategies) and cfg.best_of_n_systems and cfg.num_candidates < 2:
+        raise EvalStageError(
+            "eval parameter 'num_candidates' must be at least 2 for vote/rm/oracle selection "
+            "(or set best_of_n_systems: [])"
+        )
+
+
+def _dataset_notes(datasets: list[Dataset]) -> list[str]:
+    notes = []
+    for ds in datasets:
+        if ds.skipped:
+            missing = ", ".join(f"{db} ({n})" for db, n in sorted(ds.skipped.items()))
+            notes.append(
+                f"{ds.name}: {sum(ds.skipped.values())} of {ds.total} questions skipped because "
+                f"their database file is missing: {missing}."
+            )
+        notes.append(
+            f"{ds.name}: {len(ds.examples)} questions evaluated (of {ds.total}), "
+            f"'{ds.semantics}' comparison semantics."
+        )
+    return notes
+
+
+def _reward_scores(cfg, systems, pool_systems, datasets, preds, make_scorer, stage):
+    """{(dataset, system): [[score per candidate] per question]} or {} with a note why not."""
+    if "rm" not in cfg.strategies or not pool_systems:
+        return {}, None
+    if not reward_scorer_available(cfg):
+        return {}, (
+            f"rm@{cfg.num_candidates} skipped: the reward model stage did not run for run "
+            f"'{cfg.run}' ({cfg.run_dir / 'reward_model'} has no finished model); run "
+            "notebooks/05_reward_model.ipynb to add it."
+        )
+    schema = schema_params_for(cfg)
+    scores: dict[tuple[str, str], list[list[float]]] = {}
+    with stage.timer("reward_model"):
+        scorer = make_scorer(cfg)
+        try:
+            for system in systems:
+                if system.name not in pool_systems:
+                    continue
+                for ds in datasets:
+                    if ds.best_of_n:
+                        scores[(ds.name, system.name)] = rm_scores(
+                            scorer, preds[system.name][ds.name], ds.examples, schema, system.reasoning
+                        )
+        finally:
+            del scorer
+            free_memory()
+    return scores, None
+
+
+def _score_dataset(ds, systems, pool_systems, preds, scores, judge, cfg):
+    """Metrics and items of every system/strategy on one dataset."""
+    n = cfg.num_candidates
+    metrics: dict[str, dict] = {}
+    items: dict[str, list[dict]] = {}
+
+    def add(key: str, picks: list[str]) -> None:
+        metrics[key], items[key] = score(ds.examples, picks, judge)
+
+    for system in systems:
+        records = preds[system.name][ds.name]
+        add(strategy_key(system.name, "greedy", n), [r["pred_sql"] for r in records])
+        if system.name not in pool_systems or not ds.best_of_n:
+            continue
+        if "vote" in cfg.strategies:
+            add(strategy_key(system.name, "vote", n), pick_vote(records, ds.examples, judge))
+        if "rm" in cfg.strategies and (ds.name, system.name) in scores:
+            add(strategy_key(system.name, "rm", n), pick_by_scores(records, scores[(ds.name, system.name)]))
+        if "oracle" in cfg.strategies:
+            add(strategy_key(system.name, "oracle", n), pick_oracle(records, ds.examples, judge))
+    return metrics, items
+
+
+def _write_back(eval_dir, systems, datasets, preds, items_by_system) -> None:
+    """Add each question's verdicts to the predictions files, for a reader browsing them."""
+    for system in systems:
+        rows = []
+        for ds in datasets:
+            for index, record in enumerate(preds[system.name][ds.name]):
+                verdicts = {
+                    key.split("/", 1)[1]: {
+                        "sql": items[index].get("pred_sql"),
+                        "correct": items[index].get("correct"),
+                        "error": _plain_error(items[index].get("error")),
+                    }
+                    for key, items in items_by_system[ds.name].items()
+                    if key.split("/", 1)[0] == system.name
+                }
+                greedy = verdicts.get("greedy", {})
+                rows.append({**record, "correct": greedy.get("correct"),
+                             "error": greedy.get("error"), "selected": verdicts})
+        write_jsonl(predictions_path(eval_dir, system.name), rows)
+
+
+def _plain_error(error: Any) -> Any:
+    return getattr(error, "value", error)
+
+
+# --------------------------------------------------------------------------------------------
+# Oracle headroom and what selection recovers
+# --------------------------------------------------------------------------------------------
+
+
+def selection_summary(metrics: dict[str, dict[str, dict]], n: int) -> dict[str, dict[str, dict]]:
+    """Per dataset and best-of-N system: greedy, vote, rm, oracle EX, headroom and recovery.
+
+    ``headroom`` = oracle - greedy (what a perfect picker could add); ``<s>_recovered`` =
+    (strategy - greedy) / headroom, the share of that headroom a strategy wins (None when
+    there is no headroom).
+    """
+    out: dict[str, dict[str, dict]] = {}
+    for dataset, entries in metrics.items():
+        for key in entries:
+            system, strategy = key.split("/", 1)
+            if strategy != f"oracle@{n}":
+                continue
+            row: dict[str, Any] = {
+                s: entries.get(strategy_key(system, s, n), {}).get("ex")
+                for s in ("greedy", "vote", "rm", "oracle")
+            }
+            headroom = row["oracle"] - row["greedy"] if row["greedy"] is not None else None
+            row["headroom"] = round(headroom, 4) if headroom is not None else None
+            for s in ("vote", "rm"):
+                gain = None if row[s] is None or not headroom else (row[s] - row["greedy"]) / headroom
+                row[f"{s}_recovered"] = round(gain, 4) if gain is not None else None
+            out.setdefault(dataset, {})[system] = row
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Report
+# --------------------------------------------------------------------------------------------
+
+
+def write_eval_report(cfg, eval_dir, metrics, items_by_system, selection, gen_info, notes) -> Path:
+    """eval/report.md: the engine's report (tables and plots per dataset) plus this stage's parts.
+
+    A "Run" section goes first (systems, models, data, notes such as skipped systems), the
+    best-of-N headroom table and plot and the generation timings after the engine's sections.
+    """
+    from .report import write_report
+
+    eval_dir = Path(eval_dir)
+    path = Path(write_report(metrics, eval_dir, items_by_system=items_by_system, plots=cfg.plots))
+    text = path.read_text(encoding="utf-8")
+    intro_end = text.find("\n## ")
+    head, body = (text, "") if intro_end < 0 else (text[: intro_end + 1], text[intro_end + 1 :])
+    tail = _best_of_n_section(cfg, selection, eval_dir) + _generation_section(gen_info)
+    atomic_write_text(path, head + _run_section(cfg, gen_info, notes) + body.rstrip() + "\n\n" + tail)
+    return path
+
+
+def _fmt(value: Any) -> str:
+    return "-" if value is None else f"{100 * value:.1f}"
+
+
+def _run_section(cfg: EvalParams, gen_info: dict[str, dict], notes: list[str]) -> str:
+    lines = ["## Run", "", f"Run `{cfg.run}` (profile {cfg.profile}). Systems:", ""]
+    lines += [f"- **{name}**: `{info['spec']}`" for name, info in gen_info.items()]
+    lines += ["", "Greedy decoding for every system; " + (
+        f"best of {cfg.num_candidates} for {', '.join(cfg.best_of_n_systems)} (the greedy answer plus "
+        f"{cfg.num_candidates - 1} samples at temperature {cfg.temperature}; strategies: "
+        f"{', '.join(cfg.strategies)})." if cfg.best_of_n_systems else "no best-of-N system."
+    ), ""]
+    lines += [f"- {note}" for note in notes]
+    return "\n".join(lines) + "\n\n"
+
+
+def _best_of_n_section(cfg: EvalParams, selection: dict, eval_dir: Path) -> str:
+    n = cfg.num_candidates
+    lines = [f"## Best of {n}: the oracle's headroom and what selection recovers", ""]
+    if not selection:
+        return "\n".join(lines + ["No best-of-N results in this run.", "", ""])
+    lines += [
+        "EX in %. *headroom* = oracle - greedy: what a perfect picker would add; *recovered* = "
+        "(strategy - greedy) / headroom, the share of that headroom a strategy wins.",
+        "",
+        "| dataset | system | greedy | vote | rm | oracle | headroom | vote recovered | rm recovered |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for dataset, rows in selection.items():
+        for system, r in rows.items():
+            lines.append(
+                f"| {dataset} | {system} | {_fmt(r['greedy'])} | {_fmt(r['vote'])} | {_fmt(r['rm'])} "
+                f"| {_fmt(r['oracle'])} | {_fmt(r['headroom'])} | {_fmt(r['vote_recovered'])} "
+                f"| {_fmt(r['rm_recovered'])} |"
+            )
+    lines.append("")
+    if cfg.plots:
+        lines += [f"![best of {n}]({plot_best_of_n(selection, eval_dir, n)})", ""]
+    return "\n".join(lines) + "\n"
+
+
+def _generation_section(gen_info: dict[str, dict]) -> str:
+    lines = ["## Generation", "", "Questions generated now or reused from eval/predictions_<system>.jsonl.", "",
+             "| system | generated | reused | seconds | s per question |", "|---|---|---|---|---|"]
+    for name, info in gen_info.items():
+        per_q = info["seconds_per_question"]
+        lines.append(f"| {name} | {info['generated']} | {info['reused']} | {info['seconds']} "
+                     f"| {per_q if per_q is not None else '-'} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_best_of_n(selection: dict, eval_dir: Path, n: int) -> str:
+    """Grouped bars of greedy / vote / rm / oracle EX per dataset and system; returns its path."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [(f"{d}\n{s}", r) for d, systems in selection.items() for s, r in systems.items()]
+    strategies = ["greedy", "vote", "rm", "oracle"]
+    fig, ax = plt.subplots(figsize=(max(4.5, 1.6 * len(rows) + 1.5), 3.4))
+    width = 0.8 / len(strategies)
+    for j, strategy in enumerate(strategies):
+        values = [100 * (r[strategy] or 0.0) for _, r in rows]
+        ax.bar([i + j * width for i in range(len(rows))], values, width,
+               label=strategy if strategy == "greedy" else f"{strategy}@{n}")
+    ax.set_xticks([i + 0.4 - width / 2 for i in range(len(rows))], [label for label, _ in rows])
+    ax.set_ylabel("EX (%)")
+    ax.set_ylim(0, 100)
+    ax.set_title(f"Best of {n}: selection strategies against the oracle", fontsize=10)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    fig.tight_layout()
+    relative = "plots/best_of_n.png"
+    (eval_dir / "plots").mkdir(parents=True, exist_ok=True)
+    fig.savefig(eval_dir / relative, dpi=110)
+    plt.close(fig)
+    return relative
+
+
+def comparison_frame(metrics: dict[str, dict[str, dict]]):
+    """One pandas row per dataset and system/strategy: n, EX and EX by difficulty (in %)."""
+    import pandas as pd
+
+    rows = []
+    for dataset, entries in metrics.items():
+        for key, m in entries.items():
+            row = {"dataset": dataset, "system/strategy": key, "n": m["n"], "EX %": round(100 * m["ex"], 1)}
+            for level, sub in m.get("by_difficulty", {}).items():
+                row[f"{level} %"] = round(100 * sub["ex"], 1)
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def headline(metrics: dict[str, dict[str, dict]]) -> dict[str, float]:
+    """Flat ``{"dataset:system/strategy": ex}`` for the manifest's headline metrics."""
+    return {f"{d}:{k}": round(m["ex"], 4) for d, entries in metrics.items() for k, m in entries.items()}
+

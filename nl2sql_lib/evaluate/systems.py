@@ -1,0 +1,470 @@
+"""The systems 06_eval compares, and their predictions.
+
+A *system* is a named model: ``base`` (the profile's base model), ``sft`` / ``grpo`` / ``dpo``
+(what that stage of this run saved, as the spec ``stage:<name>``), or ``name=spec`` for any
+other model spec. For every system this module generates one greedy prediction per question
+and, for the best-of-N systems, a pool of N candidates: the greedy prediction first, then N-1
+samples at the configured temperature. Putting the greedy answer first makes "greedy" the
+pool's first candidate, so the oracle can never fall below greedy.
+
+Predictions are cached in ``eval/predictions_<system>.jsonl`` (one record per dataset and
+question) beside ``predictions_<system>.meta.json``, which fingerprints what produced them
+(model spec, the producing stage's manifest, decoding settings). A re-run keeps the records
+whose fingerprint matches and generates only what is missing, so a finished system costs
+nothing and an interrupted one resumes.
+
+Only one model is loaded at a time and freed before the next (memory, see CPU-NOTES.md).
+"""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+import json
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Protocol, Sequence
+
+from ..config import NOTEBOOK_OF_STAGE, EvalParams, ModelParams, SchemaParams
+from ..data.example import Example
+from ..io import append_jsonl, iter_jsonl, read_json, write_json
+from ..runs import MissingStageOutput
+
+# Systems that name a stage of this run: the folder outputs/<run>/<name>/ holds their model
+# (adapter/ or model/, as models.resolve_spec("stage:<name>") reads it), and the pipeline stage
+# that writes it (DPO is trained by 05_reward_model when its parameter dpo is true).
+STAGE_SYSTEMS = {"sft": "sft", "grpo": "grpo", "dpo": "reward_model"}
+
+
+class GeneratorLike(Protocol):
+    """What :func:`generate_predictions` needs from a generator (nl2sql_lib.generate.Generator)."""
+
+    def generate(
+        self, messages_batch: list[list[dict]], *, n: int = 1, temperature: float = 0.0,
+        max_new_tokens: int = 128,
+    ) -> list[list[str]]: ...
+
+
+GeneratorFactory = Callable[["System", EvalParams], GeneratorLike]
+
+# Prompts handed to the generator per call, in batches (see _generate_missing).
+CHUNK_BATCHES = 4
+
+
+@dataclass(frozen=True)
+class System:
+    """One system of the comparison: its report name, model spec, and where it comes from."""
+
+    name: str
+    spec: str
+    stage: str | None = None  # the stage of this run that made it (None: base or custom spec)
+    reasoning: bool = False  # the model was trained to answer with <think>...</think> first
+
+
+@dataclass
+class Dataset:
+    """A named list of questions to evaluate, with the comparison rule and what was left out."""
+
+    name: str
+    examples: list[Example]
+    semantics: str
+    best_of_n: bool = True
+    skipped: dict[str, int] = field(default_factory=dict)  # db_id -> questions without a database
+    total: int = 0  # questions before skipping and subsampling
+
+
+# --------------------------------------------------------------------------------------------
+# Resolving systems
+# --------------------------------------------------------------------------------------------
+
+
+def _stage_manifest(cfg: EvalParams, folder: str) -> Path:
+    """The manifest of the pipeline stage that produced ``outputs/<run>/<folder>``."""
+    producer = STAGE_SYSTEMS.get(folder, folder)
+    return cfg.run_dir / producer / "manifest.json"
+
+
+def _stage_format(cfg: EvalParams, stage: str) -> bool:
+    """True when the stage trained the reasoning (<think>) format, read from its manifest."""
+    try:
+        params = read_json(_stage_manifest(cfg, stage)).get("parameters", {})
+    except Exception:  # a stage without a manifest is caught by the caller
+        return False
+    return params.get("format") == "reasoning"
+
+
+def _stage_output_exists(cfg: EvalParams, stage: str) -> bool:
+    """A stage's model is usable when the stage finished (manifest) and saved weights."""
+    folder = cfg.run_dir / stage
+    has_weights = (folder / "adapter").is_dir() or (folder / "model").is_dir()
+    return _stage_manifest(cfg, stage).is_file() and has_weights
+
+
+def parse_system(entry: str, cfg: EvalParams) -> System:
+    """``base`` | ``sft`` | ``grpo`` | ``dpo`` | ``name=spec`` -> :class:`System` (no checks)."""
+    entry = entry.strip()
+    if "=" in entry:
+        name, spec = (part.strip() for part in entry.split("=", 1))
+        if not name or not spec or "/" in name:
+            raise ValueError(
+                f"eval parameter 'systems': {entry!r} must be NAME=MODEL_SPEC with a NAME "
+                "without '/' (for example 'coder=Qwen/Qwen2.5-Coder-1.5B-Instruct')"
+            )
+        stage = spec.split(":", 1)[1] if spec.startswith("stage:") else None
+        return System(name, spec, stage, _stage_format(cfg, stage) if stage else False)
+    if entry == "base":
+        return System("base", cfg.base_model)
+    if entry in STAGE_SYSTEMS:
+        return System(entry, f"stage:{entry}", entry, _stage_format(cfg, entry))
+    raise ValueError(
+        f"eval parameter 'systems': unknown system {entry!r}; use base, "
+        f"{', '.join(STAGE_SYSTEMS)} or NAME=MODEL_SPEC"
+    )
+
+
+def resolve_systems(cfg: EvalParams) -> tuple[list[System], list[str]]:
+    """The systems to evaluate (``systems`` then any best-of-N-only ones), and notes.
+
+    A system whose stage has not produced a model stops with an error naming the notebook to
+    run, unless it is listed in ``optional_systems``: then it is skipped and a note says so.
+    """
+    wanted = list(dict.fromkeys([*cfg.systems, *cfg.best_of_n_systems]))
+    optional = set(cfg.optional_systems)
+    systems, notes = [], []
+    for entry in wanted:
+        system = parse_system(entry, cfg)
+        if system.stage and not _stage_output_exists(cfg, system.stage):
+            producer = STAGE_SYSTEMS.get(system.stage, system.stage)
+            notebook = NOTEBOOK_OF_STAGE.get(producer, producer)
+            if system.stage == "dpo":
+                notebook += ".ipynb with dpo: true"
+            else:
+                notebook += ".ipynb"
+            where = cfg.run_dir / system.stage
+            if entry in optional or system.name in optional:
+                notes.append(
+                    f"System '{system.name}' skipped: stage '{system.stage}' has no finished "
+                    f"model in {where} (it is optional in this profile)."
+                )
+                continue
+            raise MissingStageOutput(
+                f"system '{system.name}' needs the model of stage '{system.stage}', but {where} "
+                f"has no finished model (manifest.json plus adapter/ or model/): run "
+                f"notebooks/{notebook} for run '{cfg.run}' first, or list "
+                f"'{system.name}' in optional_systems / remove it from systems"
+            )
+        systems.append(system)
+    return systems, notes
+
+
+# --------------------------------------------------------------------------------------------
+# Datasets
+# --------------------------------------------------------------------------------------------
+
+
+def subsample(examples: list[Example], limit: int | None, seed: int) -> list[Example]:
+    """A deterministic random subset of ``limit`` examples, kept in their original order."""
+    if limit is None or len(examples) <= limit:
+        return list(examples)
+    keep = sorted(random.Random(seed).sample(range(len(examples)), limit))
+    return [examples[i] for i in keep]
+
+
+def drop_missing_databases(examples: list[Example]) -> tuple[list[Example], dict[str, int]]:
+    """Questions whose database file exists, and per db_id how many were dropped."""
+    kept, skipped = [], {}
+    for ex in examples:
+        if Path(ex.db_path).is_file():
+            kept.append(ex)
+        else:
+            skipped[ex.db_id] = skipped.get(ex.db_id, 0) + 1
+    return kept, skipped
+
+
+# --------------------------------------------------------------------------------------------
+# Prompts
+# --------------------------------------------------------------------------------------------
+
+
+def schema_params_for(cfg: EvalParams) -> SchemaParams:
+    """How to render schemas: the eval parameter, else the data stage's (what training saw)."""
+    if cfg.schema_render is not None:
+        return cfg.schema_render
+    manifest = _stage_manifest(cfg, "data")
+    if manifest.is_file():
+        rendered = read_json(manifest).get("parameters", {}).get("schema_render")
+        if rendered:
+            return SchemaParams.model_validate(rendered)
+    return SchemaParams()
+
+
+def build_messages(
+    examples: Sequence[Example], schema: SchemaParams, *, reasoning: bool = False,
+    count_tokens: Callable[[str], int] | None = None,
+) -> list[list[dict]]:
+    """The chat prompt of every example (schema text rendered as the training stages do)."""
+    from ..data.prompts import sql_messages
+    from ..data.schema import schema_text_for
+
+    return [
+        sql_messages(ex, schema_text_for(ex, schema, count_tokens=count_tokens), reasoning=reasoning)
+        for ex in examples
+    ]
+
+
+# --------------------------------------------------------------------------------------------
+# Generation with a per-system cache
+# --------------------------------------------------------------------------------------------
+
+
+def record_key(dataset: str, example: Example) -> str:
+    return f"{dataset}::{example.question_id}"
+
+
+def fingerprint(system: System, cfg: EvalParams, n_candidates: int) -> dict[str, Any]:
+    """What determines a system's predictions; cached records are reused only when it matches."""
+    produced_by = None
+    if system.stage:
+        manifest = _stage_manifest(cfg, system.stage)
+        if manifest.is_file():  # the stage's model changes whenever its manifest does
+            produced_by = hashlib.sha256(manifest.read_bytes()).hexdigest()[:16]
+    return {
+        "spec": system.spec,
+        "stage_manifest_sha256": produced_by,
+        "reasoning": system.reasoning,
+        "max_new_tokens": cfg.max_new_tokens,
+        "temperature": cfg.temperature,
+        "num_candidates": n_candidates,
+        "seed": cfg.seed,
+        "schema_render": schema_params_for(cfg).model_dump(mode="json"),
+    }
+
+
+def predictions_path(eval_dir: Path, system: str) -> Path:
+    return Path(eval_dir) / f"predictions_{system}.jsonl"
+
+
+def load_cached(path: Path, meta: dict[str, Any]) -> dict[str, dict]:
+    """Records of a predictions file whose meta matches ``meta`` (else none), by key."""
+    meta_path = path.with_suffix(".meta.json")
+    if not path.is_file() or not meta_path.is_file():
+        return {}
+    try:
+        if read_json(meta_path) != json.loads(json.dumps(meta)):
+            return {}
+        return {rec["key"]: rec for rec in iter_jsonl(path) if "key" in rec}
+    except Exception:  # a damaged cache is regenerated, never trusted
+        return {}
+
+
+def _extract(text: str) -> str:
+    from ..sql.extract import extract_sql
+
+    return extract_sql(text)
+
+
+def generate_predictions(
+    system: System,
+    datasets: Sequence[Dataset],
+    cfg: EvalParams,
+    eval_dir: Path,
+    make_generator: GeneratorFactory,
+    *,
+    best_of_n: bool,
+    progress: bool = True,
+) -> tuple[dict[str, list[dict]], dict[str, Any]]:
+    """Greedy predictions (and candidate pools when ``best_of_n``) of one system on every dataset.
+
+    Returns the records by dataset name (in the datasets' order) and a small info dict
+    (questions generated vs. reused, seconds, seconds per question). The generator is made
+    only when something is missing, and freed before returning.
+    """
+    n_candidates = cfg.num_candidates if best_of_n else 1
+    path = predictions_path(eval_dir, system.name)
+    meta = fingerprint(system, cfg, n_candidates)
+    cached = load_cached(path, meta)
+    records: dict[str, dict] = dict(cached)
+    todo = [
+        (ds, ex) for ds in datasets for ex in ds.examples
+        if not _complete(cached.get(record_key(ds.name, ex)), best_of_n and ds.best_of_n, n_candidates)
+    ]
+    info: dict[str, Any] = {"system": system.name, "spec": system.spec, "reused": len(records)}
+    started = time.perf_counter()
+    if todo:
+        # Start the file afresh with the complete records kept, then append batch by batch.
+        path.parent.mkdir(parents=True, exist_ok=True)
+        wanted = {record_key(ds.name, ex) for ds in datasets for ex in ds.examples}
+        keep = [rec for key, rec in records.items() if key in wanted]
+        records = {rec["key"]: rec for rec in keep}
+        from ..io import write_jsonl
+
+        write_jsonl(path, keep)
+        write_json(path.with_suffix(".meta.json"), meta)
+        generator = make_generator(system, cfg)
+        try:
+            _generate_missing(generator, todo, system, cfg, n_candidates, path, records, progress)
+        finally:
+            del generator
+            free_memory()
+    seconds = time.perf_counter() - started
+    info.update(
+        generated=len(todo), seconds=round(seconds, 1),
+        seconds_per_question=round(seconds / len(todo), 2) if todo else None,
+    )
+    by_dataset = {
+        ds.name: [records[record_key(ds.name, ex)] for ex in ds.examples] for ds in datasets
+    }
+    return by_dataset, info
+
+
+def _complete(record: dict | None, wants_pool: bool, n_candidates: int) -> bool:
+    if record is None or "pred_sql" not in record:
+        return False
+    return not wants_pool or len(record.get("candidates") or []) >= n_candidates
+
+
+def _generate_missing(
+    generator: GeneratorLike,
+    todo: list[tuple[Dataset, Example]],
+    system: System,
+    cfg: EvalParams,
+    n_candidates: int,
+    path: Path,
+    records: dict[str, dict],
+    progress: bool,
+) -> None:
+    """Generate greedy answers, then the sampled rest of each pool, appending as it goes.
+
+    Questions go to the generator in chunks of a few batches: large enough for its
+    length-sorted batching to waste little on padding, small enough that an interrupted run
+    loses at most one chunk.
+    """
+    schema = schema_params_for(cfg)
+    chunk = CHUNK_BATCHES * cfg.batch_size
+    batches = [todo[i : i + chunk] for i in range(0, len(todo), chunk)]
+    bar = _progress(len(todo), f"generate {system.name}", progress)
+    for batch in batches:
+        examples = [ex for _, ex in batch]
+        messages = build_messages(examples, schema, reasoning=system.reasoning)
+        greedy = generator.generate(
+            messages, n=1, temperature=0.0, max_new_tokens=cfg.max_new_tokens
+        )
+        pool_rows = [i for i, (ds, _) in enumerate(batch) if ds.best_of_n and n_candidates > 1]
+        samples: dict[int, list[str]] = {}
+        if pool_rows:
+            sampled = generator.generate(
+                [messages[i] for i in pool_rows], n=n_candidates - 1,
+                temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens,
+            )
+            samples = dict(zip(pool_rows, sampled))
+        for i, (ds, ex) in enumerate(batch):
+            record = _record(ds.name, ex, greedy[i][0], samples.get(i))
+            records[record["key"]] = record
+            append_jsonl(path, record)
+        bar.update(len(batch))
+    bar.close()
+
+
+def _record(dataset: str, ex: Example, greedy_text: str, sampled: list[str] | None) -> dict:
+    """One prediction record: the question, the greedy answer and, if any, the candidate pool."""
+    pred = _extract(greedy_text)
+    record = {
+        "key": record_key(dataset, ex),
+        "dataset": dataset,
+        "question_id": ex.question_id,
+        "db_id": ex.db_id,
+        "difficulty": ex.difficulty,
+        "question": ex.question,
+        "gold_sql": ex.sql,
+        "raw": greedy_text,
+        "pred_sql": pred,
+    }
+    if sampled is not None:
+        record["candidates"] = [pred, *(_extract(text) for text in sampled)]
+        record["candidates_raw"] = [greedy_text, *sampled]
+    return record
+
+
+class _NoBar:
+    def update(self, n: int) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def _progress(total: int, desc: str, enabled: bool):
+    if not enabled:
+        return _NoBar()
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="q")
+
+
+def free_memory() -> None:
+    """Give a freed model's memory back before the next one loads."""
+    gc.collect()
+    try:
+        import torch
+    except ImportError:
+        return
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def default_generator_factory(system: System, cfg: EvalParams) -> GeneratorLike:
+    """A transformers (or vLLM) generator for the system's model, from nl2sql_lib.generate."""
+    from ..generate import make_generator
+
+    return make_generator(
+        ModelParams(spec=system.spec), run_dir=cfg.run_dir, use_vllm=cfg.use_vllm,
+        batch_size=cfg.batch_size, progress=False, seed=cfg.seed,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Best of N
+# --------------------------------------------------------------------------------------------
+
+STRATEGIES = ("greedy", "vote", "rm", "oracle")
+
+
+def strategy_key(system: str, strategy: str, n: int) -> str:
+    """``sft/greedy``, ``sft/vote@4``, ``sft/rm@4``, ``sft/oracle@4``."""
+    return f"{system}/greedy" if strategy == "greedy" else f"{system}/{strategy}@{n}"
+
+
+def pick_vote(records: list[dict], examples: list[Example], judge) -> list[str]:
+    """Execution-result majority vote over each pool (failed SQL does not vote)."""
+    from .selection import select_vote
+
+    return [select_vote(rec["candidates"], ex.db_path, judge) for rec, ex in zip(records, examples)]
+
+
+def pick_by_scores(records: list[dict], scores: list[list[float]]) -> list[str]:
+    """The candidate with the highest score (a reward model's), first one on ties."""
+    from .selection import select_by_score
+
+    return [select_by_score(rec["candidates"], s) for rec, s in zip(records, scores)]
+
+
+def pick_oracle(records: list[dict], examples: list[Example], judge) -> list[str]:
+    """The first correct candidate of each pool, else its first: scores as pass@N."""
+    from .selection import oracle_correct
+
+    picks = []
+    for rec, ex in zip(records, examples):
+        cands = rec["candidates"]
+        pick = cands[0]
+        if oracle_correct(cands, ex.db_path, ex.sql, judge):
+            pick = next(c for c in cands if judge.judge(ex.db_path, ex.sql, c).correct)
+        picks.append(pick)
+    return picks
+
+
+def rm_scores(
+    scorer, records: list[dict], examples: list[Example], schema: SchemaParams, reasoning: bool,
+) -> list[list[float]]:
+    """The reward model's score of every candidate, given the question's prompt."""
+    messages = build_messages(examples, schema, reasoning=reasoning)
+    return [scorer.score(msgs, rec["candidates"]) for msgs, rec in zip(messages, records)]

@@ -1,0 +1,404 @@
+"""06_eval: systems, predictions cache, best of N, metrics.json and the report.
+
+Generation is scripted (a fake generator answers each question with fixed SQL), so every EX
+below is known exactly; one slow test runs the real tiny model end to end.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from nl2sql_lib.config import EvalParams, load_params
+from nl2sql_lib.data.example import Example, write_examples
+from nl2sql_lib.evaluate import systems as sysmod
+from nl2sql_lib.evaluate.stage import EvalStageError, run_eval, selection_summary
+from nl2sql_lib.io import read_json, read_jsonl, write_json
+from nl2sql_lib.runs import MissingStageOutput, StageRun
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+SMOKE = PROJECT_ROOT / "params" / "smoke" / "eval.yaml"
+
+# ---------------------------------------------------------------------------------------------
+# A small database and six questions with known answers
+# ---------------------------------------------------------------------------------------------
+
+GOLD = {
+    "q1": ("How many items are there?", "SELECT count(*) FROM items", "simple"),
+    "q2": ("List the names of all items.", "SELECT name FROM items", "simple"),
+    "q3": ("What is the price of the pen?", "SELECT price FROM items WHERE name = 'pen'", "simple"),
+    "q4": ("Which items cost more than 2?", "SELECT name FROM items WHERE price > 2", "moderate"),
+    "q5": ("What is the total price per category?",
+           "SELECT category, sum(price) FROM items GROUP BY category", "moderate"),
+    "q6": ("Which category has the most items?",
+           "SELECT category FROM items GROUP BY category ORDER BY count(*) DESC LIMIT 1", "challenging"),
+}
+
+WRONG = "SELECT name FROM items WHERE price < 0"          # runs, answers nothing: wrong
+BROKEN = "SELECT name, FROM items"                      # syntax error
+NO_TABLE = "SELECT * FROM nowhere"                        # unknown table
+
+
+def _make_db(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT, price REAL, category TEXT)")
+    conn.executemany(
+        "INSERT INTO items VALUES (?, ?, ?, ?)",
+        [(1, "pen", 1.5, "office"), (2, "desk", 120.0, "furniture"), (3, "lamp", 25.0, "furniture"),
+         (4, "paper", 4.0, "office"), (5, "clip", 0.5, "office")],
+    )
+    conn.commit()
+    conn.close()
+    return path
+
+
+@pytest.fixture()
+def run_cfg(tmp_path: Path) -> EvalParams:
+    """A run with data/dev.jsonl over one small database, and finished (fake) sft/grpo stages."""
+    db = _make_db(tmp_path / "dbs" / "shop" / "shop.sqlite")
+    examples = [
+        Example(question_id=qid, db_id="shop", db_path=str(db), question=q, sql=sql, difficulty=d)
+        for qid, (q, sql, d) in GOLD.items()
+    ]
+    cfg = load_params("eval", SMOKE, output_root=str(tmp_path / "outputs"), run="t", plots=False)
+    write_examples(cfg.run_dir / "data" / "dev.jsonl", examples)
+    for stage in ("sft", "grpo"):
+        _finish_fake_stage(cfg, stage)
+    return cfg
+
+
+def _finish_fake_stage(cfg: EvalParams, stage: str, marker: str = "v1") -> None:
+    (cfg.run_dir / stage / "adapter").mkdir(parents=True, exist_ok=True)
+    write_json(cfg.run_dir / stage / "manifest.json", {"stage": stage, "marker": marker})
+
+
+# ---------------------------------------------------------------------------------------------
+# Scripted generation and reward model
+# ---------------------------------------------------------------------------------------------
+
+# What each system answers greedily, per question.
+GREEDY = {
+    "base": {"q1": BROKEN, "q2": GOLD["q2"][1], "q3": NO_TABLE, "q4": WRONG, "q5": "", "q6": WRONG},
+    "sft": {"q1": GOLD["q1"][1], "q2": GOLD["q2"][1], "q3": WRONG, "q4": WRONG,
+            "q5": GOLD["q5"][1], "q6": BROKEN},
+    "grpo": {"q1": GOLD["q1"][1], "q2": GOLD["q2"][1], "q3": GOLD["q3"][1], "q4": WRONG,
+             "q5": GOLD["q5"][1], "q6": WRONG},
+}
+# sft's three samples per question (the pool is greedy + these).
+Q3_RIGHT_REWRITTEN = "SELECT price FROM items WHERE name = 'pen' AND id = 1"
+SAMPLES = {
+    "q1": [WRONG, GOLD["q1"][1], BROKEN],                     # vote: count(*) (2 of 3 runnable)
+    "q2": [GOLD["q2"][1], WRONG, GOLD["q2"][1]],
+    "q3": [WRONG, Q3_RIGHT_REWRITTEN, WRONG],                  # vote: WRONG wins 3 to 1; oracle: right
+    "q4": [WRONG, "SELECT name FROM items WHERE price > 2.0", NO_TABLE],   # vote: WRONG 2 to 1
+    "q5": [GOLD["q5"][1], GOLD["q5"][1], WRONG],
+    "q6": [BROKEN, BROKEN, BROKEN],                            # nothing right anywhere
+}
+
+
+class ScriptedGenerator:
+    """Answers each prompt with fixed text, found by the question inside the user message."""
+
+    def __init__(self, system: str, calls: list):
+        self.system = system
+        self.calls = calls
+
+    def _qid(self, messages: list[dict]) -> str:
+        user = "\n".join(m["content"] for m in messages if m["role"] == "user")
+        hits = [qid for qid, (q, _, _) in GOLD.items() if q in user]
+        assert len(hits) == 1, f"the prompt should hold exactly one known question: {user!r}"
+        assert "CREATE TABLE" in user or "items" in user, "the prompt should hold the schema"
+        return hits[0]
+
+    def generate(self, messages_batch, *, n=1, temperature=0.0, max_new_tokens=128):
+        self.calls.append((self.system, len(messages_batch), n, temperature))
+        out = []
+        for messages in messages_batch:
+            qid = self._qid(messages)
+            if temperature == 0.0:
+                # Wrap in a fence as a chatty model would: extraction must find the SQL.
+                out.append([f"Here is the query:\n```sql\n{GREEDY[self.system][qid]}\n```"] * n)
+            else:
+                out.append(SAMPLES[qid][:n])
+        return out
+
+
+def scripted_factory(calls: list):
+    return lambda system, cfg: ScriptedGenerator(system.name, calls)
+
+
+class ScriptedScorer:
+    """A 'reward model' that likes SQL with a WHERE clause comparing > and dislikes broken SQL."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def score(self, prompt_messages, sql_list):
+        self.calls += 1
+        assert prompt_messages and prompt_messages[-1]["role"] == "user"
+        return [(2.0 if ">" in sql or "id = 1" in sql else 0.0) - (5.0 if sql == BROKEN else 0.0)
+                for sql in sql_list]
+
+
+def _bon_cfg(cfg: EvalParams, **changes) -> EvalParams:
+    """Best of 4, nothing optional, no plots (matplotlib is slow) unless a test asks."""
+    values = {**cfg.model_dump(), "num_candidates": 4, "optional_systems": [], "plots": False, **changes}
+    return EvalParams.model_validate(values)
+
+
+def _run(cfg, calls=None, scorer=None):
+    calls = [] if calls is None else calls
+    stage = StageRun(cfg, "eval").start()
+    factory = scripted_factory(calls)
+    metrics = run_eval(cfg, stage, generator_factory=factory,
+                       scorer_factory=(lambda c: scorer) if scorer else None, progress=False)
+    return metrics, stage
+
+
+def _finish_fake_reward_model(cfg: EvalParams) -> None:
+    _finish_fake_stage(cfg, "reward_model")
+
+
+# ---------------------------------------------------------------------------------------------
+# Tests
+# ---------------------------------------------------------------------------------------------
+
+
+def test_exact_metrics_for_known_predictions(run_cfg):
+    cfg = _bon_cfg(run_cfg, plots=True)
+    _finish_fake_reward_model(cfg)
+    scorer = ScriptedScorer()
+    metrics, stage = _run(cfg, scorer=scorer)
+
+    dev = metrics["dev"]
+    assert set(dev) == {"base/greedy", "sft/greedy", "grpo/greedy",
+                        "sft/vote@4", "sft/rm@4", "sft/oracle@4"}
+    # base: only q2 right; sft: q1 q2 q5; grpo: q1 q2 q3 q5.
+    assert dev["base/greedy"]["n"] == 6
+    assert dev["base/greedy"]["ex"] == pytest.approx(1 / 6)
+    assert dev["sft/greedy"]["ex"] == pytest.approx(3 / 6)
+    assert dev["grpo/greedy"]["ex"] == pytest.approx(4 / 6)
+    # by difficulty: simple q1-q3, moderate q4-q5, challenging q6
+    grpo = dev["grpo/greedy"]["by_difficulty"]
+    assert grpo["simple"] == {**grpo["simple"], "n": 3, "ex": pytest.approx(1.0)}
+    assert grpo["moderate"]["n"] == 2 and grpo["moderate"]["ex"] == pytest.approx(0.5)
+    assert grpo["challenging"]["ex"] == 0.0
+    # base's misses: one syntax error, one unknown table, one empty answer, two wrong results
+    errors = dev["base/greedy"]["errors"]
+    assert errors.get("syntax") == 1 and errors.get("no_such_table") == 1
+    assert errors.get("empty") == 1
+
+    # Pools (greedy first): q1 [right, WRONG, right, BROKEN] q2 [right, right, WRONG, right]
+    # q3 [WRONG, WRONG, right', WRONG] q4 [WRONG, WRONG, right, NO_TABLE]
+    # q5 [right, right, right, WRONG] q6 [BROKEN x4]
+    assert dev["sft/oracle@4"]["ex"] == pytest.approx(5 / 6)        # all but q6
+    assert dev["sft/vote@4"]["ex"] == pytest.approx(3 / 6)          # q1 q2 q5 (q3, q4: WRONG wins)
+    assert dev["sft/rm@4"]["ex"] == pytest.approx(5 / 6)            # the scorer finds q3 and q4
+    assert scorer.calls == 6
+
+    # metrics.json holds exactly what run_eval returned; the manifest is the notebook's job.
+    assert read_json(stage.dir / "metrics.json") == json.loads(json.dumps(metrics))
+    selection = selection_summary(metrics, 4)["dev"]["sft"]
+    assert selection["headroom"] == pytest.approx(2 / 6, abs=1e-4)
+    assert selection["rm_recovered"] == pytest.approx(1.0)
+    assert selection["vote_recovered"] == pytest.approx(0.0)
+
+    report = (stage.dir / "report.md").read_text()
+    for key in dev:
+        assert key in report
+    assert "headroom" in report
+    assert (stage.dir / "plots" / "dev_ex.png").is_file()            # EX overall and by difficulty
+    assert (stage.dir / "plots" / "best_of_n.png").is_file()
+    assert report.index("## Run") < report.index("## dev") < report.index("## Best of 4")
+
+    rows = read_jsonl(stage.dir / "predictions_sft.jsonl")
+    assert [r["question_id"] for r in rows] == list(GOLD)
+    assert rows[0]["pred_sql"] == GOLD["q1"][1]                       # extracted from the fence
+    assert rows[2]["candidates"] == [WRONG, WRONG, Q3_RIGHT_REWRITTEN, WRONG]
+    assert rows[2]["selected"]["oracle@4"]["correct"] is True
+    assert rows[2]["selected"]["greedy"]["correct"] is False
+    assert len(read_jsonl(stage.dir / "predictions_base.jsonl")) == 6
+    assert "candidates" not in read_jsonl(stage.dir / "predictions_base.jsonl")[0]
+
+
+def test_metrics_json_shape(run_cfg):
+    metrics, stage = _run(run_cfg)
+    on_disk = read_json(stage.dir / "metrics.json")
+    assert list(on_disk) == ["dev"]
+    for key, entry in on_disk["dev"].items():
+        system, strategy = key.split("/")
+        assert system in {"base", "sft", "grpo"} and strategy in {"greedy", "vote@2", "oracle@2"}
+        assert {"n", "ex", "by_difficulty", "errors"} <= set(entry)
+        assert isinstance(entry["ex"], float) and 0.0 <= entry["ex"] <= 1.0
+        assert sum(level["n"] for level in entry["by_difficulty"].values()) == entry["n"] == 6
+
+
+def test_rm_skipped_with_a_note_when_reward_model_did_not_run(run_cfg):
+    metrics, stage = _run(_bon_cfg(run_cfg))
+    assert "sft/rm@4" not in metrics["dev"] and "sft/vote@4" in metrics["dev"]
+    report = (stage.dir / "report.md").read_text()
+    assert "rm@4 skipped" in report and "05_reward_model" in report
+
+
+def test_predictions_are_cached_and_regenerated_when_the_model_changes(run_cfg):
+    calls: list = []
+    first, _ = _run(run_cfg, calls)
+    assert {c[0] for c in calls} == {"base", "sft", "grpo"}
+
+    calls.clear()
+    again, _ = _run(run_cfg, calls)
+    assert calls == [] and again == first                     # every system reused
+
+    _finish_fake_stage(run_cfg, "sft", marker="retrained")   # a new sft model: its cache is stale
+    calls.clear()
+    _run(run_cfg, calls)
+    assert {c[0] for c in calls} == {"sft"}
+
+
+def test_interrupted_predictions_resume_where_they_stopped(run_cfg):
+    _run(run_cfg)
+    path = run_cfg.run_dir / "eval" / "predictions_grpo.jsonl"
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join(lines[:4]) + "\n")              # as if killed after 4 questions
+    calls: list = []
+    metrics, _ = _run(run_cfg, calls)
+    assert [(c[0], c[1]) for c in calls] == [("grpo", 2)]     # only the 2 missing questions
+    assert metrics["dev"]["grpo/greedy"]["ex"] == pytest.approx(4 / 6)
+
+
+def test_missing_stage_stops_with_the_notebook_to_run(run_cfg):
+    (run_cfg.run_dir / "grpo" / "manifest.json").unlink()
+    cfg = _bon_cfg(run_cfg, systems=["base", "sft", "grpo"])
+    with pytest.raises(MissingStageOutput, match=r"stage 'grpo'.*03_grpo\.ipynb"):
+        _run(cfg)
+
+
+def test_optional_missing_stage_is_skipped_with_a_note(run_cfg):
+    (run_cfg.run_dir / "grpo" / "manifest.json").unlink()
+    cfg = _bon_cfg(run_cfg, optional_systems=["grpo"])
+    metrics, stage = _run(cfg)
+    assert not any(key.startswith("grpo/") for key in metrics["dev"])
+    assert "System 'grpo' skipped" in (stage.dir / "report.md").read_text()
+
+
+def test_dpo_error_points_at_the_reward_model_notebook(run_cfg):
+    cfg = _bon_cfg(run_cfg, systems=["base", "dpo"], best_of_n_systems=[])
+    with pytest.raises(MissingStageOutput, match=r"05_reward_model\.ipynb with dpo: true"):
+        sysmod.resolve_systems(cfg)
+
+
+def test_system_specs(run_cfg):
+    cfg = _bon_cfg(run_cfg, systems=["base", "sft", "mine=tiny:smollm2"], best_of_n_systems=["sft"])
+    systems, notes = sysmod.resolve_systems(cfg)
+    assert [(s.name, s.spec, s.stage) for s in systems] == [
+        ("base", "tiny:smollm2", None), ("sft", "stage:sft", "sft"), ("mine", "tiny:smollm2", None),
+    ]
+    assert notes == []
+    with pytest.raises(ValueError, match="unknown system 'sftt'"):
+        sysmod.parse_system("sftt", cfg)
+    with pytest.raises(EvalStageError, match="best_of_n_systems"):
+        _run(_bon_cfg(run_cfg, best_of_n_systems=["nope"]))
+
+
+def test_subsample_is_deterministic_and_keeps_order():
+    examples = [Example(str(i), "d", "x.sqlite", f"q{i}", "SELECT 1") for i in range(50)]
+    a = sysmod.subsample(examples, 10, seed=3)
+    assert a == sysmod.subsample(examples, 10, seed=3)
+    ids = [int(e.question_id) for e in a]
+    assert len(ids) == 10 and ids == sorted(ids)
+    assert sysmod.subsample(examples, 10, seed=4) != a
+    assert sysmod.subsample(examples, None, seed=0) == examples
+
+
+# ---------------------------------------------------------------------------------------------
+# Best-of-N pickers on hand-built candidates
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture()
+def shop(tmp_path):
+    db = _make_db(tmp_path / "shop.sqlite")
+    ex = Example("q4", "shop", str(db), GOLD["q4"][0], GOLD["q4"][1], difficulty="moderate")
+    from nl2sql_lib.sql.judge import Judge
+
+    return ex, Judge(semantics="bird", timeout=2.0)
+
+
+def test_vote_picks_the_majority_result_and_ignores_failed_sql(shop):
+    ex, judge = shop
+    right_a = "SELECT name FROM items WHERE price > 2"
+    right_b = "SELECT name FROM items WHERE price >= 4"      # same rows, other text
+    pools = [
+        [WRONG, right_a, right_b, WRONG.replace("< 0", "< -1")],   # 2 x {desk,lamp,paper} vs 2 x {}
+        [BROKEN, BROKEN, NO_TABLE, right_b],                        # failed SQL does not vote
+        [WRONG, right_a, WRONG, BROKEN],                            # {} wins 2 to 1
+    ]
+    picks = sysmod.pick_vote([{"candidates": p} for p in pools], [ex] * 3, judge)
+    assert picks[1] == right_b
+    assert picks[2] == WRONG
+    assert picks[0] == WRONG          # a 2-2 tie goes to the group that appeared first
+
+
+def test_oracle_and_score_pickers(shop):
+    ex, judge = shop
+    right = "SELECT name FROM items WHERE price > 2"
+    pools = [[WRONG, BROKEN, right], [WRONG, BROKEN, NO_TABLE]]
+    records = [{"candidates": p} for p in pools]
+    assert sysmod.pick_oracle(records, [ex, ex], judge) == [right, WRONG]   # else the first
+    assert sysmod.pick_by_scores(records, [[0.1, 0.9, 0.3], [0.5, 0.5, 0.2]]) == [BROKEN, WRONG]
+    assert sysmod.strategy_key("sft", "greedy", 4) == "sft/greedy"
+    assert sysmod.strategy_key("sft", "rm", 4) == "sft/rm@4"
+
+
+# ---------------------------------------------------------------------------------------------
+# Spider dev and the real tiny model
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.spider
+def test_spider_dev_gold_scores_full_and_missing_databases_are_reported(run_cfg, spider_dev, tmp_path):
+    cfg = _bon_cfg(run_cfg, systems=["base"], best_of_n_systems=[], spider_path=str(spider_dev),
+                   spider_limit=5, max_dev_examples=2)
+
+    class GoldForSpider:
+        """Answers Spider questions with their gold SQL, the shop questions with WRONG."""
+
+        def __init__(self, by_question):
+            self.by_question = by_question
+
+        def generate(self, messages_batch, *, n=1, temperature=0.0, max_new_tokens=128):
+            out = []
+            for messages in messages_batch:
+                user = messages[-1]["content"]
+                sql = next((s for q, s in self.by_question.items() if q in user), WRONG)
+                out.append([sql] * n)
+            return out
+
+    spider = json.loads((spider_dev / "dev.json").read_text())
+    gold = {item["question"]: item["query"] for item in spider}
+    stage = StageRun(cfg, "eval").start()
+    metrics = run_eval(cfg, stage, generator_factory=lambda s, c: GoldForSpider(gold), progress=False)
+    assert metrics["spider_dev"]["base/greedy"]["n"] == 5
+    assert metrics["spider_dev"]["base/greedy"]["ex"] == 1.0
+    assert metrics["dev"]["base/greedy"]["n"] == 2
+    report = (stage.dir / "report.md").read_text()
+    if not (spider_dev / "database" / "wta_1" / "wta_1.sqlite").is_file():
+        assert "wta_1" in report and "database file is missing" in report
+
+
+@pytest.mark.slow
+def test_real_tiny_model_end_to_end(run_cfg):
+    """The real generator path (tiny random model): predictions, metrics and report exist."""
+    cfg = _bon_cfg(run_cfg, systems=["base", "other=tiny:smollm2"], best_of_n_systems=["base"],
+                   num_candidates=2, max_dev_examples=3, max_new_tokens=8)
+    stage = StageRun(cfg, "eval").start()
+    metrics = run_eval(cfg, stage, progress=False)
+    assert set(metrics["dev"]) == {"base/greedy", "other/greedy", "base/vote@2", "base/oracle@2"}
+    rows = read_jsonl(stage.dir / "predictions_base.jsonl")
+    assert len(rows) == 3 and all(len(r["candidates"]) == 2 for r in rows)
+    assert metrics["dev"]["base/oracle@2"]["ex"] >= metrics["dev"]["base/greedy"]["ex"]
+    assert (stage.dir / "report.md").is_file()
