@@ -19,6 +19,7 @@ import sqlglot
 from nl2sql_lib.data.bundled import (DEV_DBS, DOMAINS, TRAIN_DBS, build_bundled,
                                      generate_pairs_for_database)
 from nl2sql_lib.data.bundled.generate_db import build_database, domain
+from nl2sql_lib.data.bundled.questions import tied_at_cut
 from nl2sql_lib.data.example import Example
 
 
@@ -112,6 +113,24 @@ def test_every_gold_sql_executes_and_returns_rows(examples):
     for conn in connections.values():
         conn.close()
     assert empty <= 0.05 * len(examples)
+
+
+def test_top_k_gold_answers_do_not_depend_on_tie_order(examples, tmp_path):
+    conn = sqlite3.connect(tmp_path / "ties.sqlite")
+    conn.executescript("CREATE TABLE t (name TEXT, score INT);"
+                       "INSERT INTO t VALUES ('a', 3), ('b', 3), ('c', 1);")
+    assert tied_at_cut(conn, "SELECT name FROM t ORDER BY score DESC LIMIT 1", 2.0)
+    assert not tied_at_cut(conn, "SELECT name FROM t ORDER BY score DESC LIMIT 2", 2.0)
+    assert not tied_at_cut(conn, "SELECT name FROM t ORDER BY score ASC LIMIT 1", 2.0)
+    conn.close()
+    top_k = [ex for ex in examples if re.search(r" LIMIT \d+$", ex.sql)]
+    assert len(top_k) >= 100
+    connections: dict[str, sqlite3.Connection] = {}
+    for ex in top_k:
+        conn = connections.setdefault(ex.db_path, _readonly(ex.db_path))
+        assert not tied_at_cut(conn, ex.sql, 5.0), ex.sql
+    for conn in connections.values():
+        conn.close()
 
 
 def test_query_shapes_cover_the_difficulty_ladder(examples):

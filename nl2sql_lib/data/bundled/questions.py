@@ -799,6 +799,22 @@ def _useful(rows: list[tuple], max_rows: int) -> bool:
     return True
 
 
+_TOP_K = re.compile(r"^SELECT (?P<select>.+?) FROM (?P<rest>.+) ORDER BY (?P<key>.+) (?P<dir>ASC|DESC) "
+                    r"LIMIT (?P<k>\d+)$", re.DOTALL)
+
+
+def tied_at_cut(conn: sqlite3.Connection, sql: str, seconds: float) -> bool:
+    """Whether an ORDER BY ... LIMIT k query has a tie across the cut (row k and k+1 share the
+    sort key), which would make the gold answer depend on SQLite's arbitrary tie order."""
+    match = _TOP_K.match(sql)
+    if not match:
+        return False
+    k = int(match["k"])
+    keys = _run(conn, f"SELECT {match['key']} FROM {match['rest']} ORDER BY {match['key']} "
+                      f"{match['dir']} LIMIT {k + 1}", seconds)
+    return keys is None or (len(keys) > k and keys[k - 1] == keys[k])
+
+
 def _run(conn: sqlite3.Connection, sql: str, seconds: float) -> list[tuple] | None:
     deadline = time.monotonic() + seconds
     conn.set_progress_handler(lambda: int(time.monotonic() > deadline), 10_000)
@@ -832,7 +848,7 @@ def generate_pairs(conn: sqlite3.Connection, schema: SchemaInfo, n: int, seed: s
         if draft.sql in seen_sql or draft.question in seen_questions:
             continue
         rows = _run(conn, draft.sql, time_limit)
-        if rows is None or not _useful(rows, max_rows):
+        if rows is None or not _useful(rows, max_rows) or tied_at_cut(conn, draft.sql, time_limit):
             continue
         draft.shape, draft.difficulty = shape.__name__, level
         seen_sql.add(draft.sql)
