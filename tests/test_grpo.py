@@ -71,6 +71,23 @@ def test_cpu_params_build_a_valid_grpo_config(profile, tmp_path):
     args = GRPOConfig(**kw)  # TRL's own checks: generation batch divisible by num_generations
     assert args.generation_batch_size % args.num_generations == 0
     assert args.max_completion_length == cfg.max_completion_length
+    # bf16 autocast only where the CPU computes bf16 natively
+    assert grpo_config_kwargs(cfg, tmp_path, cuda=False, cpu_bf16=True)["bf16"] is True
+
+
+def test_prompts_follow_the_policy_stage(tmp_path):
+    from nl2sql_lib.config import SchemaParams
+    from nl2sql_lib.io import write_json
+    from nl2sql_lib.train.grpo import schema_params_for
+
+    cfg = GRPOParams(run="r", output_root=str(tmp_path))
+    assert schema_params_for(cfg) == SchemaParams()
+    write_json(tmp_path / "r" / "data" / "manifest.json", {"parameters": {"schema_render": {"style": "compact"}}})
+    assert schema_params_for(cfg).style == "compact"
+    write_json(tmp_path / "r" / "sft" / "metrics.json", {"schema_render": {"style": "create_table", "max_tokens": 256}})
+    assert schema_params_for(cfg).max_tokens == 256  # what SFT trained on wins over the data stage
+    explicit = SchemaParams(max_tokens=512)
+    assert schema_params_for(cfg.model_copy(update={"schema_render": explicit})) == explicit
 
 
 def test_cpu_profile_fits_the_time_box():
@@ -176,6 +193,8 @@ def test_smoke_grpo_on_tiny_model_trains_saves_and_resumes(tmp_path):
         points = saved["curves"][f"rewards/{name}/mean"]
         assert [p[0] for p in points] == [1, 2] and all(0.0 <= p[1] <= 1.0 for p in points)
     assert "entropy" in saved["curves"] and saved["execution_trend"]["points"] == 2
+    assert saved["format"] == "plain" and saved["schema_render"]["style"] == "create_table"
+    assert saved["steps_timed"] == 2 and saved["peak_rss_mb"] > 0
     assert len(saved["samples"]["start"]) == 2 and {"execution", "partial", "completion"} <= set(saved["samples"]["start"][0])
 
     # Extending the run resumes from the last checkpoint instead of starting over.

@@ -25,10 +25,10 @@ check on a CPU machine.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import math
+import random
 import shutil
 from collections import deque
 from pathlib import Path
@@ -38,6 +38,16 @@ from ..config import GRPOParams, SchemaParams, params_as_dict
 from ..io import read_json, write_json
 from ..rewards import RewardFunction, RewardScorer, build_rewards, completion_text
 from ..runs import StageRun, require_output
+from .common import (
+    StepTimer,
+    TrainingSetupError,
+    checked_extra,
+    memory_metrics,
+    precision_kwargs,
+    resume_checkpoint,
+    tensorboard_dir,
+    training_kwargs,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -47,10 +57,9 @@ CURVE_KEYS = (
     "completions/mean_length", "completions/clipped_ratio", "frac_reward_zero_std",
     "sql/seconds", "sql/timeout_rate",
 )
-PARAMS_FINGERPRINT = "nl2sql_params.json"  # in checkpoints/: what the checkpoints were trained with
 
 
-class GRPOSetupError(ValueError):
+class GRPOSetupError(TrainingSetupError):
     """The parameters cannot run here (a GPU-only piece on a CPU, bad ``training.extra``)."""
 
 
@@ -60,37 +69,27 @@ class GRPOSetupError(ValueError):
 
 
 def grpo_config_kwargs(
-    cfg: GRPOParams, output_dir: str | Path, *, cuda: bool, reward_weights: Sequence[float] | None = None
+    cfg: GRPOParams,
+    output_dir: str | Path,
+    *,
+    cuda: bool,
+    cpu_bf16: bool = False,
+    reward_weights: Sequence[float] | None = None,
 ) -> dict[str, Any]:
     """The keyword arguments of ``trl.GRPOConfig`` for ``cfg`` on a machine with/without CUDA.
 
-    - CPU: ``use_cpu=True``; fp32 unless ``model.dtype: bfloat16`` (then CPU autocast), and no
-      gradient checkpointing unless asked (CPU-NOTES gotcha 3).
-    - GPU: bf16 (fp16 when ``model.dtype: float16``); with ``use_vllm`` generation goes to vLLM in
-      ``vllm_mode`` (``colocate``: inside this process, sharing the GPU), its context length
-      bounded by ``model.max_seq_length``.
+    - The training loop and precision come from train/common.py, as for SFT: on a CPU
+      ``use_cpu=True`` and bf16 autocast only where the CPU has native bf16 (``cpu_bf16``) or
+      ``model.dtype: bfloat16`` asks for it (CPU-NOTES gotcha 3); bf16 on a GPU.
+    - With ``use_vllm`` generation goes to vLLM in ``vllm_mode`` (``colocate``: inside this
+      process, sharing the GPU), its context bounded by ``model.max_seq_length``.
     - ``training.extra`` is passed last (it wins) after its keys are checked against GRPOConfig.
     """
-    t = cfg.training
+    from trl import GRPOConfig  # the dataclass only; importing TRL does not import vLLM
+
     kwargs: dict[str, Any] = {
-        "output_dir": str(output_dir),
-        "seed": cfg.seed,
-        "max_steps": t.max_steps,
-        "num_train_epochs": t.num_train_epochs,
-        "per_device_train_batch_size": t.per_device_train_batch_size,
-        "gradient_accumulation_steps": t.gradient_accumulation_steps,
-        "learning_rate": t.learning_rate,
-        "lr_scheduler_type": t.lr_scheduler_type,
-        "warmup_steps": t.warmup_ratio if t.warmup_ratio < 1 else int(t.warmup_ratio),  # <1: a ratio
-        "weight_decay": t.weight_decay,
-        "gradient_checkpointing": t.gradient_checkpointing,
-        "logging_steps": t.logging_steps,
-        "logging_first_step": True,
-        "save_strategy": "steps",
-        "save_steps": t.save_steps,
-        "save_total_limit": t.save_total_limit,
-        "report_to": list(t.report_to) or "none",
-        # GRPO proper
+        **training_kwargs(cfg.training, output_dir, seed=cfg.seed),
+        **precision_kwargs(cfg.model, cuda=cuda, cpu_bf16=cpu_bf16),
         "num_generations": cfg.num_generations,
         "max_completion_length": cfg.max_completion_length,
         "temperature": cfg.temperature,
@@ -102,35 +101,16 @@ def grpo_config_kwargs(
     }
     if reward_weights is not None:
         kwargs["reward_weights"] = [float(w) for w in reward_weights]
-    dtype = cfg.model.dtype
-    if cuda:
-        kwargs["bf16"] = dtype in ("auto", "bfloat16")
-        kwargs["fp16"] = dtype == "float16"
-    else:
-        kwargs["use_cpu"] = True
-        kwargs["bf16"] = dtype == "bfloat16"
     if cfg.use_vllm:
         kwargs["vllm_mode"] = cfg.vllm_mode
         if cfg.vllm_mode == "colocate":
             kwargs["vllm_gpu_memory_utilization"] = 0.3  # the rest stays for training
             kwargs["vllm_max_model_length"] = cfg.model.max_seq_length
-    kwargs.update(_checked_extra(t.extra))
+    try:
+        kwargs.update(checked_extra(cfg.training.extra, GRPOConfig))
+    except TrainingSetupError as exc:
+        raise GRPOSetupError(str(exc)) from None
     return kwargs
-
-
-def _checked_extra(extra: dict[str, Any]) -> dict[str, Any]:
-    if not extra:
-        return {}
-    from trl import GRPOConfig  # the dataclass only; importing TRL does not import vLLM
-
-    known = {f.name for f in dataclasses.fields(GRPOConfig)}
-    unknown = sorted(set(extra) - known)
-    if unknown:
-        raise GRPOSetupError(
-            f"training.extra: {', '.join(unknown)} not GRPOConfig field(s) (TRL 1.16); see "
-            "https://huggingface.co/docs/trl/grpo_trainer for the valid names"
-        )
-    return dict(extra)
 
 
 def gpu_plan(cfg: GRPOParams) -> dict[str, Any]:
@@ -171,10 +151,26 @@ def check_hardware(cfg: GRPOParams, *, cuda: bool) -> None:
 # --------------------------------------------------------------------------------------------
 
 
+def policy_stage_metrics(cfg: GRPOParams) -> dict[str, Any]:
+    """metrics.json of the stage the policy comes from (``stage:sft`` -> sft/metrics.json), or {}."""
+    if not cfg.model.spec.startswith("stage:"):
+        return {}
+    path = cfg.run_dir / cfg.model.spec.split(":", 1)[1] / "metrics.json"
+    data = read_json(path) if path.is_file() else {}
+    return data if isinstance(data, dict) else {}
+
+
 def schema_params_for(cfg: GRPOParams) -> SchemaParams:
-    """The parameter, else the data stage's schema rendering (what SFT trained on), else defaults."""
+    """The schema rendering the policy was trained with, so GRPO's prompts are the ones it knows.
+
+    In order: this stage's ``schema_render``; the one the policy's stage recorded in its
+    metrics.json; the data stage's parameters; the defaults.
+    """
     if cfg.schema_render is not None:
         return cfg.schema_render
+    trained = policy_stage_metrics(cfg).get("schema_render")
+    if trained:
+        return SchemaParams.model_validate(trained)
     manifest = cfg.run_dir / "data" / "manifest.json"
     if manifest.is_file():
         rendered = read_json(manifest).get("parameters", {}).get("schema_render")
@@ -349,30 +345,6 @@ def _fingerprint(cfg: GRPOParams) -> dict[str, Any]:
     return json.loads(json.dumps(values))
 
 
-def resume_checkpoint(cfg: GRPOParams, checkpoints: Path) -> str | None:
-    """The last checkpoint to resume from, or None (and stale checkpoints removed).
-
-    Checkpoints are reused only when ``training.resume`` is on and they were written with the
-    same parameters; otherwise they are deleted so a changed run starts from its model.
-    """
-    from transformers.trainer_utils import get_last_checkpoint
-
-    fingerprint_file = checkpoints / PARAMS_FINGERPRINT
-    if checkpoints.is_dir():
-        same = fingerprint_file.is_file() and read_json(fingerprint_file) == _fingerprint(cfg)
-        if cfg.training.resume and same:
-            last = get_last_checkpoint(str(checkpoints))
-            if last:
-                logger.info("resuming GRPO from %s", last)
-                return last
-        elif any(checkpoints.glob("checkpoint-*")):
-            logger.info("removing checkpoints of other parameters (or resume: false) in %s", checkpoints)
-            shutil.rmtree(checkpoints)
-    checkpoints.mkdir(parents=True, exist_ok=True)
-    write_json(fingerprint_file, _fingerprint(cfg))
-    return None
-
-
 # --------------------------------------------------------------------------------------------
 # The stage
 # --------------------------------------------------------------------------------------------
@@ -381,22 +353,28 @@ def resume_checkpoint(cfg: GRPOParams, checkpoints: Path) -> str | None:
 def run_grpo(cfg: GRPOParams, stage: StageRun) -> dict[str, Any]:
     """Train with GRPO and save ``grpo/adapter`` (or ``grpo/model``) and ``grpo/metrics.json``."""
     from ..data.example import read_examples
-    from ..models import count_parameters, cuda_available, load_model, resolve_spec, save_base_spec
+    from ..models import count_parameters, cpu_has_bf16, cuda_available, load_model, resolve_spec, save_base_spec
 
     cuda = cuda_available()
     check_hardware(cfg, cuda=cuda)
     if cfg.model.backend == "unsloth":
         import unsloth  # noqa: F401  (GPU extra) must be imported before TRL to patch it
 
+    from datasets import Dataset
     from trl import GRPOConfig, GRPOTrainer
 
     train_path = stage.record_input(require_output(cfg, "data", "train.jsonl"))
     examples = read_examples(train_path)
     if cfg.max_train_examples is not None:
-        import random
-
-        random.Random(cfg.seed).shuffle(examples)
+        random.Random(cfg.seed).shuffle(examples)  # a sample across databases, not the first one
         examples = examples[: cfg.max_train_examples]
+    trained_format = policy_stage_metrics(cfg).get("format")
+    if trained_format and trained_format != cfg.format:
+        logger.warning("the policy was trained with format %r but GRPO asks for %r: its prompts will be "
+                       "new to it (set format: %s)", trained_format, cfg.format, trained_format)
+    schema = schema_params_for(cfg)
+    for name in ("adapter", "model"):  # stage:grpo must never load a previous run's model
+        shutil.rmtree(stage.dir / name, ignore_errors=True)
 
     with stage.timer("load_model"):
         model, tokenizer = load_model(cfg.model, run_dir=cfg.run_dir, lora=cfg.lora, for_training=True, seed=cfg.seed)
@@ -404,7 +382,7 @@ def run_grpo(cfg: GRPOParams, stage: StageRun) -> dict[str, Any]:
     trainable, total = count_parameters(model)
 
     with stage.timer("dataset"):
-        records = build_records(examples, cfg, schema_params_for(cfg))
+        records = build_records(examples, cfg, schema)
         max_prompt = max(16, cfg.training.max_length - cfg.max_completion_length)
         records, too_long = drop_long_prompts(records, tokenizer, max_prompt)
     if not records:
@@ -413,41 +391,40 @@ def run_grpo(cfg: GRPOParams, stage: StageRun) -> dict[str, Any]:
             f"max_completion_length={cfg.max_completion_length} tokens: raise max_length or shrink "
             "the schema (schema_render.max_tokens)"
         )
-    from datasets import Dataset
 
-    dataset = Dataset.from_list(records)
-
-    scorer = RewardScorer(
-        semantics=cfg.semantics, timeout=cfg.sql_timeout, batch_budget=cfg.sql_batch_budget
-    )
+    scorer = RewardScorer(semantics=cfg.semantics, timeout=cfg.sql_timeout, batch_budget=cfg.sql_batch_budget)
     funcs, weights = build_rewards(cfg.rewards, scorer=scorer, reasoning=cfg.format == "reasoning")
-    recorder = SampleRecorder(keep=cfg.num_samples_shown)
     reward_names = [f.__name__ for f in funcs]
+    recorder = SampleRecorder(keep=cfg.num_samples_shown)
 
     checkpoints = stage.dir / "checkpoints"
-    resume_from = resume_checkpoint(cfg, checkpoints)
-    args = GRPOConfig(**grpo_config_kwargs(cfg, checkpoints, cuda=cuda, reward_weights=weights))
+    resume_from = resume_checkpoint(checkpoints, _fingerprint(cfg), resume=cfg.training.resume)
+    logs_dir = tensorboard_dir(stage.dir)
+    args = GRPOConfig(**grpo_config_kwargs(cfg, checkpoints, cuda=cuda, cpu_bf16=cpu_has_bf16(), reward_weights=weights))
+    timer = StepTimer()
     trainer = GRPOTrainer(
         model=model,
         reward_funcs=[recorder.wrap(f) for f in funcs],
         args=args,
-        train_dataset=dataset,
+        train_dataset=Dataset.from_list(records),
         processing_class=tokenizer,
+        callbacks=[timer],
     )
     with stage.timer("train"):
         result = trainer.train(resume_from_checkpoint=resume_from)
 
     with stage.timer("save"):
-        saved = _save_policy(trainer.model, tokenizer, stage)
+        saved = _save_policy(trainer.accelerator.unwrap_model(trainer.model), tokenizer, stage)
         if saved.name == "adapter":
             save_base_spec(saved, resolved.base_spec or cfg.model.spec)
 
-    summary = summarize_training(trainer.state.log_history, reward_names)
     steps = int(trainer.state.global_step)
     metrics = {
-        "model": cfg.model.spec,
+        "model_spec": cfg.model.spec,
         "base_spec": resolved.base_spec,
         "saved": str(saved),
+        "format": cfg.format,  # what later stages prompting stage:grpo follow, as for stage:sft
+        "schema_render": schema.model_dump(mode="json"),
         "rewards": dict(zip(reward_names, weights)),
         "train_examples": len(records),
         "dropped_long_prompts": too_long,
@@ -455,11 +432,14 @@ def run_grpo(cfg: GRPOParams, stage: StageRun) -> dict[str, Any]:
         "total_parameters": total,
         "steps": steps,
         "resumed_from": resume_from,
-        "seconds_per_step": round(result.metrics.get("train_runtime", 0.0) / steps, 2) if steps else None,
         "train_loss": result.metrics.get("train_loss"),
-        **summary,
+        **timer.summary(),
+        **memory_metrics(),
+        "tensorboard_dir": str(logs_dir),
+        **summarize_training(trainer.state.log_history, reward_names),
         "samples": recorder.tables(),
     }
+    metrics["seconds_per_step"] = metrics.get("step_seconds_median")
     write_json(stage.path("metrics.json"), metrics)
     return metrics
 
