@@ -251,10 +251,12 @@ def s_two_filters(ctx: Ctx) -> Draft:
     if a.sql.split()[0] == b.sql.split()[0] or a.pre and b.pre:
         raise Skip
     first, second = (a, b) if not b.pre else (b, a)
-    np = first.noun(ctx.noun(t)) + (" and " + second.post if second.post else "")
     if second.pre:
         raise Skip
-    q = ctx.say(["List the {lw} of {np}.", "Which {np}? Give their {lw}.",
+    # "expensive products made by Acme" / "products from Paris and with price over 20"
+    joiner = " and " if first.post else " "
+    np = first.noun(ctx.noun(t)) + joiner + second.post
+    q = ctx.say(["List the {lw} of {np}.", "Which {np} are there? Give their {lw}.",
                  "Show the {lw} of {np}.", "Find the {np}."], lw=_label_words(t), np=np)
     return Draft(q, f"SELECT {qi(t.label)} FROM {qi(t.name)} WHERE {a.sql} AND {b.sql}",
                  _evidence(a, b))
