@@ -1,4 +1,4 @@
-"""The bundled benchmark: ten generated SQLite databases and ~2,200 question/SQL pairs.
+"""The bundled benchmark: ten generated SQLite databases and 2,300 question/SQL pairs.
 
 Everything runs with no download. :func:`build_bundled` writes the databases deterministically
 (same seed, same bytes) and generates BIRD-style questions with difficulty labels and evidence,
@@ -9,7 +9,6 @@ generator to a user's own SQLite file.
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from .own_db import generate_pairs_for_database, open_readonly
 from .questions import generate_pairs
 from .schema_info import introspect
 
-__all__ = ["BundledBenchmark", "build_bundled", "generate_pairs_for_database", "DOMAINS",
+__all__ = ["BundledBenchmark", "build_bundled", "generate_pairs_for_database", "DOMAINS", "domain",
            "TRAIN_DBS", "DEV_DBS", "questions_for"]
 
 TRAIN_DBS = tuple(d.db_id for d in DOMAINS if d.split == "train")
