@@ -155,6 +155,12 @@ class DataParams(StageParams):
     reasoning_teacher: Literal["none", "openai", "local"] = "none"
     reasoning_teacher_model: str | None = None
     reasoning_limit: int | None = Field(None, ge=1)
+    tokenizer: str | None = Field(
+        "tiny:smollm2",
+        description="model spec whose tokenizer measures prompt lengths (tiny:smollm2 has "
+        "SmolLM2's tokenizer); None: a chars/3 estimate",
+    )
+    token_budget: int | None = Field(384, ge=16, description="training max_length marked in plots")
     plots: bool = True
 
 

@@ -1,0 +1,236 @@
+"""The 01_data stage: load the sources, label schema links, add reasoning, write the splits.
+
+    stage = StageRun(cfg, "data").start()
+    metrics = run_data(cfg, stage)       # data/train.jsonl, data/dev.jsonl, data/stats.json
+    stage.finish(metrics)
+
+The splits are written in full: a profile that trains on fewer examples subsamples in its own
+training stage. Databases the loaders create (bundled benchmark, sql-create-context) live under
+``data/databases/``; the examples point at them, and at external datasets where they are.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+from ..io import DataFileError, read_json, write_json
+from .example import Example, write_examples
+from .linking import schema_links
+from .loaders import SPLITS, load_source
+from .reasoning import generate_reasoning, make_teacher
+from .schema import MissingDatabase, read_schema
+from .stats import (
+    dataset_stats,
+    headline,
+    plot_difficulty_by_db,
+    plot_prompt_lengths,
+    plot_schema_sizes,
+    token_counters,
+)
+
+
+def load_sources(cfg, work_dir: Path, stage=None) -> tuple[dict[str, list[Example]], dict[str, dict]]:
+    """All of ``cfg.sources`` merged by split, and each source's loader report by name."""
+    splits: dict[str, list[Example]] = {split: [] for split in SPLITS}
+    reports: dict[str, dict] = {}
+    for source in cfg.sources:
+        loaded = load_source(source, work_dir, seed=cfg.bundled_seed)
+        name = source.name or source.type
+        if name in reports:
+            raise DataFileError(
+                f"two data sources are named {name!r}: give each a distinct 'name' in the parameters"
+            )
+        reports[name] = loaded.report
+        for split in SPLITS:
+            splits[split].extend(loaded[split])
+        if stage is not None:
+            for path in loaded.report.get("files", []):
+                stage.record_input(path)
+    _check_unique_ids(splits)
+    return splits, reports
+
+
+def _check_unique_ids(splits: dict[str, list[Example]]) -> None:
+    counts = Counter(e.question_id for examples in splits.values() for e in examples)
+    duplicates = [qid for qid, n in counts.items() if n > 1]
+    if duplicates:
+        raise DataFileError(
+            f"{len(duplicates)} question ids appear more than once across the sources "
+            f"(e.g. {', '.join(duplicates[:5])}): the same file loaded twice, or two sources "
+            f"with clashing ids"
+        )
+
+
+def attach_schema_links(examples: list[Example]) -> int:
+    """Set ``schema_links`` from each gold SQL; returns how many got at least one table."""
+    linked = 0
+    for example in examples:
+        if example.extra.get("missing_db"):
+            continue
+        try:
+            schema = read_schema(example.db_path, sample_values=0)
+        except MissingDatabase:
+            continue
+        example.schema_links = schema_links(example.sql, schema)
+        linked += bool(example.schema_links["tables"])
+    return linked
+
+
+def add_reasoning(cfg, train: list[Example], run_dir=None) -> dict:
+    """Teacher reasoning for the training split (``cfg.reasoning_teacher``); returns the report."""
+    teacher = make_teacher(cfg.reasoning_teacher, cfg.reasoning_teacher_model, run_dir=run_dir)
+    if teacher is None:
+        return {"teacher": "none"}
+    kept, report = generate_reasoning(
+        train, teacher, schema_params=cfg.schema_render, limit=cfg.reasoning_limit, progress=True
+    )
+    by_id = {e.question_id: e for e in kept}
+    for index, example in enumerate(train):
+        if example.question_id in by_id:
+            train[index] = by_id[example.question_id]
+    return {"teacher": f"{cfg.reasoning_teacher}:{cfg.reasoning_teacher_model}", **report}
+
+
+def run_data(cfg, stage) -> dict:
+    """Run 01_data for ``cfg`` (:class:`~nl2sql_lib.config.DataParams`); returns headline metrics."""
+    work_dir = stage.dir
+    with stage.timer("load"):
+        splits, reports = load_sources(cfg, work_dir, stage)
+    with stage.timer("schema_links"):
+        for examples in splits.values():
+            attach_schema_links(examples)
+    with stage.timer("reasoning"):
+        reasoning = add_reasoning(cfg, splits["train"], run_dir=cfg.run_dir)
+    with stage.timer("write"):
+        write_examples(stage.path("train.jsonl"), splits["train"])
+        write_examples(stage.path("dev.jsonl"), splits["dev"])
+    with stage.timer("stats"):
+        counters = token_counters(cfg.tokenizer)
+        stats = dataset_stats(splits, cfg.schema_render, counters, reports=reports)
+        stats["reasoning"] = reasoning
+        write_json(stage.path("stats.json"), stats)
+    if cfg.plots:
+        with stage.timer("plots"):
+            save_plots(stats, stage.dir / "plots", budget=cfg.token_budget)
+    return headline(stats)
+
+
+def read_stats(stage_or_dir) -> dict:
+    """``data/stats.json`` of a stage (a StageRun or its folder)."""
+    folder = getattr(stage_or_dir, "dir", stage_or_dir)
+    return read_json(Path(folder) / "stats.json")
+
+
+def save_plots(stats: dict, folder: Path, budget: int | None = 384) -> list[Path]:
+    """Write the notebook's three figures as PNGs under ``folder``."""
+    import matplotlib.pyplot as plt
+
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, fig in (
+        ("difficulty_by_db", plot_difficulty_by_db(stats)),
+        ("schema_sizes", plot_schema_sizes(stats)),
+        ("prompt_lengths", plot_prompt_lengths(stats, budget=budget)),
+    ):
+        path = folder / f"{name}.png"
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+def stats_tables(stats: dict):
+    """pandas tables for the notebook: counts by split x difficulty, and per-database sizes."""
+    import pandas as pd
+
+    difficulty = pd.DataFrame(stats["by_difficulty"]).fillna(0).astype(int)
+    difficulty.loc["total"] = difficulty.sum()
+    schema = pd.DataFrame(stats["schema"]).T.sort_values(["split", "columns"])
+    prompts = pd.DataFrame({f"prompt ({k})": v for k, v in stats["prompt_tokens"].items()}).T
+    prompts = prompts.drop(columns=["over"], errors="ignore")
+    return difficulty, schema, prompts
+
+
+# --------------------------------------------------------------------------------------------
+# The notebook (python -m nl2sql_lib.data.build notebook)
+# --------------------------------------------------------------------------------------------
+
+NOTEBOOK_CELLS = [
+    ("md", """
+Every dataset becomes one record type, `Example` (question, gold SQL, database path, evidence,
+difficulty). This notebook loads the sources the parameters name (by default the **bundled
+benchmark**: ten generated SQLite databases, no download), labels the tables and columns each
+gold SQL uses (schema linking, via sqlglot), optionally asks a teacher model for reasoning, and
+writes the full splits:
+
+- `data/train.jsonl`, `data/dev.jsonl`: one `Example` per line (dev databases never appear in train);
+- `data/stats.json`: counts, schema sizes, prompt token lengths, questions without a database;
+- `data/databases/`: databases the loaders generate (bundled, sql-create-context).
+
+Later stages subsample these splits themselves and reuse `schema_render` from this stage's
+manifest, so prompts look the same at training and evaluation time.
+"""),
+    ("code", """
+from nl2sql_lib.data.build import read_stats, run_data, stats_tables
+from nl2sql_lib.data.stats import plot_difficulty_by_db, plot_prompt_lengths, plot_schema_sizes
+
+metrics = run_data(cfg, stage)
+metrics
+"""),
+    ("md", "## Questions by split and difficulty, and the databases behind them"),
+    ("code", """
+stats = read_stats(stage)
+difficulty, schema_sizes, prompt_lengths = stats_tables(stats)
+print("train databases:", ", ".join(stats["databases"]["train"]))
+print("dev databases:  ", ", ".join(stats["databases"]["dev"]))
+print("databases in both splits:", stats["db_overlap"] or "none")
+print("questions whose database file is missing:", {k: len(v) for k, v in stats["missing_db"].items()})
+difficulty
+"""),
+    ("code", "plot_difficulty_by_db(stats);"),
+    ("md", """
+## Schema sizes
+
+The schema is rendered as `CREATE TABLE` text with types, keys, sample values and (for BIRD)
+column descriptions; under the `schema_render.max_tokens` budget the least-needed detail goes
+first: descriptions, then sample values, then types and keys (compact `table(col, ...)` lines),
+then foreign keys, and last whole tables.
+"""),
+    ("code", """
+plot_schema_sizes(stats);
+schema_sizes
+"""),
+    ("md", "## Prompt token lengths (the exact chat the training stages build)"),
+    ("code", """
+plot_prompt_lengths(stats, budget=cfg.token_budget);
+prompt_lengths
+"""),
+    ("md", "## One training example as the model sees it"),
+    ("code", """
+from nl2sql_lib.data.example import read_examples
+from nl2sql_lib.data.prompts import sql_answer, sql_messages
+from nl2sql_lib.data.schema import schema_text_for
+
+example = read_examples(stage.path("train.jsonl"))[0]
+for message in sql_messages(example, schema_text_for(example, cfg.schema_render)):
+    print(f"--- {message['role']}\\n{message['content']}")
+print(f"--- assistant\\n{sql_answer(example)}")
+print("schema links:", example.schema_links)
+"""),
+    ("code", "stage.finish(metrics)"),
+]
+
+
+def write_data_notebook(path: str | Path = "notebooks/01_data.ipynb") -> Path:
+    from ..notebook_tools import write_notebook
+
+    return write_notebook(path, "data", "datasets in one shape", NOTEBOOK_CELLS)
+
+
+if __name__ == "__main__":
+    import sys
+
+    if sys.argv[1:] != ["notebook"]:
+        raise SystemExit("usage: python -m nl2sql_lib.data.build notebook")
+    print(write_data_notebook())
