@@ -402,3 +402,30 @@ def test_real_tiny_model_end_to_end(run_cfg):
     assert len(rows) == 3 and all(len(r["candidates"]) == 2 for r in rows)
     assert metrics["dev"]["base/oracle@2"]["ex"] >= metrics["dev"]["base/greedy"]["ex"]
     assert (stage.dir / "report.md").is_file()
+
+
+@pytest.mark.slow
+def test_notebook_runs_headless_with_papermill(run_cfg):
+    """notebooks/06_eval.ipynb through papermill: metrics, report, the ask section, a manifest."""
+    import papermill
+
+    from nl2sql_lib.evaluate.stage import write_eval_notebook
+    from nl2sql_lib.pipeline import _kernel_name
+
+    notebook = PROJECT_ROOT / "notebooks" / "06_eval.ipynb"
+    rebuilt = write_eval_notebook(run_cfg.run_dir / "rebuilt" / "06_eval.ipynb")
+    assert rebuilt.read_text() == notebook.read_text(), "notebooks/06_eval.ipynb is stale: rebuild it"
+    out = run_cfg.run_dir / "06_eval_out.ipynb"
+    papermill.execute_notebook(
+        str(notebook), str(out), cwd=str(PROJECT_ROOT), kernel_name=_kernel_name(), progress_bar=False,
+        parameters={"params_file": str(SMOKE), "run": run_cfg.run, "output_root": run_cfg.output_root,
+                    "systems": ["base", "other=tiny:smollm2"], "best_of_n_systems": ["base"],
+                    "max_dev_examples": 2, "max_new_tokens": 8, "plots": True},
+    )
+    eval_dir = run_cfg.run_dir / "eval"
+    manifest = read_json(eval_dir / "manifest.json")
+    assert manifest["status"] == "complete"
+    assert set(manifest["metrics"]["dev"]) == {"base/greedy", "other/greedy", "base/vote@2", "base/oracle@2"}
+    assert read_json(eval_dir / "metrics.json") == manifest["metrics"]
+    text = out.read_text()
+    assert "-- strategy: vote" in text                       # the ask section printed its answer

@@ -439,6 +439,8 @@ def comparison_frame(metrics: dict[str, dict[str, dict]]):
     """One pandas row per dataset and system/strategy: n, EX and EX by difficulty (in %)."""
     import pandas as pd
 
+    from ..data.example import DIFFICULTIES
+
     rows = []
     for dataset, entries in metrics.items():
         for key, m in entries.items():
@@ -446,10 +448,157 @@ def comparison_frame(metrics: dict[str, dict[str, dict]]):
             for level, sub in m.get("by_difficulty", {}).items():
                 row[f"{level} %"] = round(100 * sub["ex"], 1)
             rows.append(row)
+    frame = pd.DataFrame(rows)
+    # difficulty columns in the sources' own order (BIRD/bundled, then Spider), others last
+    levels = [c for c in frame.columns if c.endswith(" %") and c != "EX %"]
+    rank = {f"{d} %": i for i, d in enumerate(DIFFICULTIES)}
+    ordered = sorted(levels, key=lambda c: (rank.get(c, len(rank)), c))
+    return frame[[c for c in frame.columns if c not in levels] + ordered]
+
+
+def selection_frame(eval_dir: str | Path):
+    """The best-of-N table of eval/selection.json (EX, headroom and recovery in %)."""
+    import pandas as pd
+
+    from ..io import read_json
+
+    selection = read_json(Path(eval_dir) / "selection.json")
+    rows = [{"dataset": d, "system": s, **{k: None if v is None else round(100 * v, 1) for k, v in r.items()}}
+            for d, systems in selection.items() for s, r in systems.items()]
     return pd.DataFrame(rows)
+
+
+def examples_frame(eval_dir: str | Path, dataset: str = DEV, n: int = 6):
+    """The first ``n`` questions of ``dataset`` with every system's greedy SQL (+ right, - wrong)."""
+    import pandas as pd
+
+    from ..io import read_jsonl
+
+    table: dict[str, dict] = {}
+    for path in sorted(Path(eval_dir).glob("predictions_*.jsonl")):
+        system = path.stem.removeprefix("predictions_")
+        for record in (r for r in read_jsonl(path) if r.get("dataset") == dataset):
+            row = table.setdefault(record["question_id"], {"question": record["question"], "gold": record["gold_sql"]})
+            mark = "+" if record.get("correct") else "-"
+            row[system] = f"{mark} {record['pred_sql'] or '(no SQL)'}"
+    return pd.DataFrame(list(table.values())[:n])
+
+
+def show_plots(eval_dir: str | Path) -> list[Path]:
+    """Display every PNG under eval/plots (in a notebook); returns their paths."""
+    paths = sorted((Path(eval_dir) / "plots").glob("*.png"))
+    try:
+        from IPython.display import Image, display
+    except ImportError:  # outside IPython: just list them
+        return paths
+    for path in paths:
+        display(Image(filename=str(path)))
+    return paths
+
+
+def best_system(metrics: dict[str, dict[str, dict]], dataset: str = DEV) -> str:
+    """The system whose greedy EX on ``dataset`` is highest (the first listed on ties)."""
+    greedy = {k.split("/")[0]: m["ex"] for k, m in metrics.get(dataset, {}).items() if k.endswith("/greedy")}
+    if not greedy:
+        raise EvalStageError(f"no greedy results on {dataset!r} to choose a system from")
+    return max(greedy, key=lambda name: (greedy[name], -list(greedy).index(name)))
+
+
+def ask_setup(cfg: EvalParams, metrics: dict[str, dict[str, dict]]):
+    """For the notebook's "ask the model" cell: the best system's generator and a dev question.
+
+    Returns ``(system, generator, question, db_path)``; free the generator when done.
+    """
+    name = best_system(metrics)
+    system = next(s for s in resolve_systems(cfg)[0] if s.name == name)
+    example = load_datasets_quietly(cfg)[0]
+    return system, default_generator_factory(system, cfg), example.question, example.db_path
+
+
+def load_datasets_quietly(cfg: EvalParams) -> list[Example]:
+    """The (subsampled) dev questions of this run, without recording inputs."""
+    dev = read_examples(require_output(cfg, "data", "dev.jsonl"))
+    kept, _ = drop_missing_databases(dev)
+    return subsample(kept, cfg.max_dev_examples, cfg.seed)
 
 
 def headline(metrics: dict[str, dict[str, dict]]) -> dict[str, float]:
     """Flat ``{"dataset:system/strategy": ex}`` for the manifest's headline metrics."""
     return {f"{d}:{k}": round(m["ex"], 4) for d, entries in metrics.items() for k, m in entries.items()}
 
+
+# ---------------------------------------------------------------------------------------------
+# The notebook (thin: every cell calls into this package)
+# ---------------------------------------------------------------------------------------------
+
+NOTEBOOK_CELLS: list[tuple[str, str]] = [
+    ("md", """
+Every system of this run answers the same questions: the base model, the SFT model, the GRPO
+model (and the DPO model when 05 trained one), on a fixed sample of the bundled dev databases -
+never seen in training - and, when `spider_path` is set, on Spider dev. Each system decodes
+greedily; for `best_of_n_systems` a pool of `num_candidates` answers (the greedy one plus
+samples at `temperature`) is chosen among by:
+
+| strategy | picks |
+|---|---|
+| `greedy` | the greedy answer |
+| `vote@N` | the answer whose execution result most candidates share (failed SQL does not vote) |
+| `rm@N` | the answer the reward model of 05_reward_model scores highest |
+| `oracle@N` | a correct answer whenever the pool has one (pass@N: the ceiling for any picker) |
+
+Predictions are cached in `eval/predictions_<system>.jsonl`: a re-run only generates what is
+missing or what a retrained model made stale.
+"""),
+    ("code", """
+from nl2sql_lib.evaluate.stage import comparison_frame, examples_frame, run_eval, selection_frame, show_plots
+
+metrics = run_eval(cfg, stage)          # writes eval/metrics.json and eval/report.md
+"""),
+    ("md", "## One table: every system and strategy, overall and by difficulty (EX %)"),
+    ("code", """
+import pandas as pd
+pd.set_option("display.max_colwidth", 90)
+comparison_frame(metrics)
+"""),
+    ("md", """
+## Best of N: the oracle's headroom, and how much of it vote and the reward model recover
+`headroom` = oracle - greedy; `*_recovered` = (strategy - greedy) / headroom, in %.
+"""),
+    ("code", "selection_frame(stage.dir)"),
+    ("md", "## Plots\nEX overall and by difficulty, why predictions miss, component scores, best of N."),
+    ("code", "show_plots(stage.dir);"),
+    ("md", "## A few dev questions, every system's answer (`+` right, `-` wrong)"),
+    ("code", "examples_frame(stage.dir)"),
+    ("md", """
+## Ask the model
+The system with the best greedy EX answers a dev question through `nl2sql_lib.ask` (the same
+path as `python -m nl2sql_lib.ask --db ... --model ... "question"`): candidates, a vote, the
+chosen SQL run read-only. Change `question` to ask your own.
+"""),
+    ("code", """
+from nl2sql_lib.ask import ask, format_answer
+from nl2sql_lib.evaluate.stage import ask_setup
+from nl2sql_lib.evaluate.systems import free_memory, schema_params_for
+
+system, generator, question, db_path = ask_setup(cfg, metrics)
+answer = ask(question, db_path, generator, strategy="vote", n=cfg.num_candidates,
+             temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens,
+             schema_params=schema_params_for(cfg))
+print(f"[{system.name}] {question}  ({db_path})")
+print(format_answer(answer, rows=5, show_candidates=True))
+del generator
+free_memory()
+"""),
+    ("code", "stage.finish(metrics)"),
+]
+
+
+def write_eval_notebook(path: str | Path = "notebooks/06_eval.ipynb") -> Path:
+    """(Re)write notebooks/06_eval.ipynb from :data:`NOTEBOOK_CELLS`."""
+    from ..notebook_tools import write_notebook
+
+    return write_notebook(path, "eval", "every system, best of N, one report", NOTEBOOK_CELLS)
+
+
+if __name__ == "__main__":
+    print(write_eval_notebook())
