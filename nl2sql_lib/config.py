@@ -173,8 +173,15 @@ class SFTParams(StageParams):
     training: TrainingParams = Field(default_factory=TrainingParams)
     max_train_examples: int | None = Field(None, ge=1)
     max_dev_examples: int = Field(8, ge=0, description="dev questions shown before/after")
+    sample_max_new_tokens: int = Field(96, ge=8, description="answer length for the before/after samples")
     prune_schema_with: str | None = Field(
         None, description="model spec of a schema-linking model whose output prunes the schema"
+    )
+    schema_render: SchemaParams | None = Field(
+        None, description="prompt schema rendering; None: the data stage's settings"
+    )
+    drop_longer_than_max_length: bool = Field(
+        True, description="drop examples whose prompt+answer exceed training.max_length (else TRL cuts the answer)"
     )
     merge_adapter: bool = False
     push_to_hub: bool = False

@@ -382,12 +382,14 @@ def choose_dtype(model_params: ModelParams, *, for_training: bool = False):
     """
     import torch
 
+    cuda = cuda_available()
+    if for_training and not cuda:
+        # CPU training: fp32 master weights always; "bfloat16" means bf16 autocast (TRL bf16).
+        return torch.float32
     if model_params.dtype != "auto":
         return getattr(torch, model_params.dtype)
-    if cuda_available():
+    if cuda:
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if for_training:
-        return torch.float32
     return torch.bfloat16 if cpu_has_bf16() else torch.float32
 
 

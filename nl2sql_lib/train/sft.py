@@ -1,0 +1,516 @@
+"""02_sft: supervised fine-tuning with TRL's SFTTrainer, loss on the answer only.
+
+    metrics = run_sft(cfg, stage)     # cfg: SFTParams, stage: StageRun(cfg, "sft").start()
+    python -m nl2sql_lib.train.sft --params params/smoke/sft.yaml --run smoke   # also under
+    accelerate launch --num_processes 2 --cpu -m nl2sql_lib.train.sft ...     # DDP
+
+One run, top to bottom:
+
+1. ``data/train.jsonl`` of 01_data becomes prompt/completion chat records: the prompt is the
+   system + user messages of :mod:`nl2sql_lib.data.prompts` (schema rendered as the data stage
+   did), the completion the assistant's answer. Task ``sql`` answers with the SQL (format
+   ``reasoning``: ``<think>...</think>`` then the SQL); task ``schema_linking`` with the JSON of
+   the tables and columns the gold SQL uses. With ``prune_schema_with``, training prompts show
+   only the gold-linked part of the schema and dev prompts the part the linking model predicts
+   (the two-stage DTS-SQL recipe).
+2. Records whose prompt + answer exceed ``training.max_length`` tokens are dropped (TRL would
+   cut the answer, teaching the model to stop mid-query); how many is in the metrics.
+3. The model: a fresh LoRA (PEFT) or full fine-tuning (``full_finetune: true``).
+4. ``SFTTrainer`` with the prompt/completion layout, so ``completion_only_loss`` puts the loss on
+   the answer only - this works with SmolLM2's stock chat template (CPU-NOTES gotcha 4); the
+   completion ends with ``<|im_end|>``, so the model learns to stop. Resumes from the last
+   checkpoint in ``sft/checkpoints`` when the parameters are unchanged.
+5. Saves ``sft/adapter`` (adapter + tokenizer + the base's spec) or ``sft/model`` (full weights,
+   or the adapter merged with ``merge_adapter: true``), and ``sft/metrics.json``: the loss
+   curve, step times, peak memory, and a few dev questions answered before and after training.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import logging
+import re
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import yaml
+
+from ..config import SchemaParams, SFTParams, params_as_dict, parse_params, read_yaml
+from ..io import read_json, write_json
+from ..runs import StageRun, require_output
+from .common import (
+    StepTimer,
+    TrainingSetupError,
+    checked_extra,
+    loss_curve,
+    memory_metrics,
+    precision_kwargs,
+    push_to_hub,
+    resume_checkpoint,
+    tensorboard_dir,
+    training_kwargs,
+)
+
+log = logging.getLogger(__name__)
+
+# --------------------------------------------------------------------------------------------
+# SFTConfig arguments (pure)
+# --------------------------------------------------------------------------------------------
+
+
+def sft_config_kwargs(cfg: SFTParams, output_dir: str | Path, *, cuda: bool, cpu_bf16: bool) -> dict[str, Any]:
+    """The keyword arguments of ``trl.SFTConfig`` for ``cfg`` on this machine.
+
+    CPU: ``use_cpu=True`` and bf16 autocast where the CPU has it; no gradient checkpointing
+    unless asked (TRL turns it on by default; CPU-NOTES gotcha 3). QLoRA: paged 8-bit AdamW.
+    """
+    from ..models import optimizer_name
+
+    kwargs = training_kwargs(cfg.training, output_dir, seed=cfg.seed)
+    kwargs.update(precision_kwargs(cfg.model, cuda=cuda, cpu_bf16=cpu_bf16))
+    kwargs.update(
+        max_length=cfg.training.max_length,
+        completion_only_loss=True,  # prompt/completion layout: loss on the answer only
+        packing=False,
+        optim=optimizer_name(cfg.model),
+        dataloader_num_workers=0,
+        save_only_model=False,  # keep optimizer state: resuming must continue, not restart
+        ddp_find_unused_parameters=False,
+        push_to_hub=False,  # done by us after saving, with the token from the environment
+    )
+    if cfg.training.gradient_checkpointing:
+        kwargs["gradient_checkpointing_kwargs"] = {"use_reentrant": False}
+    from trl import SFTConfig
+
+    kwargs.update(checked_extra(cfg.training.extra, SFTConfig))
+    return kwargs
+
+
+# --------------------------------------------------------------------------------------------
+# Records
+# --------------------------------------------------------------------------------------------
+
+
+def schema_params_for(cfg: SFTParams) -> SchemaParams:
+    """The parameter, else the data stage's schema rendering (what eval and GRPO use), else defaults."""
+    if cfg.schema_render is not None:
+        return cfg.schema_render
+    manifest = cfg.run_dir / "data" / "manifest.json"
+    if manifest.is_file():
+        rendered = read_json(manifest).get("parameters", {}).get("schema_render")
+        if rendered:
+            return SchemaParams.model_validate(rendered)
+    return SchemaParams()
+
+
+def gold_links(example) -> dict[str, list[str]]:
+    """The example's schema-linking labels (01_data's, else derived from the gold SQL)."""
+    if example.schema_links:
+        return example.schema_links
+    from ..data.linking import schema_links
+    from ..data.schema import read_schema
+
+    return schema_links(example.sql, read_schema(example.db_path))
+
+
+def prompt_messages(example, cfg: SFTParams, schema: SchemaParams, keep=None) -> list[dict]:
+    from ..data.prompts import linking_messages, sql_messages
+    from ..data.schema import schema_text_for
+
+    schema_text = schema_text_for(example, schema, keep=keep)
+    if cfg.task == "schema_linking":
+        return linking_messages(example, schema_text)
+    return sql_messages(example, schema_text, reasoning=cfg.format == "reasoning")
+
+
+def answer_text(example, cfg: SFTParams) -> str:
+    """The assistant's target; linking labels are derived from the gold SQL when 01_data left none."""
+    import dataclasses
+
+    from ..data.prompts import linking_answer, sql_answer
+
+    needs_links = cfg.task == "schema_linking" or (cfg.format == "reasoning" and not example.reasoning)
+    if needs_links and not example.schema_links:
+        example = dataclasses.replace(example, schema_links=gold_links(example))
+
+    if cfg.task == "schema_linking":
+        return linking_answer(example)
+    return sql_answer(example, reasoning=cfg.format == "reasoning")
+
+
+def build_records(examples: Sequence[Any], cfg: SFTParams, schema: SchemaParams,
+                  keeps: Sequence[dict | None] | None = None) -> list[dict[str, Any]]:
+    """One conversational prompt/completion record per example (TRL's prompt-completion layout)."""
+    records = []
+    for i, ex in enumerate(examples):
+        keep = keeps[i] if keeps is not None else None
+        records.append({
+            "prompt": prompt_messages(ex, cfg, schema, keep),
+            "completion": [{"role": "assistant", "content": answer_text(ex, cfg)}],
+        })
+    return records
+
+
+def record_length(record: dict, tokenizer) -> int:
+    """Tokens of prompt + completion through the chat template (as TRL tokenizes them)."""
+    ids = tokenizer.apply_chat_template(record["prompt"] + record["completion"], tokenize=True)
+    ids = ids["input_ids"] if hasattr(ids, "keys") else ids  # CPU-NOTES gotcha 2
+    return len(ids)
+
+
+def length_stats(lengths: Sequence[int]) -> dict[str, float]:
+    if not lengths:
+        return {}
+    ordered = sorted(lengths)
+    pick = lambda q: ordered[min(len(ordered) - 1, int(q * len(ordered)))]  # noqa: E731
+    return {"min": ordered[0], "median": pick(0.5), "p90": pick(0.9), "p99": pick(0.99), "max": ordered[-1]}
+
+
+# --------------------------------------------------------------------------------------------
+# Schema linking: parsing, scoring, pruning
+# --------------------------------------------------------------------------------------------
+
+
+def parse_links(text: str) -> dict[str, list[str]] | None:
+    """The ``{"tables": [...], "columns": [...]}`` JSON in a model's answer, or None."""
+    match = re.search(r"\{.*\}", text or "", re.DOTALL)
+    if not match:
+        return None
+    try:
+        data = json.loads(match.group(0))
+    except json.JSONDecodeError:
+        return None
+    if not isinstance(data, dict):
+        return None
+    tables = [str(t) for t in data.get("tables", []) if isinstance(t, (str, int))]
+    columns = [str(c) for c in data.get("columns", []) if isinstance(c, (str, int))]
+    return {"tables": tables, "columns": columns}
+
+
+def score_linking(predictions: Sequence[dict | None], golds: Sequence[dict]) -> dict[str, float]:
+    """Micro-averaged precision/recall of tables and of ``table.column`` names (case-insensitive).
+
+    An answer that is not valid JSON counts as an empty prediction.
+    """
+    out: dict[str, float] = {}
+    for key in ("tables", "columns"):
+        tp = n_pred = n_gold = 0
+        for pred, gold in zip(predictions, golds):
+            p = {x.lower() for x in (pred or {}).get(key, [])}
+            g = {x.lower() for x in gold.get(key, [])}
+            tp += len(p & g)
+            n_pred += len(p)
+            n_gold += len(g)
+        singular = key[:-1]
+        out[f"{singular}_precision"] = round(tp / n_pred, 4) if n_pred else 0.0
+        out[f"{singular}_recall"] = round(tp / n_gold, 4) if n_gold else 0.0
+    out["valid_json"] = round(sum(p is not None for p in predictions) / max(1, len(predictions)), 4)
+    return out
+
+
+def predict_links(generator, examples: Sequence[Any], schema: SchemaParams) -> list[dict | None]:
+    """A schema-linking model's ``keep`` for each example (None where it gave no usable JSON)."""
+    from ..data.prompts import linking_messages
+    from ..data.schema import schema_text_for
+
+    messages = [linking_messages(ex, schema_text_for(ex, schema)) for ex in examples]
+    texts = generator.generate(messages, max_new_tokens=128, desc="linking")
+    keeps = []
+    for ex, (text,) in zip(examples, texts):
+        links = parse_links(text)
+        keeps.append(links if links and _links_match_schema(links, ex) else None)
+    return keeps
+
+
+def _links_match_schema(links: dict, example) -> bool:
+    """True when the predicted links name at least one real table (else the prompt would be empty)."""
+    from ..data.schema import read_schema
+
+    names = {t.name.lower() for t in read_schema(example.db_path).tables}
+    named = {t.lower() for t in links.get("tables", [])} | {c.split(".", 1)[0].lower() for c in links.get("columns", [])}
+    return bool(names & named)
+
+
+def linking_generator(spec: str, cfg: SFTParams):
+    from ..config import ModelParams
+    from ..generate import make_generator
+
+    return make_generator(ModelParams(spec=spec), run_dir=cfg.run_dir, batch_size=8, stop_strings=None)
+
+
+# --------------------------------------------------------------------------------------------
+# Dev samples before/after
+# --------------------------------------------------------------------------------------------
+
+
+def sample_answers(model, tokenizer, cfg: SFTParams, examples, messages) -> list[dict[str, Any]]:
+    """Greedy answers of ``model`` to a few dev questions, judged when the task is SQL."""
+    from ..generate import Generator
+
+    if not examples:
+        return []
+    was_training = model.training
+    model.eval()
+    stop = [";"] if cfg.task == "sql" and cfg.format == "plain" else None
+    generator = Generator(model, copy.deepcopy(tokenizer), batch_size=8, stop_strings=stop, progress=False)
+    texts = generator.generate(messages, max_new_tokens=cfg.sample_max_new_tokens, desc="dev samples")
+    if was_training:
+        model.train()
+    rows = []
+    judge = None
+    for ex, (text,) in zip(examples, texts):
+        row: dict[str, Any] = {"question_id": ex.question_id, "db_id": ex.db_id, "question": ex.question,
+                               "gold": ex.sql, "output": text}
+        if cfg.task == "sql":
+            from ..sql.extract import extract_sql
+            from ..sql.judge import Judge
+
+            judge = judge or Judge(timeout=2.0)
+            pred = extract_sql(text)
+            verdict = judge.judge(ex.db_path, ex.sql, pred) if pred else None
+            row.update(pred_sql=pred, correct=bool(verdict and verdict.correct),
+                       executes=bool(verdict and verdict.pred.ok))
+        else:
+            row["links"] = parse_links(text)
+        rows.append(row)
+    return rows
+
+
+def _sample_summary(rows: list[dict], cfg: SFTParams, golds: list[dict] | None) -> dict[str, Any]:
+    if not rows:
+        return {}
+    if cfg.task == "sql":
+        return {"n": len(rows), "correct": sum(r["correct"] for r in rows), "executes": sum(r["executes"] for r in rows)}
+    return {"n": len(rows), **score_linking([r["links"] for r in rows], golds or [])}
+
+
+# --------------------------------------------------------------------------------------------
+# The stage
+# --------------------------------------------------------------------------------------------
+
+
+def _fingerprint(cfg: SFTParams) -> dict[str, Any]:
+    """What checkpoints depend on: everything but bookkeeping keys and resume/sample settings."""
+    values = params_as_dict(cfg)
+    for key in ("run", "output_root", "profile", "install_from", "max_dev_examples", "merge_adapter",
+                "push_to_hub", "hub_model_id"):
+        values.pop(key, None)
+    values["training"] = {k: v for k, v in values["training"].items() if k not in ("resume", "report_to")}
+    return values
+
+
+def _is_main_process() -> bool:
+    from accelerate import PartialState
+
+    return PartialState().is_main_process
+
+
+def _clear_outputs(stage: StageRun) -> None:
+    """Remove the previous run's model folders: stage:sft must never load a stale one."""
+    for name in ("adapter", "model"):
+        shutil.rmtree(stage.dir / name, ignore_errors=True)
+
+
+def run_sft(cfg: SFTParams, stage: StageRun) -> dict[str, Any]:
+    """Train, save the adapter/model and ``sft/metrics.json``; returns the metrics."""
+    import torch
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+
+    from ..data.example import read_examples
+    from ..models import check_gpu_options, count_parameters, cpu_has_bf16, load_model, resolve_spec, save_base_spec
+
+    started = time.perf_counter()
+    check_gpu_options(cfg.model)
+    main = _is_main_process()
+    schema = schema_params_for(cfg)
+    train_path = stage.record_input(require_output(cfg, "data", "train.jsonl"))
+    examples = read_examples(train_path)
+    if cfg.max_train_examples:
+        examples = examples[: cfg.max_train_examples]
+    dev_path = cfg.run_dir / "data" / "dev.jsonl"
+    dev = read_examples(dev_path)[: cfg.max_dev_examples] if dev_path.is_file() and cfg.max_dev_examples else []
+
+    # 1-2. records, with optional pruning, and the length filter
+    with stage.timer("records"):
+        train_keeps = dev_keeps = None
+        if cfg.prune_schema_with and cfg.task == "sql":
+            train_keeps = [gold_links(ex) for ex in examples]
+            if dev and main:
+                dev_keeps = predict_links(linking_generator(cfg.prune_schema_with, cfg), dev, schema)
+        records = build_records(examples, cfg, schema, train_keeps)
+        model, tokenizer = load_model(cfg.model, run_dir=cfg.run_dir,
+                                      lora=None if cfg.full_finetune else cfg.lora, for_training=True,
+                                      seed=cfg.seed)
+        lengths = [record_length(r, tokenizer) for r in records]
+        kept = [r for r, n in zip(records, lengths) if n <= cfg.training.max_length or not cfg.drop_longer_than_max_length]
+        dropped = len(records) - len(kept)
+        if not kept:
+            raise TrainingSetupError(
+                f"all {len(records)} training records are longer than training.max_length="
+                f"{cfg.training.max_length} tokens (median {length_stats(lengths).get('median')}); raise "
+                "training.max_length or lower schema_render.max_tokens"
+            )
+    trainable, total = count_parameters(model)
+    log.info("SFT on %d records (%d dropped as longer than %d tokens); %d of %d parameters train",
+             len(kept), dropped, cfg.training.max_length, trainable, total)
+
+    dev_messages = [prompt_messages(ex, cfg, schema, dev_keeps[i] if dev_keeps else None) for i, ex in enumerate(dev)]
+    dev_golds = [gold_links(ex) for ex in dev] if cfg.task == "schema_linking" else None
+    before: list[dict] = []
+    if main:
+        with stage.timer("samples_before"):
+            before = sample_answers(model, tokenizer, cfg, dev, dev_messages)
+
+    # 3-4. trainer
+    cuda = torch.cuda.is_available()
+    checkpoints = stage.dir / "checkpoints"
+    if main:
+        _clear_outputs(stage)
+    resume_from = resume_checkpoint(checkpoints, _fingerprint(cfg), resume=cfg.training.resume) if main else None
+    _wait_for_everyone()
+    if not main and cfg.training.resume:
+        from transformers.trainer_utils import get_last_checkpoint
+
+        resume_from = get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
+    logs_dir = tensorboard_dir(stage.dir)
+    args = SFTConfig(**sft_config_kwargs(cfg, checkpoints, cuda=cuda, cpu_bf16=cpu_has_bf16()))
+    timer = StepTimer()
+    trainer = SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=Dataset.from_list(kept),
+        processing_class=tokenizer,
+        callbacks=[timer],
+    )
+    with stage.timer("train"):
+        result = trainer.train(resume_from_checkpoint=resume_from)
+
+    # 5. save and measure
+    model = trainer.model
+    metrics: dict[str, Any] = {
+        "task": cfg.task,
+        "format": cfg.format,
+        "method": "full" if cfg.full_finetune else "lora",
+        "model_spec": cfg.model.spec,
+        "train_examples": len(kept),
+        "dropped_too_long": dropped,
+        "token_lengths": length_stats(lengths),
+        "trainable_params": trainable,
+        "total_params": total,
+        "global_step": trainer.state.global_step,
+        "resumed_from": resume_from,
+        "train_loss": round(float(result.training_loss), 4) if result.training_loss is not None else None,
+        "train_runtime_s": round(float(result.metrics.get("train_runtime", 0.0)), 2),
+        "loss_curve": loss_curve(trainer.state.log_history),
+        **timer.summary(),
+        "tensorboard_dir": str(logs_dir),
+        "schema_render": schema.model_dump(mode="json"),
+        "pruned_with": cfg.prune_schema_with,
+        "world_size": trainer.args.world_size,
+    }
+    curve = metrics["loss_curve"]
+    if curve:
+        metrics["loss_first"], metrics["loss_last"] = curve[0]["loss"], curve[-1]["loss"]
+    if not main:
+        return metrics
+
+    unwrapped = trainer.accelerator.unwrap_model(model)
+    with stage.timer("samples_after"):
+        after = sample_answers(unwrapped, tokenizer, cfg, dev, dev_messages)
+    metrics["samples"] = [
+        {**{k: b[k] for k in ("question_id", "db_id", "question", "gold")},
+         "before": b.get("pred_sql", b["output"]), "after": a.get("pred_sql", a["output"]),
+         **({"correct_before": b["correct"], "correct_after": a["correct"]} if "correct" in a else {})}
+        for b, a in zip(before, after)
+    ]
+    metrics["dev_samples_before"] = _sample_summary(before, cfg, dev_golds)
+    metrics["dev_samples_after"] = _sample_summary(after, cfg, dev_golds)
+
+    with stage.timer("save"):
+        saved = save_outputs(unwrapped, tokenizer, cfg, stage, resolve_spec(cfg.model.spec, cfg.run_dir).base_spec)
+    metrics.update(saved)
+    if cfg.push_to_hub:
+        metrics["hub_url"] = push_to_hub(unwrapped, tokenizer, cfg.hub_model_id)
+    metrics.update(memory_metrics())
+    metrics["wall_seconds"] = round(time.perf_counter() - started, 1)
+    write_json(stage.path("metrics.json"), metrics)
+    return metrics
+
+
+def save_outputs(model, tokenizer, cfg: SFTParams, stage: StageRun, base_spec: str) -> dict[str, str]:
+    """``sft/adapter`` (LoRA) and/or ``sft/model`` (full weights or merged adapter)."""
+    saved: dict[str, str] = {}
+    is_peft = hasattr(model, "peft_config")
+    tokenizer = copy.deepcopy(tokenizer)
+    tokenizer.padding_side = "left"  # what generation wants when the folder is loaded
+    if is_peft:
+        adapter = stage.path("adapter")
+        model.save_pretrained(adapter)
+        tokenizer.save_pretrained(adapter)
+        from ..models import save_base_spec
+
+        save_base_spec(adapter, base_spec)
+        saved["adapter_dir"] = str(adapter)
+    if not is_peft or cfg.merge_adapter:
+        full = model.merge_and_unload() if is_peft else model
+        folder = stage.path("model")
+        full.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+        saved["model_dir"] = str(folder)
+    return saved
+
+
+def _wait_for_everyone() -> None:
+    from accelerate import PartialState
+
+    state = PartialState()
+    if state.num_processes > 1:
+        state.wait_for_everyone()
+
+
+# --------------------------------------------------------------------------------------------
+# Command line (also the entry point for `accelerate launch`)
+# --------------------------------------------------------------------------------------------
+
+
+def _set_nested(values: dict, dotted: str, value: Any) -> None:
+    *parents, last = dotted.split(".")
+    for part in parents:
+        values = values.setdefault(part, {})
+    values[last] = value
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="02_sft without the notebook (works under accelerate launch)")
+    parser.add_argument("--params", required=True, help="an SFT parameter file, e.g. params/smoke/sft.yaml")
+    parser.add_argument("--run", default=None, help="run name (outputs/<run>)")
+    parser.add_argument("--output-root", default=None)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a parameter, e.g. --set training.max_steps=4 (value parsed as YAML)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    values = read_yaml(args.params)
+    for item in args.set:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            parser.error(f"--set wants KEY=VALUE, got {item!r}")
+        _set_nested(values, key.strip(), yaml.safe_load(raw))
+    values.update({k: v for k, v in {"run": args.run, "output_root": args.output_root}.items() if v})
+    cfg = parse_params("sft", values, origin=args.params)
+    stage = StageRun(cfg, "sft").start()
+    metrics = run_sft(cfg, stage)
+    if _is_main_process():
+        stage.finish({k: metrics[k] for k in ("train_loss", "loss_first", "loss_last", "train_examples",
+                                              "global_step", "peak_rss_mb") if k in metrics})
+        print(json.dumps({k: v for k, v in metrics.items() if k not in ("loss_curve", "samples")}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,275 @@
+"""02_sft: TRL arguments, records with the loss on the answer only, a smoke run, resume."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+import torch
+
+from nl2sql_lib.config import ModelParams, SFTParams, load_params
+from nl2sql_lib.data.example import Example, read_examples, write_examples
+from nl2sql_lib.runs import StageRun
+from nl2sql_lib.train.common import TrainingSetupError, loss_curve
+from nl2sql_lib.train.sft import (
+    build_records,
+    parse_links,
+    run_sft,
+    schema_params_for,
+    score_linking,
+    sft_config_kwargs,
+)
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+SMOKE = PROJECT_ROOT / "params" / "smoke" / "sft.yaml"
+
+TEMPLATES = [
+    ("How many singers are there?", "SELECT count(*) FROM singer"),
+    ("List the names of singers from {c}.", "SELECT name FROM singer WHERE country = '{c}'"),
+    ("What is the average age of singers from {c}?", "SELECT avg(age) FROM singer WHERE country = '{c}'"),
+    ("How many concerts were held in {y}?", "SELECT count(*) FROM concert WHERE year = {y}"),
+    ("Name the singers older than {a}.", "SELECT name FROM singer WHERE age > {a}"),
+    ("Which years had a concert by {n}?",
+     "SELECT T2.year FROM singer AS T1 JOIN concert AS T2 ON T1.singer_id = T2.singer_id WHERE T1.name = '{n}'"),
+]
+VALUES = [dict(c="France", y=2014, a=30, n="Ann"), dict(c="Spain", y=2015, a=40, n="Bob"),
+          dict(c="Italy", y=2016, a=50, n="Cid"), dict(c="Peru", y=2013, a=35, n="Dee")]
+
+
+def make_run(run_dir: Path, n_train: int = 24, n_dev: int = 4) -> Path:
+    """A run folder as 01_data leaves it: data/train.jsonl and dev.jsonl over one SQLite file."""
+    db = run_dir / "data" / "databases" / "concert" / "concert.sqlite"
+    db.parent.mkdir(parents=True, exist_ok=True)
+    con = sqlite3.connect(db)
+    con.executescript("""
+        CREATE TABLE singer (singer_id INTEGER PRIMARY KEY, name TEXT, country TEXT, age INTEGER);
+        CREATE TABLE concert (concert_id INTEGER PRIMARY KEY,
+                              singer_id INTEGER REFERENCES singer(singer_id), year INTEGER);
+        INSERT INTO singer VALUES (1,'Ann','France',30),(2,'Bob','Spain',45),(3,'Cid','France',52);
+        INSERT INTO concert VALUES (1,1,2014),(2,2,2015),(3,1,2015);
+    """)
+    con.commit()
+    con.close()
+    examples = []
+    for i in range(n_train + n_dev):
+        question, sql = TEMPLATES[i % len(TEMPLATES)]
+        values = VALUES[(i // len(TEMPLATES)) % len(VALUES)]
+        examples.append(Example(
+            question_id=str(i), db_id="concert", db_path=str(db), question=question.format(**values),
+            sql=sql.format(**values), difficulty="simple", source="test",
+        ))
+    write_examples(run_dir / "data" / "train.jsonl", examples[:n_train])
+    write_examples(run_dir / "data" / "dev.jsonl", examples[n_train:])
+    return run_dir
+
+
+def smoke_params(output_root: Path, run: str = "t", **overrides) -> SFTParams:
+    cfg = load_params("sft", SMOKE, run=run, output_root=str(output_root))
+    return cfg.model_copy(update=overrides)
+
+
+def _training(cfg: SFTParams, **changes) -> SFTParams:
+    return cfg.model_copy(update={"training": cfg.training.model_copy(update=changes)})
+
+
+# ---------------------------------------------------------------------------- TRL arguments
+
+
+def test_config_kwargs_on_cpu(tmp_path):
+    cfg = smoke_params(tmp_path)
+    kwargs = sft_config_kwargs(cfg, tmp_path / "ck", cuda=False, cpu_bf16=True)
+    assert kwargs["use_cpu"] is True
+    assert kwargs["bf16"] is False  # model.dtype: float32 turns CPU autocast off
+    assert kwargs["gradient_checkpointing"] is False  # TRL's default is True (CPU-NOTES gotcha 3)
+    assert kwargs["completion_only_loss"] is True
+    assert kwargs["max_length"] == cfg.training.max_length
+    assert kwargs["report_to"] == ["tensorboard"]
+    assert kwargs["optim"] == "adamw_torch"
+    auto = cfg.model_copy(update={"model": ModelParams(spec="tiny:smollm2")})
+    assert sft_config_kwargs(auto, tmp_path, cuda=False, cpu_bf16=True)["bf16"] is True
+    assert sft_config_kwargs(auto, tmp_path, cuda=False, cpu_bf16=False)["bf16"] is False
+    from trl import SFTConfig
+
+    SFTConfig(**kwargs)  # TRL accepts them on this CPU machine
+
+
+def test_config_kwargs_on_gpu_with_qlora(tmp_path):
+    cfg = smoke_params(tmp_path).model_copy(update={"model": ModelParams(spec="x/y", quantization="4bit")})
+    cfg = _training(cfg, gradient_checkpointing=True)
+    kwargs = sft_config_kwargs(cfg, tmp_path, cuda=True, cpu_bf16=False)
+    assert kwargs["bf16"] is True and "use_cpu" not in kwargs
+    assert kwargs["optim"] == "paged_adamw_8bit"
+    assert kwargs["gradient_checkpointing"] is True
+    assert kwargs["gradient_checkpointing_kwargs"] == {"use_reentrant": False}
+
+
+def test_unknown_extra_key_and_missing_tracker_are_clear_errors(tmp_path, monkeypatch):
+    cfg = _training(smoke_params(tmp_path), extra={"not_a_field": 1})
+    with pytest.raises(TrainingSetupError, match="not_a_field"):
+        sft_config_kwargs(cfg, tmp_path, cuda=False, cpu_bf16=False)
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "wandb" else real(n, *a))
+    cfg = _training(smoke_params(tmp_path), report_to=["tensorboard", "wandb"])
+    with pytest.raises(TrainingSetupError, match=r"wandb.*not installed.*remove it from training.report_to"):
+        sft_config_kwargs(cfg, tmp_path, cuda=False, cpu_bf16=False)
+
+
+# ---------------------------------------------------------------------------- records
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    return make_run(tmp_path_factory.mktemp("outputs") / "t")
+
+
+def test_records_put_the_loss_on_the_answer_only(run_dir):
+    """TRL's own dataset preparation: the tokens that carry loss are exactly the answer + end."""
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+
+    from nl2sql_lib.models import load_model
+
+    cfg = smoke_params(run_dir.parent)
+    examples = read_examples(run_dir / "data" / "train.jsonl")[:3]
+    records = build_records(examples, cfg, schema_params_for(cfg))
+    assert records[0]["prompt"][0]["role"] == "system" and records[0]["prompt"][-1]["role"] == "user"
+    assert "CREATE TABLE" in records[0]["prompt"][-1]["content"]
+    assert records[0]["completion"] == [{"role": "assistant", "content": examples[0].sql + ";"}]
+    model, tokenizer = load_model(cfg.model, lora=cfg.lora, for_training=True)
+    kwargs = sft_config_kwargs(cfg, run_dir / "scratch", cuda=False, cpu_bf16=False)
+    trainer = SFTTrainer(model=model, args=SFTConfig(**{**kwargs, "report_to": "none"}),
+                         train_dataset=Dataset.from_list(records), processing_class=tokenizer)
+    row = trainer.train_dataset[1]
+    trained = [t for t, label in zip(row["input_ids"], row["labels"]) if label != -100]
+    assert tokenizer.decode(trained) == examples[1].sql + ";<|im_end|>\n"
+    assert len(trained) < len(row["input_ids"]) / 3
+
+
+def test_reasoning_and_linking_records(run_dir):
+    cfg = smoke_params(run_dir.parent)
+    examples = read_examples(run_dir / "data" / "train.jsonl")[5:6]  # the join question
+    reasoning = build_records(examples, cfg.model_copy(update={"format": "reasoning"}), schema_params_for(cfg))
+    answer = reasoning[0]["completion"][0]["content"]
+    assert answer.startswith("<think>") and answer.endswith(examples[0].sql + ";")
+    linking = build_records(examples, cfg.model_copy(update={"task": "schema_linking"}), schema_params_for(cfg))
+    links = json.loads(linking[0]["completion"][0]["content"])
+    assert sorted(links["tables"]) == ["concert", "singer"]
+    assert "singer.name" in links["columns"]
+
+
+def test_pruned_prompt_shows_only_linked_tables(run_dir):
+    cfg = smoke_params(run_dir.parent)
+    ex = read_examples(run_dir / "data" / "train.jsonl")[0]  # count(*) FROM singer
+    full = build_records([ex], cfg, schema_params_for(cfg))[0]["prompt"][-1]["content"]
+    pruned = build_records([ex], cfg, schema_params_for(cfg), keeps=[{"tables": ["singer"], "columns": []}])
+    pruned_text = pruned[0]["prompt"][-1]["content"]
+    assert "concert" in full and "concert" not in pruned_text.split("Question:")[0]
+    assert "singer" in pruned_text
+
+
+def test_linking_scores():
+    gold = [{"tables": ["singer", "concert"], "columns": ["singer.name", "concert.year"]},
+            {"tables": ["singer"], "columns": ["singer.age"]}]
+    pred = [{"tables": ["Singer"], "columns": ["singer.name", "singer.bogus"]}, None]
+    scores = score_linking(pred, gold)
+    assert scores["table_precision"] == 1.0 and scores["table_recall"] == round(1 / 3, 4)
+    assert scores["column_precision"] == 0.5 and scores["column_recall"] == round(1 / 3, 4)
+    assert scores["valid_json"] == 0.5
+    assert parse_links('x {"tables": ["a"], "columns": ["a.b"]} y') == {"tables": ["a"], "columns": ["a.b"]}
+    assert parse_links("SELECT 1") is None and parse_links("{not json}") is None
+
+
+def test_loss_curve_leaves_out_the_summary_row():
+    history = [{"loss": 3.0, "step": 1, "learning_rate": 0.1}, {"loss": 2.0, "step": 2},
+               {"train_runtime": 5.0, "train_loss": 2.5, "step": 2}]
+    assert loss_curve(history) == [{"step": 1, "loss": 3.0, "learning_rate": 0.1}, {"step": 2, "loss": 2.0}]
+
+
+def test_missing_training_data_names_the_notebook(tmp_path):
+    cfg = smoke_params(tmp_path, run="empty")
+    with pytest.raises(FileNotFoundError, match=r"01_data\.ipynb"):
+        run_sft(cfg, StageRun(cfg, "sft").start())
+
+
+# ---------------------------------------------------------------------------- training
+
+
+@pytest.fixture(scope="module")
+def smoke_run(run_dir):
+    cfg = smoke_params(run_dir.parent, run=run_dir.name)
+    stage = StageRun(cfg, "sft").start()
+    metrics = run_sft(cfg, stage)
+    stage.finish(metrics)
+    return cfg, metrics
+
+
+@pytest.mark.slow
+def test_smoke_sft_lowers_the_loss_and_saves_an_adapter(smoke_run, run_dir):
+    cfg, metrics = smoke_run
+    assert metrics["global_step"] == cfg.training.max_steps
+    assert metrics["loss_last"] < metrics["loss_first"] - 1.0
+    saved = json.loads((run_dir / "sft" / "metrics.json").read_text())
+    assert [row["step"] for row in saved["loss_curve"]][:2] == [1, 2]
+    assert saved["peak_rss_mb"] > 0 and saved["train_examples"] == 24
+    assert len(saved["samples"]) == cfg.max_dev_examples and "before" in saved["samples"][0]
+    assert (run_dir / "sft" / "adapter" / "adapter_model.safetensors").is_file()
+    assert not (run_dir / "sft" / "model").exists()
+    assert any((run_dir / "sft" / "logs").iterdir())  # TensorBoard events
+
+
+@pytest.mark.slow
+def test_saved_adapter_loads_back_with_the_trained_weights(smoke_run, run_dir):
+    from nl2sql_lib.models import load_model, resolve_spec
+
+    resolved = resolve_spec("stage:sft", run_dir=run_dir)
+    assert resolved.adapter_path == run_dir / "sft" / "adapter" and resolved.base_spec == "tiny:smollm2"
+    trained, tokenizer = load_model(ModelParams(spec="stage:sft", dtype="float32"), run_dir=run_dir)
+    base, _ = load_model(ModelParams(spec="tiny:smollm2", dtype="float32"))
+    ex = read_examples(run_dir / "data" / "train.jsonl")[0]
+    text = f"<|im_start|>assistant\n{ex.sql};<|im_end|>"
+    ids = tokenizer(text, return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        loss_trained = trained(input_ids=ids, labels=ids).loss
+        loss_base = base(input_ids=ids, labels=ids).loss
+    assert loss_trained < loss_base  # it learned the training answers
+
+
+@pytest.mark.slow
+def test_resume_from_last_checkpoint(tmp_path):
+    """An interrupted run (its last checkpoint lost) resumes from the one before, not from zero."""
+    run_dir = make_run(tmp_path / "outputs" / "r", n_train=8, n_dev=0)
+    cfg = _training(smoke_params(tmp_path / "outputs", run="r", max_dev_examples=0),
+                    max_steps=4, save_steps=2, logging_steps=1)
+    first = run_sft(cfg, StageRun(cfg, "sft").start())
+    assert first["resumed_from"] is None and first["global_step"] == 4
+    checkpoints = run_dir / "sft" / "checkpoints"
+    assert sorted(p.name for p in checkpoints.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4"]
+    import shutil
+
+    shutil.rmtree(checkpoints / "checkpoint-4")  # as if killed before step 4 was saved
+    second = run_sft(cfg, StageRun(cfg, "sft").start())
+    assert second["resumed_from"].endswith("checkpoint-2")
+    assert second["global_step"] == 4 and second["steps_timed"] == 2  # only steps 3 and 4 ran
+    assert [r["step"] for r in second["loss_curve"]] == [1, 2, 3, 4]  # history kept
+    # Changed parameters: the old checkpoints are not resumed.
+    changed = _training(cfg, learning_rate=1e-3, max_steps=2)
+    third = run_sft(changed, StageRun(changed, "sft").start())
+    assert third["resumed_from"] is None and third["steps_timed"] == 2
+
+
+@pytest.mark.slow
+def test_full_finetune_saves_full_weights(tmp_path):
+    run_dir = make_run(tmp_path / "outputs" / "f", n_train=8, n_dev=0)
+    cfg = _training(smoke_params(tmp_path / "outputs", run="f", full_finetune=True, max_dev_examples=0),
+                    max_steps=2, save_steps=10, learning_rate=1e-3)
+    metrics = run_sft(cfg, StageRun(cfg, "sft").start())
+    assert metrics["method"] == "full" and metrics["trainable_params"] == metrics["total_params"]
+    assert (run_dir / "sft" / "model" / "model.safetensors").is_file()
+    assert not (run_dir / "sft" / "adapter").exists()
+    from nl2sql_lib.models import resolve_spec
+
+    assert resolve_spec("stage:sft", run_dir=run_dir).path == run_dir / "sft" / "model"
