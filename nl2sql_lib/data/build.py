@@ -47,6 +47,8 @@ def load_sources(cfg, work_dir: Path, stage=None) -> tuple[dict[str, list[Exampl
         if stage is not None:
             for path in loaded.report.get("files", []):
                 stage.record_input(path)
+            if "db_root" in loaded.report:  # generated databases: their hashes show determinism
+                stage.record_input(loaded.report["db_root"])
     _check_unique_ids(splits)
     return splits, reports
 
