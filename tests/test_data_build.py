@@ -101,6 +101,7 @@ def test_notebook_runs_on_the_smoke_profile(tmp_path):
     data = tmp_path / "outputs" / "nb" / "data"
     manifest = json.loads((data / "manifest.json").read_text())
     assert manifest["status"] == "complete" and manifest["metrics"]["n_dev"] > 0
+    assert sum(path.endswith(".sqlite") for path in manifest["inputs"]) == 10  # bundled db hashes
     train, dev = read_examples(data / "train.jsonl"), read_examples(data / "dev.jsonl")
     assert len(train) >= 1500 and not {e.db_id for e in train} & {e.db_id for e in dev}
     assert all(e.schema_links and e.schema_links["tables"] for e in train)

@@ -51,6 +51,7 @@ def test_spider_dev_loads_all_questions_and_reports_the_62_without_database(spid
     # every other question points at a database that exists
     assert all(Path(e.db_path).is_file() for e in dev if not e.extra.get("missing_db"))
     assert len({e.question_id for e in dev}) == 1034
+    assert dev[0].question_id == "spider-dev-0000"
     assert {e.source for e in dev} == {"spider"}
 
 
@@ -202,6 +203,7 @@ def test_create_context_materializes_each_distinct_context_once(tmp_path):
     assert len(loaded.report["skipped"]) == 1 and "line 5" in loaded.report["skipped"][0]
     assert len({e.db_id for e in train}) == 3  # records 2 and 3 share one context
     assert train[1].db_path == train[2].db_path
+    assert all(e.extra["empty_tables"] for e in train)
     for example in train:
         path = Path(example.db_path)
         assert path.is_file() and path.is_relative_to(tmp_path / "databases")

@@ -190,6 +190,7 @@ def _find_db(roots: list[Path], db_id: str) -> Path:
 # --------------------------------------------------------------------------------------------
 
 SPIDER_FILES = {"dev.json": "dev", "train_spider.json": "train", "train_others.json": "train"}
+_SPIDER_ID_PREFIX = {"dev.json": "dev", "train_spider.json": "train", "train_others.json": "others"}
 
 
 def load_spider(source, work_dir: Path, *, seed: int = 0, on_missing_db: str = "report") -> LoadedSource:
@@ -204,7 +205,7 @@ def load_spider(source, work_dir: Path, *, seed: int = 0, on_missing_db: str = "
     result = LoadedSource()
     for path in files:
         split = SPIDER_FILES.get(path.name, _split_of_file(path))
-        stem = path.stem.replace("train_", "") if split == "train" else split
+        stem = _SPIDER_ID_PREFIX.get(path.name, path.stem)
         result.report["files"].append(str(path))
         for index, record in enumerate(_records(path)):
             db_id = _field(record, ("db_id",), path, index)
@@ -385,6 +386,9 @@ def load_create_context(source, work_dir: Path, *, seed: int = 0, on_missing_db:
                 question=_field(record, ("question",), path, number),
                 sql=_field(record, ("answer", "sql", "query"), path, number),
                 source="create_context",
+                # the context has no rows: a query that runs returns nothing, so an execution
+                # match says little; reward and evaluation code can skip these
+                extra={"empty_tables": True},
             )
         )
     result.report["databases_created"] = sum(1 for p in made.values() if p is not None)
