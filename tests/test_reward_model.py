@@ -262,3 +262,26 @@ def test_missing_tree_pairs_name_the_notebook(tmp_path):
 def test_parameter_files_validate(profile):
     cfg = load_params("reward_model", PROJECT_ROOT / f"params/{profile}reward_model.yaml")
     assert cfg.training.max_length >= 128
+
+
+@pytest.mark.slow
+def test_dpo_saves_a_policy_that_stage_dpo_loads(tmp_path):
+    from nl2sql_lib.models import load_model, resolve_spec
+    from nl2sql_lib.config import ModelParams
+    from nl2sql_lib.train.dpo import dpo_dataset, run_dpo
+
+    pairs = planted_pairs(8, 0)
+    records = dpo_dataset(pairs)
+    assert records[0]["prompt"] == pairs[0]["prompt"]  # explicit prompt (CPU-NOTES gotcha 8)
+    assert records[0]["chosen"] == [{"role": "assistant", "content": pairs[0]["chosen"]}]
+    cfg = smoke_cfg(tmp_path, "dpo", pairs, pairs, dpo=True, dpo_policy={"spec": "tiny:smollm2"},
+                    dpo_training={"max_steps": 2, "per_device_train_batch_size": 4, "report_to": [],
+                                  "max_length": 256, "save_steps": 2})
+    metrics = run_dpo(cfg, StageRun(cfg, "reward_model").start(), pairs)
+    assert metrics["steps"] == 2 and metrics["pairs"] == 8
+    folder = cfg.run_dir / "dpo"
+    assert (folder / "manifest.json").is_file() and (folder / "adapter" / "adapter_config.json").is_file()
+    resolved = resolve_spec("stage:dpo", run_dir=cfg.run_dir)
+    assert resolved.adapter_path == folder / "adapter" and resolved.base_spec == "tiny:smollm2"
+    model, _ = load_model(ModelParams(spec="stage:dpo"), run_dir=cfg.run_dir)
+    assert model is not None

@@ -85,6 +85,8 @@ def pair_items(pairs: Sequence[dict], chosen_scores: Sequence[float], rejected_s
             "rejected_score": round(r, 5),
             "gap": round(c - r, 5),
             "correct": c > r,
+            "chosen": pair.get("chosen"),
+            "rejected": pair.get("rejected"),
         })
     return items
 

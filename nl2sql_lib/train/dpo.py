@@ -1,0 +1,78 @@
+"""Optional part of 05_reward_model: DPO of the policy on the same preference pairs.
+
+    metrics = run_dpo(cfg, stage, train_pairs)      # when RewardModelParams.dpo is true
+
+TRL's ``DPOTrainer`` with an **explicit prompt** (CPU-NOTES gotcha 8: with an implicit prompt
+TRL splits chosen/rejected at their longest common prefix, which can swallow the start of the
+SQL). The pairs are conversational: ``prompt`` = the question's chat messages, ``chosen`` /
+``rejected`` = one assistant message each.
+
+The policy is ``cfg.dpo_policy`` (by default this run's SFT adapter, trained further; TRL keeps
+a frozen copy of it as the reference). The result is saved where 06_eval looks for the system
+``dpo``: ``outputs/<run>/dpo/adapter`` with its own manifest, so ``stage:dpo`` loads it.
+"""
+
+from __future__ import annotations
+
+import gc
+import statistics
+from typing import Any, Sequence
+
+from ..config import RewardModelParams
+from ..runs import StageRun
+
+
+def dpo_dataset(pairs: Sequence[dict]) -> Any:
+    """Conversational preference records with an explicit prompt."""
+    from datasets import Dataset
+
+    def answer(sql: str) -> list[dict]:
+        return [{"role": "assistant", "content": sql}]
+
+    return Dataset.from_list([
+        {"prompt": list(pair["prompt"]), "chosen": answer(pair["chosen"]), "rejected": answer(pair["rejected"])}
+        for pair in pairs
+        if pair["chosen"] != pair["rejected"]
+    ])
+
+
+def run_dpo(cfg: RewardModelParams, stage: StageRun, pairs: Sequence[dict]) -> dict[str, Any]:
+    """Train the policy with DPO on ``pairs``; save ``<run>/dpo/adapter``; return metrics."""
+    from trl import DPOConfig, DPOTrainer
+
+    from ..models import load_model, resolve_spec, save_base_spec
+    from .reward_model import _step_timer, last_checkpoint, tensorboard_dir, trl_config
+
+    dpo_stage = StageRun(cfg, "dpo").start()  # its own folder: 06_eval's system "dpo" reads it
+    dpo_stage.inputs.update(stage.inputs)
+    with dpo_stage.timer("load_model"):
+        model, tokenizer = load_model(cfg.dpo_policy, run_dir=cfg.run_dir, lora=cfg.lora, for_training=True,
+                                      seed=cfg.seed)
+    dataset = dpo_dataset(pairs)
+    checkpoints = dpo_stage.path("checkpoints")
+    args = trl_config(DPOConfig, cfg.dpo_training, cfg.dpo_policy, checkpoints, cfg.seed, beta=cfg.dpo_beta)
+    timer = _step_timer()
+    with dpo_stage.timer("train"), tensorboard_dir(dpo_stage.dir / "tensorboard"):
+        trainer = DPOTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
+                             callbacks=[timer])
+        resume = last_checkpoint(checkpoints) if cfg.dpo_training.resume else None
+        result = trainer.train(resume_from_checkpoint=resume)
+    adapter = dpo_stage.dir / "adapter"
+    trainer.save_model(str(adapter))
+    tokenizer.save_pretrained(str(adapter))
+    # The adapter applies to the policy's base (the SFT adapter was trained further, not stacked).
+    save_base_spec(adapter, resolve_spec(cfg.dpo_policy.spec, cfg.run_dir).base_spec or cfg.dpo_policy.spec)
+    history = [entry for entry in trainer.state.log_history if "loss" in entry]
+    metrics = {
+        "pairs": len(dataset),
+        "steps": trainer.state.global_step,
+        "resumed_from": resume,
+        "train_loss": round(result.training_loss, 4) if result.training_loss is not None else None,
+        "last_logged": {k: history[-1][k] for k in history[-1] if k.startswith(("loss", "rewards/"))} if history else {},
+        "median_step_s": round(statistics.median(timer.times), 2) if timer.times else None,
+        "adapter": str(adapter),
+    }
+    del trainer, model
+    gc.collect()
+    dpo_stage.finish(metrics)
+    return metrics
