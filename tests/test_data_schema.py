@@ -168,3 +168,10 @@ def test_schema_text_for_an_example_follows_schema_params(bird_dir):
     text = schema_text_for(example, SchemaParams(sample_values=1, include_descriptions=False, max_tokens=None))
     assert "e.g. 'SME'" in text and "'LAM'" not in text and "Czech" not in text
     assert approx_tokens(schema_text_for(example, SchemaParams(max_tokens=64))) <= 64
+
+
+def test_keep_never_leaves_a_table_without_columns(bird_dir):
+    schema = read_schema(bird_dir / "train_databases" / "movie_platform" / "movie_platform.sqlite")
+    # ratings has no primary key; its only linked column is not in the schema
+    text = render_schema(schema, style="compact", keep={"columns": ["ratings.made_up"]})
+    assert text == "ratings(movie_id, rating_score, user_id)"

@@ -311,7 +311,8 @@ def prune_schema(schema: DatabaseSchema, keep: dict[str, Iterable[str]] | None) 
                     for fk in other.foreign_keys:
                         if fk.ref_table.lower() == key:
                             needed |= {c.lower() for c in fk.ref_columns}
-            columns = tuple(c for c in table.columns if c.name.lower() in needed)
+            # a table whose linked names all missed keeps every column rather than none
+            columns = tuple(c for c in table.columns if c.name.lower() in needed) or table.columns
         else:
             columns = table.columns
         kept.append(replace(table, columns=columns, foreign_keys=fks))

@@ -274,8 +274,9 @@ def plot_difficulty_by_db(stats: dict, split: str | None = None):
             bottom = [b + c for b, c in zip(bottom, counts[level])]
         ax.set_title(f"{name}: {stats['counts'][name]} questions")
         ax.set_ylabel("questions")
+        ax.set_ylim(top=max(bottom, default=1) * 1.3)  # room for the legend above the bars
         ax.tick_params(axis="x", rotation=60)
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=8, ncol=len(levels), loc="upper center")
     fig.tight_layout()
     return fig
 
@@ -290,12 +291,14 @@ def plot_schema_sizes(stats: dict):
     left.bar(dbs, [sizes[d]["tables"] for d in dbs], label="tables")
     left.set_title("schema size per database")
     left.tick_params(axis="x", rotation=60)
-    left.legend()
+    left.set_ylim(top=max((sizes[d]["columns"] for d in dbs), default=1) * 1.3)
+    left.legend(ncol=2, loc="upper center")
     right.bar(dbs, [sizes[d]["schema_tokens_full"] for d in dbs], label="full rendering", alpha=0.5)
     right.bar(dbs, [sizes[d]["schema_tokens"] for d in dbs], label="within the budget")
     right.set_title(f"schema tokens ({stats['token_counter']})")
     right.tick_params(axis="x", rotation=60)
-    right.legend()
+    right.set_ylim(top=max((sizes[d]["schema_tokens_full"] for d in dbs), default=1) * 1.3)
+    right.legend(ncol=2, loc="upper center")
     fig.tight_layout()
     return fig
 
