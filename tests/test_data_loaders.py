@@ -212,6 +212,7 @@ def test_create_context_materializes_each_distinct_context_once(tmp_path):
         conn.close()
     tables = sqlite3.connect(train[3].db_path).execute("SELECT name FROM sqlite_master").fetchall()
     assert {t[0] for t in tables} == {"department", "management", "head"}
+    assert train[0].question_id == "ctx-create_context-1"
     # loading again reuses the files
     mtime = Path(train[0].db_path).stat().st_mtime_ns
     again = load_source(source, tmp_path)
@@ -267,3 +268,11 @@ def test_limit_keeps_a_seeded_sample_in_file_order(bird_dir, tmp_path):
     assert len(first) == 3 and [e.question_id for e in first] == [e.question_id for e in second]
     ids = [int(e.question_id.rsplit("-", 1)[1]) for e in first]
     assert ids == sorted(ids)
+
+
+def test_create_context_limit_samples_before_materializing(tmp_path):
+    source = SourceParams(type="create_context", path=str(FIXTURES / "create_context.jsonl"), limit=2)
+    loaded = load_source(source, tmp_path, seed=3)
+    created = list((tmp_path / "databases").glob("*/*.sqlite"))
+    assert len(loaded["train"]) <= 2
+    assert len(created) == len({e.db_id for e in loaded["train"]}) <= 2

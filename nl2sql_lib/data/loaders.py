@@ -13,7 +13,9 @@ Layouts read (``path`` is the folder, or one of its JSON files):
   from the SQL's structure as Spider's evaluator does (:func:`spider_hardness`).
 - ``create_context``: JSON or JSONL records ``{question, context, answer}`` as in
   sql-create-context. Each distinct context (by hash) is materialized once into
-  ``work_dir/databases/ctx_<hash>/ctx_<hash>.sqlite`` so that execution works.
+  ``work_dir/databases/ctx_<hash>/ctx_<hash>.sqlite`` so that execution works (``limit``
+  samples records before anything is materialized). The tables are empty: examples carry
+  ``extra["empty_tables"]``.
 - ``jsonl``: Example records one per line (a file, or a folder with train.jsonl / dev.jsonl).
 - ``bundled``: the generated benchmark, written into ``work_dir/databases``.
 
@@ -366,6 +368,11 @@ def load_create_context(source, work_dir: Path, *, seed: int = 0, on_missing_db:
     )
     where = "line" if path.suffix == ".jsonl" else "record"
     split = _split_of_file(path)
+    limit = getattr(source, "limit", None)
+    if limit and len(records) > limit:
+        # sample before materializing: the full dataset has ~78k mostly distinct contexts
+        chosen = sorted(random.Random(seed).sample(range(len(records)), limit))
+        records = [records[i] for i in chosen]
     result = LoadedSource()
     result.report["files"].append(str(path))
     made: dict[str, Path | None] = {}
@@ -380,7 +387,7 @@ def load_create_context(source, work_dir: Path, *, seed: int = 0, on_missing_db:
             continue
         result[split].append(
             Example(
-                question_id=f"ctx-{split}-{number}",
+                question_id=f"ctx-{path.stem}-{number}",
                 db_id=f"ctx_{key}",
                 db_path=str(db_path),
                 question=_field(record, ("question",), path, number),
