@@ -70,9 +70,12 @@ def encode_conversation(
     """Token ids of ``prompt`` + the assistant answer ``sql``; and whether they were cut.
 
     The same function builds the training pairs and the inputs of :class:`RewardScorer`, so a
-    score at inference reads the token it was trained on.
+    score at inference reads the token it was trained on. The SQL is written the way the SFT
+    targets are (one statement ending in a single ``;``), whether it came with a ``;`` (gold,
+    tree nodes) or without (``extract_sql`` output): a trailing ``;`` must not move a score.
     """
-    messages = [*prompt, {"role": "assistant", "content": sql}]
+    sql = (sql or "").strip().rstrip(";").strip()
+    messages = [*prompt, {"role": "assistant", "content": sql + ";" if sql else ""}]
     ids = tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True)["input_ids"]
     ids = list(ids)
     if max_length is not None and len(ids) > max_length:
@@ -137,8 +140,9 @@ class RewardScorer:
         """Load a trained reward model.
 
         ``spec_or_dir``: ``stage:reward_model`` (the adapter this run's 05_reward_model saved,
-        needs ``run_dir``), a folder holding a PEFT adapter with ``reward_model.json``, or a
-        folder holding a full sequence-classification model. ``dtype``: float32 by default
+        needs ``run_dir``), the stage folder ``outputs/<run>/reward_model``, a folder holding a
+        PEFT adapter with ``reward_model.json``, or a folder holding a full
+        sequence-classification model. ``dtype``: float32 by default
         (scores of close candidates differ by little; bf16 rounding could swap them).
         """
         directory = _resolve_directory(spec_or_dir, run_dir)
@@ -203,7 +207,8 @@ def _resolve_directory(spec_or_dir: str | Path, run_dir: str | Path | None) -> P
         stage = spec.split(":", 1)[1] or "reward_model"
         if run_dir is None:
             raise ValueError(f"model spec {spec!r} needs run_dir (the outputs/<run> folder of the run)")
-        directory = Path(run_dir) / stage / "adapter"
+        folder = Path(run_dir) / stage
+        directory = folder / ("model" if (folder / "model" / SCORER_CONFIG).is_file() else "adapter")
         if not directory.is_dir():
             raise RewardModelNotFound(
                 f"{directory} does not exist: run notebooks/05_reward_model.ipynb for this run first "
@@ -211,6 +216,9 @@ def _resolve_directory(spec_or_dir: str | Path, run_dir: str | Path | None) -> P
             )
         return directory
     directory = Path(spec)
+    for inner in ("adapter", "model"):  # the stage folder itself (outputs/<run>/reward_model)
+        if (directory / inner / SCORER_CONFIG).is_file() or (directory / inner / "config.json").is_file():
+            return directory / inner
     if not directory.is_dir():
         raise RewardModelNotFound(
             f"reward model {spec!r} is neither 'stage:reward_model' nor an existing folder "

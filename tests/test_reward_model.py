@@ -211,11 +211,13 @@ def test_scorer_reloads_the_saved_model_and_batches_equal_singles(trained):
     cfg, stage, _ = trained
     batched = RewardScorer.from_spec("stage:reward_model", run_dir=cfg.run_dir, batch_size=4)
     single = RewardScorer.from_spec(stage.dir / "adapter", batch_size=1)
+    from_stage_folder = RewardScorer.from_spec(str(stage.dir), run_dir=cfg.run_dir, batch_size=2)  # as 06_eval calls it
     pair = planted_pairs(1, 1)[0]
     sqls = [pair["chosen"], pair["rejected"], "SELECT 1;", "SELECT name FROM singer WHERE age > 30 ORDER BY name;", ""]
     a, b = batched.score(pair["prompt"], sqls), single.score(pair["prompt"], sqls)
     assert len(a) == len(sqls)
     assert a == pytest.approx(b, abs=1e-4)
+    assert from_stage_folder.score(pair["prompt"], sqls) == pytest.approx(a, abs=1e-4)
     assert a[0] > a[1]
     # The stage's test scores are those of the saved model.
     first = read_jsonl(stage.dir / "test_scores.jsonl")[0]
@@ -285,3 +287,31 @@ def test_dpo_saves_a_policy_that_stage_dpo_loads(tmp_path):
     assert resolved.adapter_path == folder / "adapter" and resolved.base_spec == "tiny:smollm2"
     model, _ = load_model(ModelParams(spec="stage:dpo"), run_dir=cfg.run_dir)
     assert model is not None
+
+
+def test_trailing_semicolon_does_not_change_the_encoding():
+    from nl2sql_lib.models import load_tokenizer
+    from nl2sql_lib.scoring import encode_conversation, prepare_tokenizer
+
+    tokenizer = prepare_tokenizer(load_tokenizer("tiny:smollm2"))
+    prompt = planted_pairs(1, 0)[0]["prompt"]
+    a = encode_conversation(tokenizer, prompt, "SELECT 1")[0]
+    assert a == encode_conversation(tokenizer, prompt, " SELECT 1 ;; ")[0]
+    assert a != encode_conversation(tokenizer, prompt, "SELECT 2")[0]
+
+
+@pytest.mark.slow
+def test_full_finetuning_saves_model_folder_that_the_scorer_loads(tmp_path):
+    from nl2sql_lib.scoring import RewardScorer
+    from nl2sql_lib.train.reward_model import run_reward_model
+
+    cfg = smoke_cfg(tmp_path, "full", planted_pairs(16, 0), planted_pairs(8, 1), lora={"enabled": False})
+    cfg.training.max_steps = 2
+    cfg.training.learning_rate = 1e-4
+    metrics = run_reward_model(cfg, StageRun(cfg, "reward_model").start())
+    folder = cfg.run_dir / "reward_model" / "model"
+    assert (folder / "config.json").is_file() and not (folder / "adapter_config.json").exists()
+    scorer = RewardScorer.from_spec("stage:reward_model", run_dir=cfg.run_dir)
+    pair = planted_pairs(1, 1)[0]
+    assert len(scorer.score(pair["prompt"], [pair["chosen"], pair["rejected"]])) == 2
+    assert metrics["n"] == 8

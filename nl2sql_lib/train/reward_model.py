@@ -490,7 +490,8 @@ def run_reward_model(cfg: RewardModelParams, stage: StageRun) -> dict[str, Any]:
         trainer = build_reward_trainer(cfg, dataset, tokenizer, model, checkpoints, callbacks=[timer])
         resume = last_checkpoint(checkpoints) if cfg.training.resume else None
         result = trainer.train(resume_from_checkpoint=resume)
-    adapter_dir = save_reward_model(trainer, tokenizer, cfg, stage.dir / "adapter")
+    # adapter/ with LoRA; model/ holds full weights when lora.enabled is false
+    adapter_dir = save_reward_model(trainer, tokenizer, cfg, stage.dir / ("adapter" if cfg.lora.enabled else "model"))
     history = [entry for entry in trainer.state.log_history if "loss" in entry]
     steps = trainer.state.global_step
     del trainer, model  # free the training copy before loading the saved one
