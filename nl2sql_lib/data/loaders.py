@@ -28,7 +28,6 @@ instead of stopping. ``on_missing_db`` in the source parameters picks either beh
 from __future__ import annotations
 
 import hashlib
-import json
 import random
 import re
 import sqlite3
