@@ -429,3 +429,20 @@ def test_notebook_runs_headless_with_papermill(run_cfg):
     assert read_json(eval_dir / "metrics.json") == manifest["metrics"]
     text = out.read_text()
     assert "-- strategy: vote" in text                       # the ask section printed its answer
+
+
+def test_each_system_is_prompted_as_its_stage_trained_it(run_cfg):
+    """sft/metrics.json records format and schema_render; base follows the data stage's."""
+    write_json(run_cfg.run_dir / "sft" / "metrics.json",
+               {"format": "reasoning", "schema_render": {"style": "compact", "sample_values": 0}})
+    write_json(run_cfg.run_dir / "data" / "manifest.json",
+               {"parameters": {"schema_render": {"style": "create_table", "sample_values": 1}}})
+    systems = {s.name: s for s in sysmod.resolve_systems(run_cfg)[0]}
+    assert systems["sft"].reasoning and systems["sft"].schema().style == "compact"
+    assert not systems["base"].reasoning and systems["base"].schema().sample_values == 1
+    examples = [Example("q1", "shop", str(run_cfg.run_dir / "x.sqlite"), "How many?", "SELECT 1")]
+    assert sysmod.drop_missing_databases(examples) == ([], {"shop": 1})
+    # eval's own schema_render wins over what the stage recorded
+    forced = _bon_cfg(run_cfg, schema_render={"style": "create_table", "sample_values": 2})
+    sft = next(s for s in sysmod.resolve_systems(forced)[0] if s.name == "sft")
+    assert sft.schema().style == "create_table" and sft.schema().sample_values == 2 and sft.reasoning

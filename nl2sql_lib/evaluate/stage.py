@@ -40,7 +40,6 @@ from .systems import (
     predictions_path,
     resolve_systems,
     rm_scores,
-    schema_params_for,
     strategy_key,
     subsample,
 )
@@ -235,7 +234,6 @@ def _reward_scores(cfg, systems, pool_systems, datasets, preds, make_scorer, sta
             f"'{cfg.run}' ({cfg.run_dir / 'reward_model'} has no finished model); run "
             "notebooks/05_reward_model.ipynb to add it."
         )
-    schema = schema_params_for(cfg)
     scores: dict[tuple[str, str], list[list[float]]] = {}
     with stage.timer("reward_model"):
         scorer = make_scorer(cfg)
@@ -246,7 +244,7 @@ def _reward_scores(cfg, systems, pool_systems, datasets, preds, make_scorer, sta
                 for ds in datasets:
                     if ds.best_of_n:
                         scores[(ds.name, system.name)] = rm_scores(
-                            scorer, preds[system.name][ds.name], ds.examples, schema, system.reasoning
+                            scorer, preds[system.name][ds.name], ds.examples, system
                         )
         finally:
             del scorer
@@ -578,12 +576,12 @@ chosen SQL run read-only. Change `question` to ask your own.
     ("code", """
 from nl2sql_lib.ask import ask, format_answer
 from nl2sql_lib.evaluate.stage import ask_setup
-from nl2sql_lib.evaluate.systems import free_memory, schema_params_for
+from nl2sql_lib.evaluate.systems import free_memory
 
 system, generator, question, db_path = ask_setup(cfg, metrics)
 answer = ask(question, db_path, generator, strategy="vote", n=cfg.num_candidates,
              temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens,
-             schema_params=schema_params_for(cfg))
+             schema_params=system.schema())
 print(f"[{system.name}] {question}  ({db_path})")
 print(format_answer(answer, rows=5, show_candidates=True))
 del generator

@@ -33,8 +33,9 @@ from ..io import append_jsonl, iter_jsonl, read_json, write_json
 from ..runs import MissingStageOutput
 
 # Systems that name a stage of this run: the folder outputs/<run>/<name>/ holds their model
-# (adapter/ or model/, as models.resolve_spec("stage:<name>") reads it), and the pipeline stage
-# that writes it (DPO is trained by 05_reward_model when its parameter dpo is true).
+# (adapter/ or model/, as models.resolve_spec("stage:<name>") reads it) and a manifest.json
+# once finished; the value is the notebook stage that writes it (05_reward_model trains DPO
+# when its parameter dpo is true).
 STAGE_SYSTEMS = {"sft": "sft", "grpo": "grpo", "dpo": "reward_model"}
 
 
@@ -59,8 +60,13 @@ class System:
 
     name: str
     spec: str
-    stage: str | None = None  # the stage of this run that made it (None: base or custom spec)
+    stage: str | None = None  # outputs/<run>/<stage> made it (None: base or another spec)
     reasoning: bool = False  # the model was trained to answer with <think>...</think> first
+    # The schema rendering its prompts use (SchemaParams as a dict): what it was trained with.
+    schema_render: dict | None = field(default=None, hash=False, compare=False)
+
+    def schema(self) -> SchemaParams:
+        return SchemaParams.model_validate(self.schema_render) if self.schema_render else SchemaParams()
 
 
 @dataclass
@@ -81,18 +87,41 @@ class Dataset:
 
 
 def _stage_manifest(cfg: EvalParams, folder: str) -> Path:
-    """The manifest of the pipeline stage that produced ``outputs/<run>/<folder>``."""
-    producer = STAGE_SYSTEMS.get(folder, folder)
-    return cfg.run_dir / producer / "manifest.json"
+    return cfg.run_dir / folder / "manifest.json"
 
 
-def _stage_format(cfg: EvalParams, stage: str) -> bool:
-    """True when the stage trained the reasoning (<think>) format, read from its manifest."""
-    try:
-        params = read_json(_stage_manifest(cfg, stage)).get("parameters", {})
-    except Exception:  # a stage without a manifest is caught by the caller
-        return False
-    return params.get("format") == "reasoning"
+def _stage_record(cfg: EvalParams, folder: str) -> dict[str, Any]:
+    """What a training stage recorded for later stages: its metrics.json (format,
+    schema_render), completed by its manifest's parameters; {} when neither exists."""
+    record: dict[str, Any] = {}
+    for path, pick in ((_stage_manifest(cfg, folder), "parameters"), (cfg.run_dir / folder / "metrics.json", None)):
+        if path.is_file():
+            try:
+                data = read_json(path)
+            except Exception:  # a damaged file: the defaults apply, generation still runs
+                continue
+            data = data.get(pick, {}) if pick else data
+            if isinstance(data, dict):
+                record.update({k: v for k, v in data.items() if k in ("format", "schema_render") and v})
+    return record
+
+
+def _with_prompt_settings(system: "System", cfg: EvalParams) -> "System":
+    """The system with the prompt format and schema rendering it was trained with.
+
+    Schema rendering, in order: eval's ``schema_render``; the one the system's stage recorded
+    (sft/grpo/dpo metrics.json or parameters); the data stage's (what SFT uses by default);
+    the defaults. Format: reasoning when the stage trained the <think> format.
+    """
+    record = _stage_record(cfg, system.stage) if system.stage else {}
+    if cfg.schema_render is not None:
+        schema = cfg.schema_render
+    elif record.get("schema_render"):
+        schema = SchemaParams.model_validate(record["schema_render"])
+    else:
+        schema = schema_params_for(cfg)
+    return System(system.name, system.spec, system.stage, record.get("format") == "reasoning",
+                  schema.model_dump(mode="json"))
 
 
 def _stage_output_exists(cfg: EvalParams, stage: str) -> bool:
@@ -113,11 +142,11 @@ def parse_system(entry: str, cfg: EvalParams) -> System:
                 "without '/' (for example 'coder=Qwen/Qwen2.5-Coder-1.5B-Instruct')"
             )
         stage = spec.split(":", 1)[1] if spec.startswith("stage:") else None
-        return System(name, spec, stage, _stage_format(cfg, stage) if stage else False)
+        return _with_prompt_settings(System(name, spec, stage), cfg)
     if entry == "base":
-        return System("base", cfg.base_model)
+        return _with_prompt_settings(System("base", cfg.base_model), cfg)
     if entry in STAGE_SYSTEMS:
-        return System(entry, f"stage:{entry}", entry, _stage_format(cfg, entry))
+        return _with_prompt_settings(System(entry, f"stage:{entry}", entry), cfg)
     raise ValueError(
         f"eval parameter 'systems': unknown system {entry!r}; use base, "
         f"{', '.join(STAGE_SYSTEMS)} or NAME=MODEL_SPEC"
@@ -189,7 +218,7 @@ def drop_missing_databases(examples: list[Example]) -> tuple[list[Example], dict
 
 
 def schema_params_for(cfg: EvalParams) -> SchemaParams:
-    """How to render schemas: the eval parameter, else the data stage's (what training saw)."""
+    """The run's default schema rendering: eval's parameter, else the data stage's, else defaults."""
     if cfg.schema_render is not None:
         return cfg.schema_render
     manifest = _stage_manifest(cfg, "data")
@@ -238,7 +267,7 @@ def fingerprint(system: System, cfg: EvalParams, n_candidates: int) -> dict[str,
         "temperature": cfg.temperature,
         "num_candidates": n_candidates,
         "seed": cfg.seed,
-        "schema_render": schema_params_for(cfg).model_dump(mode="json"),
+        "schema_render": system.schema_render,
     }
 
 
@@ -341,7 +370,7 @@ def _generate_missing(
     length-sorted batching to waste little on padding, small enough that an interrupted run
     loses at most one chunk.
     """
-    schema = schema_params_for(cfg)
+    schema = system.schema()
     chunk = CHUNK_BATCHES * cfg.batch_size
     batches = [todo[i : i + chunk] for i in range(0, len(todo), chunk)]
     bar = _progress(len(todo), f"generate {system.name}", progress)
@@ -462,9 +491,7 @@ def pick_oracle(records: list[dict], examples: list[Example], judge) -> list[str
     return picks
 
 
-def rm_scores(
-    scorer, records: list[dict], examples: list[Example], schema: SchemaParams, reasoning: bool,
-) -> list[list[float]]:
-    """The reward model's score of every candidate, given the question's prompt."""
-    messages = build_messages(examples, schema, reasoning=reasoning)
+def rm_scores(scorer, records: list[dict], examples: list[Example], system: System) -> list[list[float]]:
+    """The reward model's score of every candidate, given the prompt the candidates answered."""
+    messages = build_messages(examples, system.schema(), reasoning=system.reasoning)
     return [scorer.score(msgs, rec["candidates"]) for msgs, rec in zip(messages, records)]
