@@ -116,7 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--step-source", default="CPU-NOTES.md: GRPO, LoRA, 4 x 64-token completions, beta 0")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--params", default=str(PROJECT_ROOT / "params" / "cpu" / "grpo.yaml"))
-    args = parser.parse_args(argv if argv is not None else sys.argv[1:] if __name__ == "__main__" else [])
+    # parse_known_args: under `make bench BENCH=rewards` sys.argv holds run_all's filter word.
+    args, _ = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
 
     cfg = load_params("grpo", args.params)
     with tempfile.TemporaryDirectory(prefix="bench-rewards-") as tmp:
@@ -145,13 +146,13 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "benchmark": "rewards",
         "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
-        "command": "python -m tests.bench.bench_rewards " + " ".join(argv or sys.argv[1:]),
+        "command": f"python -m tests.bench.bench_rewards --step-seconds {args.step_seconds} --rounds {args.rounds}",
         "machine": {"platform": platform.platform(), "python": platform.python_version()},
         "batch": {"completions": len(kinds), "questions": 8, "kinds": {k: kinds.count(k) for k in sorted(set(kinds))}},
         "rewards": [n for n in REWARD_NAMES if n in scores],
         "params": {"file": args.params, "sql_timeout": cfg.sql_timeout, "sql_batch_budget": cfg.sql_batch_budget},
         "rounds": args.rounds,
-        "seconds_cold_gold": {"median": round(cold_s, 4), "all": [round(x, 4) for x in cold]},
+        "seconds_cold": {"median": round(cold_s, 4), "all": [round(x, 4) for x in cold]},
         "seconds_warm": {"median": round(warm_s, 4), "all": [round(x, 4) for x in warm]},
         "ms_per_completion_cold": round(1000 * cold_s / len(kinds), 2),
         "seconds_per_function_cold": {k: round(statistics.median(v), 4) for k, v in per_function.items()},
