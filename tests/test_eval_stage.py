@@ -446,3 +446,15 @@ def test_each_system_is_prompted_as_its_stage_trained_it(run_cfg):
     forced = _bon_cfg(run_cfg, schema_render={"style": "create_table", "sample_values": 2})
     sft = next(s for s in sysmod.resolve_systems(forced)[0] if s.name == "sft")
     assert sft.schema().style == "create_table" and sft.schema().sample_values == 2 and sft.reasoning
+
+
+def test_ves_for_greedy_predictions_when_asked(run_cfg):
+    cfg = _bon_cfg(run_cfg, ves_repeats=2, best_of_n_systems=[])
+    metrics, stage = _run(cfg)
+    dev = metrics["dev"]
+    assert set(dev) == {"base/greedy", "sft/greedy", "grpo/greedy"}
+    # a wrong prediction counts 0; right ones count sqrt(time ratio) > 0
+    assert dev["grpo/greedy"]["ves"] > 0 and dev["grpo/greedy"]["rves"] > 0
+    assert dev["grpo/greedy"]["rves"] <= 100 * (4 / 6) * 1.25 ** 0.5 + 1e-6
+    assert "Efficiency: VES" in (stage.dir / "report.md").read_text()
+    assert "ves" not in _run(_bon_cfg(run_cfg, best_of_n_systems=[]))[0]["dev"]["base/greedy"]

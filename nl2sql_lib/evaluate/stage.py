@@ -263,7 +263,10 @@ def _score_dataset(ds, systems, pool_systems, preds, scores, judge, cfg):
 
     for system in systems:
         records = preds[system.name][ds.name]
-        add(strategy_key(system.name, "greedy", n), [r["pred_sql"] for r in records])
+        greedy_key = strategy_key(system.name, "greedy", n)
+        add(greedy_key, [r["pred_sql"] for r in records])
+        if cfg.ves_repeats:
+            metrics[greedy_key].update(efficiency(ds.examples, items[greedy_key], judge, cfg.ves_repeats))
         if system.name not in pool_systems or not ds.best_of_n:
             continue
         if "vote" in cfg.strategies:
@@ -273,6 +276,17 @@ def _score_dataset(ds, systems, pool_systems, preds, scores, judge, cfg):
         if "oracle" in cfg.strategies:
             add(strategy_key(system.name, "oracle", n), pick_oracle(records, ds.examples, judge))
     return metrics, items
+
+
+def efficiency(examples: list[Example], items: list[dict], judge, repeats: int) -> dict[str, float]:
+    """BIRD's VES and mini-dev's R-VES of one system's predictions (timed ``repeats`` times)."""
+    from .ves import rves, time_ratio, ves
+
+    ratios = [
+        time_ratio(ex.db_path, item["pred_sql"], ex.sql, judge, repeats=repeats) if item["correct"] else 0.0
+        for ex, item in zip(examples, items)
+    ]
+    return {"ves": round(ves(ratios), 2), "rves": round(rves(ratios), 2)}
 
 
 def _write_back(eval_dir, systems, datasets, preds, items_by_system) -> None:
@@ -349,7 +363,7 @@ def write_eval_report(cfg, eval_dir, metrics, items_by_system, selection, gen_in
     text = path.read_text(encoding="utf-8")
     intro_end = text.find("\n## ")
     head, body = (text, "") if intro_end < 0 else (text[: intro_end + 1], text[intro_end + 1 :])
-    tail = _best_of_n_section(cfg, selection, eval_dir) + _generation_section(gen_info)
+    tail = _best_of_n_section(cfg, selection, eval_dir) + _ves_section(metrics, cfg) + _generation_section(gen_info)
     atomic_write_text(path, head + _run_section(cfg, gen_info, notes) + body.rstrip() + "\n\n" + tail)
     return path
 
@@ -393,6 +407,18 @@ def _best_of_n_section(cfg: EvalParams, selection: dict, eval_dir: Path) -> str:
     if cfg.plots:
         lines += [f"![best of {n}]({plot_best_of_n(selection, eval_dir, n)})", ""]
     return "\n".join(lines) + "\n"
+
+
+def _ves_section(metrics: dict, cfg: EvalParams) -> str:
+    rows = [(d, k, m) for d, entries in metrics.items() for k, m in entries.items() if "ves" in m]
+    if not rows:
+        return ""
+    lines = ["## Efficiency: VES and R-VES of the greedy predictions", "",
+             f"BIRD's definitions; each right prediction and its gold query timed {cfg.ves_repeats} times "
+             "on this machine (compare systems within one run only).", "",
+             "| dataset | system/strategy | EX % | VES | R-VES |", "|---|---|---|---|---|"]
+    lines += [f"| {d} | {k} | {_fmt(m['ex'])} | {m['ves']:.1f} | {m['rves']:.1f} |" for d, k, m in rows]
+    return "\n".join(lines) + "\n\n"
 
 
 def _generation_section(gen_info: dict[str, dict]) -> str:
