@@ -39,11 +39,19 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 from .sql.execute import ErrorKind, ExecResult, execute_sql
-from .sql.extract import extract_sql
+from .sql.extract import extract_sql as _extract_sql
 from .sql.judge import Judge
 from .sql.parse import is_valid_syntax, partial_match_score
 
 logger = logging.getLogger(__name__)
+
+
+def extract_sql(text: str) -> str:
+    """The completion's SQL ("" when there is none); a model's text never makes this raise."""
+    try:
+        return _extract_sql(text or "").strip()
+    except Exception:  # e.g. a pathological string the tokenizer rejects
+        return ""
 
 REWARD_NAMES = ("execution", "executable", "partial", "syntax", "format")
 
