@@ -201,3 +201,22 @@ def test_smoke_grpo_on_tiny_model_trains_saves_and_resumes(tmp_path):
     cfg = cfg.model_copy(update={"training": cfg.training.model_copy(update={"max_steps": 3})})
     again = run_grpo(cfg, StageRun(cfg, "grpo").start())
     assert again["resumed_from"].endswith("checkpoint-2") and again["steps"] == 3
+
+
+def test_records_carry_the_reward_columns_and_long_prompts_are_dropped(tmp_path):
+    from nl2sql_lib.config import SchemaParams
+    from nl2sql_lib.data.example import read_examples
+    from nl2sql_lib.models import load_tokenizer
+    from nl2sql_lib.train.grpo import build_records, drop_long_prompts
+
+    cfg = _tiny_run(tmp_path, max_steps=1)
+    examples = read_examples(tmp_path / "outputs" / "t" / "data" / "train.jsonl")
+    records = build_records(examples, cfg, SchemaParams())
+    assert records[0]["prompt"][-1]["role"] == "user" and "singer" in records[0]["prompt"][-1]["content"]
+    assert {"db_path", "sql", "db_id", "question"} <= set(records[0])
+    assert records[0]["sql"] == GOLD and records[0]["db_path"] == examples[0].db_path
+    tokenizer = load_tokenizer("tiny:smollm2")
+    kept, dropped = drop_long_prompts(records, tokenizer, 10_000)
+    assert (len(kept), dropped) == (4, 0)
+    kept, dropped = drop_long_prompts(records, tokenizer, 20)
+    assert (len(kept), dropped) == (0, 4)
