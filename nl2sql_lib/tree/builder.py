@@ -13,9 +13,8 @@ then all revision prompts of each depth, so generation is batched across questio
 tree is handed to ``on_tree`` at once (the shard writer appends it to disk).
 
 What a revision prompt holds: the question, the schema, the node's SQL and its execution
-feedback (the error, or a preview of its result) - never the gold SQL or whether the result was
-right, so the policy learns nothing it would not know at inference time... except that a
-revision is being asked for, which says the answer was judged wrong.
+feedback (the error, or a preview of its result). Never the gold SQL, and never the verdict: the
+policy only learns that the answer was not accepted, as it would from a user at inference time.
 """
 
 from __future__ import annotations
