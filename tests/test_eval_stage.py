@@ -298,6 +298,8 @@ def test_system_specs(run_cfg):
         ("base", "tiny:smollm2", None), ("sft", "stage:sft", "sft"), ("mine", "tiny:smollm2", None),
     ]
     assert notes == []
+    named = _bon_cfg(run_cfg, systems=["base", "mine=tiny:smollm2"], best_of_n_systems=["mine"])
+    assert [s.name for s in sysmod.resolve_systems(named)[0]] == ["base", "mine"]
     with pytest.raises(ValueError, match="unknown system 'sftt'"):
         sysmod.parse_system("sftt", cfg)
     with pytest.raises(EvalStageError, match="best_of_n_systems"):

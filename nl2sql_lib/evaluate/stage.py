@@ -157,7 +157,8 @@ def run_eval(
     notes += _dataset_notes(datasets)
 
     # 1. Generation, one model at a time (each generator is freed before the next loads).
-    pool_systems = {s.name for s in systems if s.name in cfg.best_of_n_systems}
+    pool_names = {entry.split("=", 1)[0].strip() for entry in cfg.best_of_n_systems}
+    pool_systems = {s.name for s in systems if s.name in pool_names}
     preds: dict[str, dict[str, list[dict]]] = {}
     gen_info: dict[str, dict] = {}
     for system in systems:
@@ -194,8 +195,8 @@ def run_eval(
 
 
 def _check_params(cfg: EvalParams) -> None:
-    unknown = [s for s in cfg.best_of_n_systems if s not in cfg.systems and "=" not in s
-               and s not in ("base", "sft", "grpo", "dpo")]
+    names = {entry.split("=", 1)[0].strip() for entry in cfg.systems} | {"base", "sft", "grpo", "dpo"}
+    unknown = [s for s in cfg.best_of_n_systems if "=" not in s and s not in names]
     if unknown:
         raise EvalStageError(
             f"eval parameter 'best_of_n_systems': {unknown} are not systems; use names from "

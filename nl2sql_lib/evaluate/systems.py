@@ -159,10 +159,11 @@ def resolve_systems(cfg: EvalParams) -> tuple[list[System], list[str]]:
     A system whose stage has not produced a model stops with an error naming the notebook to
     run, unless it is listed in ``optional_systems``: then it is skipped and a note says so.
     """
-    wanted = list(dict.fromkeys([*cfg.systems, *cfg.best_of_n_systems]))
     optional = set(cfg.optional_systems)
     systems, notes = [], []
-    for entry in wanted:
+    for entry in dict.fromkeys([*cfg.systems, *cfg.best_of_n_systems]):
+        if entry in [s.name for s in systems]:  # best-of-N naming a listed name=spec system
+            continue
         system = parse_system(entry, cfg)
         if system.stage and not _stage_output_exists(cfg, system.stage):
             producer = STAGE_SYSTEMS.get(system.stage, system.stage)
