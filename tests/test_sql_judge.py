@@ -66,6 +66,14 @@ def test_spider_postprocess_and_order(db: Path) -> None:
     assert Judge(semantics="bird").judge(db, gold, "SELECT name, age FROM pet ORDER BY age, id").correct
 
 
+def test_identical_text_reuses_the_gold_result(db: Path) -> None:
+    judge = Judge()
+    verdict = judge.judge(db, "SELECT name FROM pet;", "  SELECT name FROM pet ")
+    assert verdict.correct and verdict.pred is verdict.gold
+    bad = judge.judge(db, "SELECT nme FROM pet", "SELECT nme FROM pet")
+    assert not bad.correct  # a failing gold never makes its copy right
+
+
 def test_missing_gold_database_is_reported(tmp_path: Path) -> None:
     verdict = Judge().judge(tmp_path / "none.sqlite", "SELECT 1", "SELECT 1")
     assert not verdict.correct and verdict.gold.error is ErrorKind.MISSING_DB
@@ -97,8 +105,11 @@ def test_gold_against_gold_is_perfect_on_spider_dev(spider_dev: Path, semantics:
     items = _spider_items(spider_dev)
     assert len(items) == 972
     judge = Judge(semantics=semantics)
-    wrong = [gold for db, gold in items if not judge.judge(db, gold, gold).correct]
-    assert wrong == []
+    # The comment makes the prediction's text differ, so it really runs (identical text would
+    # reuse the gold result without executing).
+    verdicts = [(gold, judge.judge(db, gold, "/* pred */ " + gold)) for db, gold in items]
+    assert [gold for gold, v in verdicts if not v.correct] == []
+    assert all(v.pred is not v.gold for _, v in verdicts)
 
 
 def _perturb(gold: str, kind: str) -> str | None:

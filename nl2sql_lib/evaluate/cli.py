@@ -178,6 +178,18 @@ def split_by_database(examples: Sequence[Example], workers: int) -> list[list[in
     return [sorted(b) for b in buckets if b]
 
 
+def _start_method() -> str:
+    """"fork" when this process has a single thread (cheap and safe), else "spawn".
+
+    Forking a process that runs other threads (torch, tokenizers) can deadlock the child, so a
+    notebook kernel with a model loaded gets "spawn", which costs about a second per worker.
+    """
+    tasks = Path("/proc/self/task")
+    if "fork" in multiprocessing.get_all_start_methods() and tasks.is_dir() and len(list(tasks.iterdir())) == 1:
+        return "fork"
+    return "spawn"
+
+
 def score_parallel(examples: list[Example], preds: list[str], judge_kwargs: dict, *, workers: int = 1,
                    components: bool = True) -> list[dict]:
     """Per-question items in order, computed by ``workers`` processes split by database."""
@@ -186,7 +198,7 @@ def score_parallel(examples: list[Example], preds: list[str], judge_kwargs: dict
     if len(tasks) <= 1:
         results = [_score_chunk(t) for t in tasks]
     else:
-        with multiprocessing.get_context("spawn").Pool(len(tasks)) as pool:
+        with multiprocessing.get_context(_start_method()).Pool(len(tasks)) as pool:
             results = pool.map(_score_chunk, tasks)
     items = sorted((it for chunk in results for it in chunk), key=lambda it: it["index"])
     return items

@@ -92,7 +92,7 @@ def spider_postprocess(sql: str) -> str:
 
 def _quantize(rows: Sequence[tuple], tolerance: float | None) -> list[tuple]:
     if not tolerance:
-        return [tuple(r) for r in rows]
+        return rows if isinstance(rows, list) else list(rows)  # copies references only
 
     def q(v):
         if isinstance(v, (int, float)) and not isinstance(v, bool):

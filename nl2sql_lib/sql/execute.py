@@ -13,8 +13,9 @@ enforced by SQLite itself rather than by looking at the text:
 3. a progress handler that interrupts the query when its time limit passes. It runs inside
    ``sqlite3_step`` on the calling thread, so when the call returns nothing is left running: no
    watchdog thread, no subprocess;
-4. a statement whose first token is a non-query statement keyword (DROP, PRAGMA, ...) is refused
-   before it reaches SQLite (checked on sqlglot's tokens; an extra layer on top of the three above, which hold on their own);
+4. a statement whose first word is a non-query statement keyword (DROP, PRAGMA, ...) is refused
+   before it reaches SQLite: a cheap extra layer on top of the three above, which hold on their
+   own (tests run the hostile statements against the bare connection too);
 5. caps on what a query may produce: at most ``max_rows`` rows and ``max_bytes`` bytes are
    fetched (the result is then marked ``truncated``), a single string or blob may not exceed
    ``MAX_VALUE_BYTES``, and SQLite's own heap is bounded with ``PRAGMA hard_heap_limit``.
@@ -26,16 +27,17 @@ of candidates on one database pays for the open once.
 from __future__ import annotations
 
 import os
+import re
 import sqlite3
 import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from enum import Enum
+from functools import lru_cache
 from pathlib import Path
 from urllib.parse import quote
 
-import sqlglot
 
 __all__ = [
     "ErrorKind",
@@ -53,7 +55,7 @@ __all__ = [
 HEAP_LIMIT_BYTES = int(os.environ.get("NL2SQL_SQLITE_HEAP_LIMIT", str(1 << 30)))
 # Longest single string or blob a query may build (e.g. ``zeroblob(1e9)`` or ``group_concat``).
 MAX_VALUE_BYTES = 16 * 1024 * 1024
-# Default cap on the bytes of a fetched result (an estimate: text/blob length, 8 per number).
+# Default cap on the size of a fetched result, measured as the length of its text representation.
 DEFAULT_MAX_BYTES = 256 * 1024 * 1024
 # How many SQLite virtual-machine instructions run between two checks of the clock.
 PROGRESS_STEPS = 1000
@@ -162,17 +164,24 @@ def open_readonly(db_path: str | Path) -> sqlite3.Connection:
     return conn
 
 
+_inherited: list = []
+
+
 def _cache() -> "OrderedDict[str, sqlite3.Connection]":
-    # Per process (a forked child must not reuse its parent's connections) and per thread.
+    # Per process (a forked child must not use its parent's connections) and per thread.
     pid = os.getpid()
     if getattr(_local, "pid", None) != pid:
+        if getattr(_local, "connections", None):
+            # Connections inherited through fork: never used or closed here, only kept alive so
+            # that garbage collection does not run sqlite3_close on the parent's handles.
+            _inherited.append(_local.connections)
         _local.pid = pid
         _local.connections = OrderedDict()
     return _local.connections
 
 
 def _cached_connection(db_path: str | Path) -> sqlite3.Connection:
-    key = os.path.abspath(os.fspath(db_path))
+    key = db_key(db_path)
     cache = _cache()
     conn = cache.get(key)
     if conn is not None:
@@ -184,6 +193,16 @@ def _cached_connection(db_path: str | Path) -> sqlite3.Connection:
         _, old = cache.popitem(last=False)
         old.close()
     return conn
+
+
+@lru_cache(maxsize=4096)
+def _abspath(path: str) -> str:
+    return os.path.abspath(path)
+
+
+def db_key(db_path: str | Path) -> str:
+    """The absolute path string used to key connections and cached results."""
+    return _abspath(os.fspath(db_path))
 
 
 def clear_connection_cache() -> None:
@@ -225,23 +244,20 @@ _STATEMENT_KEYWORDS = frozenset(
 )
 
 
+_LEADING_NOISE = re.compile(r"(?:\s+|--[^\n]*(?:\n|$)|/\*.*?(?:\*/|$))*", re.DOTALL)
+_FIRST_WORD = re.compile(r"[A-Za-z_]+")
+
+
 def _is_query(sql: str) -> bool:
-    """False when the first token names a statement other than a query (REINDEX, PRAGMA, ...).
+    """False when the first keyword names a statement other than a query (REINDEX, PRAGMA, ...).
 
-    Anything else (including text sqlglot cannot tokenize) is passed on to SQLite, whose
-    authorizer has the final word and which reports syntax errors itself.
+    Only the first word after leading whitespace and comments is looked at: this is a cheap
+    extra layer (it runs for every candidate), not the guard itself. Anything else is passed on
+    to SQLite, whose authorizer has the final word and which reports syntax errors itself.
     """
-    try:
-        tokens = sqlglot.tokenize(sql, read="sqlite")
-    except (sqlglot.errors.SqlglotError, ValueError):
-        return True
-    return not tokens or tokens[0].text.upper() not in _STATEMENT_KEYWORDS
-
-
-def _value_size(value) -> int:
-    if isinstance(value, (str, bytes)):
-        return len(value)
-    return 8
+    start = _LEADING_NOISE.match(sql).end()
+    word = _FIRST_WORD.match(sql, start)
+    return word is None or word.group(0).upper() not in _STATEMENT_KEYWORDS
 
 
 # ---------------------------------------------------------------------------------------------
@@ -301,14 +317,22 @@ def execute_sql(
             chunk = cursor.fetchmany(512)
             if not chunk:
                 break
+            # Whole chunks are accounted at C speed; only the chunk that crosses a cap is cut row
+            # by row, so the caps stay exact without a Python loop over every value.
+            chunk_size = len(repr(chunk))
+            if len(rows) + len(chunk) <= max_rows and size + chunk_size <= max_bytes:
+                rows.extend(chunk)
+                size += chunk_size
+                continue
             for row in chunk:
-                if len(rows) >= max_rows or size > max_bytes:
+                row_size = len(repr(row))
+                if len(rows) >= max_rows or size + row_size > max_bytes:
                     what = f"{max_rows} rows" if len(rows) >= max_rows else f"{max_bytes} bytes"
                     return result(tuple(rows), columns, ErrorKind.TOO_MANY_ROWS,
                                   f"result exceeds the cap of {what}; fetched rows are truncated",
                                   truncated=True)
                 rows.append(row)
-                size += sum(_value_size(v) for v in row)
+                size += row_size
         return result(tuple(rows), columns, ErrorKind.OK, "")
     except (sqlite3.Error, sqlite3.Warning) as exc:
         message = str(exc)

@@ -13,7 +13,6 @@ script runs the queries as written.
 
 from __future__ import annotations
 
-import os
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -21,7 +20,7 @@ from pathlib import Path
 from typing import Iterable
 
 from .compare import SEMANTICS, query_orders, remove_distinct, results_match, spider_postprocess
-from .execute import ExecResult, execute_sql
+from .execute import ExecResult, db_key, execute_sql
 
 __all__ = ["Judge", "Verdict"]
 
@@ -31,6 +30,10 @@ class Verdict:
     correct: bool
     pred: ExecResult
     gold: ExecResult
+
+
+def _same_text(a: str, b: str) -> bool:
+    return a.strip().rstrip(";").strip() == b.strip().rstrip(";").strip()
 
 
 class _LRU:
@@ -102,7 +105,7 @@ class Judge:
 
     @staticmethod
     def _key(db_path, sql: str) -> tuple[str, str]:
-        return os.path.abspath(os.fspath(db_path)), sql
+        return db_key(db_path), sql
 
     # -- execution -----------------------------------------------------------------------------
 
@@ -142,6 +145,9 @@ class Judge:
     def judge(self, db_path: str | Path, gold_sql: str, pred_sql: str) -> Verdict:
         """Execute pred (and gold, once) and compare them under this judge's rule."""
         gold = self.gold(db_path, gold_sql)
+        if _same_text(self.prepare(pred_sql), self.prepare(gold_sql)):
+            # The very same query on the same database: its result is the gold's, no need to run it.
+            return Verdict(self.matches(gold, gold, gold_sql), gold, gold)
         cap = self.max_rows if gold.rows is None else max(self.max_rows, len(gold.rows))
         pred = self.execute(db_path, pred_sql, max_rows=cap)
         return Verdict(self.matches(pred, gold, gold_sql), pred, gold)
