@@ -219,8 +219,8 @@ class SampleRecorder:
     """Wraps the reward functions to keep the first and the last ``keep`` scored completions.
 
     TRL calls every reward function with the same batch in turn; the recorder joins their
-    outputs into rows ``{step, question, completion, sql, <reward>: value, ...}`` and keeps a
-    running mean of every reward per scoring call (one per generation batch).
+    outputs into rows ``{step, question, completion, <reward>: value, ...}``. The completions are
+    the ones training really sampled, so the table costs no extra generation.
     """
 
     def __init__(self, keep: int = 8, max_chars: int = 400):
