@@ -105,3 +105,19 @@ def test_prompt_settings_follow_what_the_policy_stage_trained(tmp_path):
     assert schema_params_for(cfg).sample_values == 0 and policy_uses_reasoning(cfg)
     cfg.schema_render = {"style": "create_table"}  # validated on assignment
     assert schema_params_for(cfg).style == "create_table"
+
+
+def test_command_line_runs_the_stage_with_overrides(tmp_path):
+    import subprocess
+    import sys
+
+    make_run(tmp_path)
+    command = [sys.executable, "-m", "nl2sql_lib.tree", "--params", "params/smoke/tree.yaml", "--run", "t",
+               "--output-root", str(tmp_path / "outputs"), "--set", "policy.spec=tiny:smollm2",
+               "--set", "max_questions=2"]
+    done = subprocess.run(command, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    summary = json.loads(done.stdout[done.stdout.index("{"):])
+    assert summary["questions"] == 2 and summary["verification"]["ok"]
+    manifest = json.loads((tmp_path / "outputs" / "t" / "tree" / "manifest.json").read_text())
+    assert manifest["parameters"]["policy"]["spec"] == "tiny:smollm2"
