@@ -460,3 +460,20 @@ def test_ves_for_greedy_predictions_when_asked(run_cfg):
     assert dev["grpo/greedy"]["rves"] <= 100 * (4 / 6) * 1.25 ** 0.5 + 1e-6
     assert "Efficiency: VES" in (stage.dir / "report.md").read_text()
     assert "ves" not in _run(_bon_cfg(run_cfg, best_of_n_systems=[]))[0]["dev"]["base/greedy"]
+
+
+def test_reward_scores_skip_candidates_without_sql(tmp_path):
+    seen = []
+
+    class Scorer:
+        def score(self, prompt_messages, sql_list):
+            seen.append(list(sql_list))
+            return [float(len(sql)) for sql in sql_list]
+
+    system = sysmod.System("sft", "stage:sft", "sft")
+    ex = Example("q1", "shop", str(_make_db(tmp_path / "shop.sqlite")), GOLD["q1"][0], GOLD["q1"][1])
+    records = [{"candidates": ["", "SELECT 1", "", "SELECT 22"]}, {"candidates": ["", ""]}]
+    scores = sysmod.rm_scores(Scorer(), records, [ex, ex], system)
+    assert seen == [["SELECT 1", "SELECT 22"]]
+    assert scores == [[float("-inf"), 8.0, float("-inf"), 9.0], [float("-inf"), float("-inf")]]
+    assert sysmod.pick_by_scores(records, scores) == ["SELECT 22", ""]

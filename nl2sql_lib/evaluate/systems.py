@@ -493,6 +493,15 @@ def pick_oracle(records: list[dict], examples: list[Example], judge) -> list[str
 
 
 def rm_scores(scorer, records: list[dict], examples: list[Example], system: System) -> list[list[float]]:
-    """The reward model's score of every candidate, given the prompt the candidates answered."""
+    """The reward model's score of every candidate, given the prompt the candidates answered.
+
+    A candidate without SQL (nothing could be extracted) is not scored and gets -inf: like a
+    failed query in the vote, it can only be picked when no candidate has SQL.
+    """
     messages = build_messages(examples, system.schema(), reasoning=system.reasoning)
-    return [scorer.score(msgs, rec["candidates"]) for msgs, rec in zip(messages, records)]
+    out = []
+    for msgs, rec in zip(messages, records):
+        sqls = [sql for sql in rec["candidates"] if sql]
+        scored = iter([float(x) for x in scorer.score(msgs, sqls)] if sqls else [])
+        out.append([next(scored) if sql else float("-inf") for sql in rec["candidates"]])
+    return out
