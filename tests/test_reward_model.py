@@ -16,7 +16,6 @@ import pytest
 
 from nl2sql_lib.config import load_params
 from nl2sql_lib.evaluate.reward_model import (
-    evaluate_pairs,
     load_pairs,
     main as evaluate_main,
     pairwise_accuracy,

@@ -424,8 +424,8 @@ def build_reward_trainer(cfg: RewardModelParams, train_dataset: Any, tokenizer: 
     """TRL's RewardTrainer with our parameters (LoRA on SEQ_CLS: the score head is trained)."""
     from trl import RewardConfig, RewardTrainer
 
-    args = trl_config(RewardConfig, cfg.training, cfg.model, output_dir, cfg.seed,
-                      center_rewards_coefficient=cfg.training.extra.get("center_rewards_coefficient"))
+    # RewardConfig's own options (center_rewards_coefficient, ...) come through training.extra.
+    args = trl_config(RewardConfig, cfg.training, cfg.model, output_dir, cfg.seed)
     peft_config = None
     if cfg.lora.enabled:
         from peft import LoraConfig
