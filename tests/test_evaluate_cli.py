@@ -158,3 +158,18 @@ def test_split_by_database_keeps_each_database_in_one_bucket() -> None:
             if other is not bucket:
                 assert not dbs & {examples[i].db_id for i in other}
     assert sorted(len(b) for b in buckets) == [4, 4]
+
+
+def test_skip_missing_db(files) -> None:
+    import shutil
+
+    shutil.rmtree(files["root"] / "db_two")
+    out = files["tmp"] / "skip.json"
+    proc = _run("--gold", files["tsv_gold"], "--pred", files["line_pred"], "--db-root", files["root"])
+    assert proc.returncode == 2 and "--skip-missing-db" in proc.stderr
+    proc = _run("--gold", files["tsv_gold"], "--pred", files["line_pred"], "--db-root", files["root"],
+                "--skip-missing-db", "--out", out)
+    assert proc.returncode == 0, proc.stderr
+    metrics = json.loads(out.read_text())
+    assert metrics["n"] == 2 and metrics["skipped_missing_db"] == 2 and metrics["ex"] == 0.5
+    assert "skipped 2 question(s)" in proc.stdout

@@ -2,7 +2,8 @@
 
     python -m nl2sql_lib.evaluate --gold dev.json --pred predict_dev.json --db-root dev_databases \\
         [--semantics bird|spider] [--keep-distinct] [--timeout 5] [--workers 2] \\
-        [--out metrics.json] [--per-item items.jsonl] [--report-dir DIR] [--ves-repeats 0]
+        [--out metrics.json] [--per-item items.jsonl] [--report-dir DIR] [--ves-repeats 0] \\
+        [--tolerance T] [--no-components] [--skip-missing-db]
 
 GOLD: a BIRD or Spider dev JSON (a list of records with ``db_id`` and ``SQL`` or ``query``), or
 a text file of ``SQL<TAB>db_id`` lines (Spider's dev_gold.sql, BIRD's dev.sql).
@@ -132,7 +133,13 @@ def read_predictions(path: str | Path) -> tuple[list[str], list[str | None]]:
     return [line.strip() for line in lines], [None] * len(lines)
 
 
-def check_inputs(examples: list[Example], preds: list[str], pred_dbs: list[str | None], gold: str, pred: str) -> None:
+def check_inputs(examples: list[Example], preds: list[str], pred_dbs: list[str | None], gold: str, pred: str,
+                 *, skip_missing: bool = False) -> list[int]:
+    """Stop with a clear message on bad inputs; returns the indices to score.
+
+    With ``skip_missing`` questions whose database file is absent are left out (and counted in
+    the summary as ``skipped_missing_db``) instead of stopping the run.
+    """
     if len(examples) != len(preds):
         raise EvalInputError(
             f"--gold {gold} has {len(examples)} questions but --pred {pred} has {len(preds)} predictions; "
@@ -142,11 +149,15 @@ def check_inputs(examples: list[Example], preds: list[str], pred_dbs: list[str |
         if db_id is not None and db_id != ex.db_id:
             raise EvalInputError(f"--pred {pred}: prediction {i} names database {db_id!r} but gold question {i} is on {ex.db_id!r}")
     missing = sorted({ex.db_path for ex in examples if not Path(ex.db_path).is_file()})
+    if missing and skip_missing:
+        return [i for i, ex in enumerate(examples) if ex.db_path not in set(missing)]
     if missing:
         shown = "\n  ".join(missing[:10]) + ("\n  ..." if len(missing) > 10 else "")
         raise EvalInputError(
             f"{len(missing)} database file(s) missing under --db-root (expected DB_ROOT/<db_id>/<db_id>.sqlite):\n  {shown}"
+            "\n(pass --skip-missing-db to score only the questions whose database exists)"
         )
+    return list(range(len(examples)))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -207,13 +218,15 @@ def score_parallel(examples: list[Example], preds: list[str], judge_kwargs: dict
 def evaluate_files(gold: str | Path, pred: str | Path, db_root: str | Path, *, semantics: str = "bird",
                    keep_distinct: bool = False, timeout: float = 5.0, workers: int = 1,
                    components: bool = True, tolerance: float | None = None,
-                   ves_repeats: int = 0) -> tuple[dict[str, Any], list[dict]]:
+                   ves_repeats: int = 0, skip_missing_db: bool = False) -> tuple[dict[str, Any], list[dict]]:
     """Read, check and score; returns (summary, items)."""
     from .metrics import summarize
 
     examples = read_gold(gold, db_root)
     preds, pred_dbs = read_predictions(pred)
-    check_inputs(examples, preds, pred_dbs, str(gold), str(pred))
+    keep = check_inputs(examples, preds, pred_dbs, str(gold), str(pred), skip_missing=skip_missing_db)
+    skipped = len(examples) - len(keep)
+    examples, preds = [examples[i] for i in keep], [preds[i] for i in keep]
     judge_kwargs = {"semantics": semantics, "timeout": timeout, "keep_distinct": keep_distinct, "tolerance": tolerance}
     start = time.perf_counter()
     items = score_parallel(examples, preds, judge_kwargs, workers=workers, components=components)
@@ -226,6 +239,8 @@ def evaluate_files(gold: str | Path, pred: str | Path, db_root: str | Path, *, s
         ratios = [time_ratio(ex.db_path, p, ex.sql, judge, repeats=ves_repeats) if it["correct"] else 0.0
                   for ex, p, it in zip(examples, preds, items)]
         summary["ves"], summary["rves"] = ves(ratios), rves(ratios)
+    if skip_missing_db:
+        summary["skipped_missing_db"] = skipped
     summary["seconds"] = round(time.perf_counter() - start, 3)
     summary["settings"] = {"gold": str(gold), "pred": str(pred), "db_root": str(db_root), "semantics": semantics,
                            "keep_distinct": keep_distinct, "timeout": timeout, "workers": workers,
@@ -258,6 +273,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--report-dir", help="also write report.md and plots into this folder")
     parser.add_argument("--no-components", action="store_true", help="skip exact match / component scores")
     parser.add_argument("--ves-repeats", type=int, default=0, help="also compute VES and R-VES with N timings")
+    parser.add_argument("--skip-missing-db", action="store_true",
+                        help="leave out questions whose database file is missing instead of stopping")
     return parser
 
 
@@ -284,11 +301,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         summary, items = evaluate_files(
             args.gold, args.pred, args.db_root, semantics=args.semantics, keep_distinct=args.keep_distinct,
             timeout=args.timeout, workers=args.workers, components=not args.no_components,
-            tolerance=args.tolerance, ves_repeats=args.ves_repeats,
+            tolerance=args.tolerance, ves_repeats=args.ves_repeats, skip_missing_db=args.skip_missing_db,
         )
     except EvalInputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if summary.get("skipped_missing_db"):
+        print(f"skipped {summary['skipped_missing_db']} question(s) whose database file is missing")
     _print_summary(summary)
     if args.out:
         write_json(args.out, summary)
