@@ -58,7 +58,7 @@ def queries(table: str) -> list[tuple[str, str]]:
         ("cross join x5, DISTINCT", f"SELECT count(*) FROM (SELECT DISTINCT a.rowid, b.rowid, c.rowid, "
                                     f"d.rowid FROM {cross})"),
         ("cross join x5, group_concat", f"SELECT length(group_concat(a.rowid)) FROM {cross}"),
-        ("cross join x5, LIKE filter", f"SELECT count(*) FROM {cross} WHERE a.rowid || b.rowid LIKE '%zz%'"),
+        ("cross join x5, LIKE filter", f"SELECT count(*) FROM {cross} WHERE e.rowid || a.rowid LIKE '%zz%'"),
         ("cross join x3, correlated subquery", f"SELECT count(*) FROM {table} a, {table} b, {table} c "
                                                f"WHERE (SELECT count(*) FROM {table} x WHERE x.rowid > a.rowid) >= 0"),
         ("cross join x6, min", f"SELECT min(a.rowid + f.rowid) FROM {cross}, {table} f"),
