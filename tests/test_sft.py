@@ -273,3 +273,26 @@ def test_full_finetune_saves_full_weights(tmp_path):
     from nl2sql_lib.models import resolve_spec
 
     assert resolve_spec("stage:sft", run_dir=run_dir).path == run_dir / "sft" / "model"
+
+
+def test_merge_adapter_saves_equivalent_full_weights(tmp_path):
+    from nl2sql_lib.config import LoraParams
+    from nl2sql_lib.models import load_model, resolve_spec
+    from nl2sql_lib.train.sft import merge_adapter
+
+    model, tokenizer = load_model(ModelParams(spec="tiny:smollm2", dtype="float32"),
+                                  lora=LoraParams(r=4, dropout=0.0), for_training=True)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.5)
+    model.eval()
+    cfg = smoke_params(tmp_path, run="m")
+    stage = StageRun(cfg, "sft").start()
+    folder = merge_adapter(model, tokenizer, stage)
+    assert hasattr(model, "peft_config")  # the PEFT model itself is left as it was
+    merged, _ = load_model(ModelParams(spec="stage:sft", dtype="float32"), run_dir=cfg.run_dir)
+    assert resolve_spec("stage:sft", run_dir=cfg.run_dir).path == Path(folder)
+    ids = tokenizer("SELECT name FROM singer;", return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        torch.testing.assert_close(merged(input_ids=ids).logits, model(input_ids=ids).logits, atol=1e-4, rtol=1e-4)

@@ -1,8 +1,12 @@
 """02_sft: supervised fine-tuning with TRL's SFTTrainer, loss on the answer only.
 
     metrics = run_sft(cfg, stage)     # cfg: SFTParams, stage: StageRun(cfg, "sft").start()
-    python -m nl2sql_lib.train.sft --params params/smoke/sft.yaml --run smoke   # also under
-    accelerate launch --num_processes 2 --cpu -m nl2sql_lib.train.sft ...     # DDP
+    python -m nl2sql_lib.train.sft --params params/smoke/sft.yaml --run smoke
+    accelerate launch --multi_gpu --num_processes 2 -m nl2sql_lib.train.sft ...   # DDP
+
+(``--multi_gpu`` also works without GPUs: torchrun starts the processes and they join a gloo
+process group on the CPU; accelerate's ``--cpu`` flag alone starts one process unless MPI is
+installed.)
 
 One run, top to bottom:
 
@@ -154,6 +158,16 @@ def build_records(examples: Sequence[Any], cfg: SFTParams, schema: SchemaParams,
             "completion": [{"role": "assistant", "content": answer_text(ex, cfg)}],
         })
     return records
+
+
+def subsample(examples: list, limit: int | None, seed: int) -> list:
+    """``limit`` examples drawn at random (seeded) in file order: every database stays represented."""
+    if not limit or limit >= len(examples):
+        return list(examples)
+    import random
+
+    keep = sorted(random.Random(seed).sample(range(len(examples)), limit))
+    return [examples[i] for i in keep]
 
 
 def record_length(record: dict, tokenizer) -> int:
@@ -331,8 +345,7 @@ def run_sft(cfg: SFTParams, stage: StageRun) -> dict[str, Any]:
     schema = schema_params_for(cfg)
     train_path = stage.record_input(require_output(cfg, "data", "train.jsonl"))
     examples = read_examples(train_path)
-    if cfg.max_train_examples:
-        examples = examples[: cfg.max_train_examples]
+    examples = subsample(examples, cfg.max_train_examples, cfg.seed)
     dev_path = cfg.run_dir / "data" / "dev.jsonl"
     dev = read_examples(dev_path)[: cfg.max_dev_examples] if dev_path.is_file() and cfg.max_dev_examples else []
 
@@ -392,7 +405,6 @@ def run_sft(cfg: SFTParams, stage: StageRun) -> dict[str, Any]:
         result = trainer.train(resume_from_checkpoint=resume_from)
 
     # 5. save and measure
-    model = trainer.model
     metrics: dict[str, Any] = {
         "task": cfg.task,
         "format": cfg.format,
@@ -404,6 +416,7 @@ def run_sft(cfg: SFTParams, stage: StageRun) -> dict[str, Any]:
         "trainable_params": trainable,
         "total_params": total,
         "global_step": trainer.state.global_step,
+        "epoch": round(float(trainer.state.epoch or 0.0), 4),
         "resumed_from": resume_from,
         "train_loss": round(float(result.training_loss), 4) if result.training_loss is not None else None,
         "train_runtime_s": round(float(result.metrics.get("train_runtime", 0.0)), 2),
@@ -417,12 +430,19 @@ def run_sft(cfg: SFTParams, stage: StageRun) -> dict[str, Any]:
     curve = metrics["loss_curve"]
     if curve:
         metrics["loss_first"], metrics["loss_last"] = curve[0]["loss"], curve[-1]["loss"]
+    with stage.timer("save"):
+        saved = save_outputs(trainer, tokenizer, cfg, stage, resolve_spec(cfg.model.spec, cfg.run_dir).base_spec)
     if not main:
         return metrics
+    metrics.update(saved)
 
-    unwrapped = trainer.accelerator.unwrap_model(model)
-    with stage.timer("samples_after"):
-        after = sample_answers(unwrapped, tokenizer, cfg, dev, dev_messages)
+    unwrapped = trainer.accelerator.unwrap_model(trainer.model)
+    if trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled:
+        after: list[dict] = []  # sharded weights: sample from sft/adapter or sft/model afterwards
+        metrics["samples_note"] = "skipped after training under FSDP/DeepSpeed (sharded weights)"
+    else:
+        with stage.timer("samples_after"):
+            after = sample_answers(unwrapped, tokenizer, cfg, dev, dev_messages)
     metrics["samples"] = [
         {**{k: b[k] for k in ("question_id", "db_id", "question", "gold")},
          "before": b.get("pred_sql", b["output"]), "after": a.get("pred_sql", a["output"]),
@@ -431,10 +451,9 @@ def run_sft(cfg: SFTParams, stage: StageRun) -> dict[str, Any]:
     ]
     metrics["dev_samples_before"] = _sample_summary(before, cfg, dev_golds)
     metrics["dev_samples_after"] = _sample_summary(after, cfg, dev_golds)
-
-    with stage.timer("save"):
-        saved = save_outputs(unwrapped, tokenizer, cfg, stage, resolve_spec(cfg.model.spec, cfg.run_dir).base_spec)
-    metrics.update(saved)
+    if cfg.merge_adapter and "adapter_dir" in saved:
+        with stage.timer("merge"):
+            metrics["model_dir"] = merge_adapter(unwrapped, tokenizer, stage)
     if cfg.push_to_hub:
         metrics["hub_url"] = push_to_hub(unwrapped, tokenizer, cfg.hub_model_id)
     metrics.update(memory_metrics())
@@ -443,27 +462,40 @@ def run_sft(cfg: SFTParams, stage: StageRun) -> dict[str, Any]:
     return metrics
 
 
-def save_outputs(model, tokenizer, cfg: SFTParams, stage: StageRun, base_spec: str) -> dict[str, str]:
-    """``sft/adapter`` (LoRA) and/or ``sft/model`` (full weights or merged adapter)."""
-    saved: dict[str, str] = {}
-    is_peft = hasattr(model, "peft_config")
+def save_outputs(trainer, tokenizer, cfg: SFTParams, stage: StageRun, base_spec: str) -> dict[str, str]:
+    """``sft/adapter`` (LoRA: adapter + tokenizer + base spec) or ``sft/model`` (full weights).
+
+    Called on every process: ``Trainer.save_model`` gathers sharded (FSDP/ZeRO-3) weights and
+    writes from the main process only.
+    """
+    from ..models import save_base_spec
+
+    is_peft = hasattr(trainer.accelerator.unwrap_model(trainer.model), "peft_config")
+    folder = stage.dir / ("adapter" if is_peft else "model")
+    trainer.save_model(str(folder))
+    if not _is_main_process():
+        return {}
     tokenizer = copy.deepcopy(tokenizer)
     tokenizer.padding_side = "left"  # what generation wants when the folder is loaded
+    tokenizer.save_pretrained(folder)
     if is_peft:
-        adapter = stage.path("adapter")
-        model.save_pretrained(adapter)
-        tokenizer.save_pretrained(adapter)
-        from ..models import save_base_spec
+        save_base_spec(folder, base_spec)
+        return {"adapter_dir": str(folder)}
+    return {"model_dir": str(folder)}
 
-        save_base_spec(adapter, base_spec)
-        saved["adapter_dir"] = str(adapter)
-    if not is_peft or cfg.merge_adapter:
-        full = model.merge_and_unload() if is_peft else model
-        folder = stage.path("model")
-        full.save_pretrained(folder)
-        tokenizer.save_pretrained(folder)
-        saved["model_dir"] = str(folder)
-    return saved
+
+def merge_adapter(peft_model, tokenizer, stage: StageRun) -> str:
+    """Merge the LoRA weights into the base and save full weights to ``sft/model``.
+
+    Merges a copy: the PEFT model stays usable (push_to_hub uploads the adapter).
+    """
+    merged = copy.deepcopy(peft_model).merge_and_unload()
+    folder = stage.path("model")
+    merged.save_pretrained(folder)
+    tokenizer = copy.deepcopy(tokenizer)
+    tokenizer.padding_side = "left"
+    tokenizer.save_pretrained(folder)
+    return str(folder)
 
 
 def _wait_for_everyone() -> None:
@@ -486,7 +518,72 @@ def _set_nested(values: dict, dotted: str, value: Any) -> None:
     values[last] = value
 
 
+# --------------------------------------------------------------------------------------------
+# The notebook (python -m nl2sql_lib.train.sft notebook rewrites notebooks/02_sft.ipynb)
+# --------------------------------------------------------------------------------------------
+
+NOTEBOOK_CELLS = [
+    ("md", """
+Supervised fine-tuning teaches the model the answer format: the question and the database's
+schema in, one SQL query out. It trains with TRL's `SFTTrainer` on the prompt/completion chat
+records of `data/train.jsonl`, with the loss on the answer only, as LoRA or full fine-tuning
+(`full_finetune`). It saves `sft/adapter` (LoRA) or `sft/model` (full weights) and
+`sft/metrics.json`; later stages load the result as the model spec `stage:sft`.
+
+Interrupted? Run it again: it resumes from the last checkpoint in `sft/checkpoints` as long as
+the parameters are the same.
+"""),
+    ("code", """
+from nl2sql_lib.train.sft import run_sft
+
+metrics = run_sft(cfg, stage)
+{k: v for k, v in metrics.items() if k not in ("loss_curve", "samples")}
+"""),
+    ("md", "## Training loss (answer tokens only)"),
+    ("code", """
+import matplotlib.pyplot as plt
+
+curve = metrics["loss_curve"]
+fig, ax = plt.subplots(figsize=(6, 3.5))
+ax.plot([row["step"] for row in curve], [row["loss"] for row in curve], marker=".")
+ax.set_xlabel("optimizer step")
+ax.set_ylabel("loss")
+ax.set_title(f"02_sft: {metrics['method']} on {metrics['model_spec']}")
+fig.savefig(stage.path("loss_curve.png"), dpi=120, bbox_inches="tight")
+plt.show()
+"""),
+    ("md", """
+## A few dev questions, before and after training
+
+Dev databases never appear in training. `correct` compares the query's result with the gold
+query's on the database (06_eval measures this on the whole dev split).
+"""),
+    ("code", """
+import pandas as pd
+
+pd.set_option("display.max_colwidth", 120)
+print("before:", metrics.get("dev_samples_before"), " after:", metrics.get("dev_samples_after"))
+pd.DataFrame(metrics.get("samples", []))
+"""),
+    ("code", """
+headline = ("train_loss", "loss_first", "loss_last", "train_examples", "global_step",
+            "step_seconds_median", "peak_rss_mb", "dev_samples_before", "dev_samples_after")
+stage.finish({k: metrics[k] for k in headline if k in metrics})
+"""),
+]
+
+
+def write_sft_notebook(path: str | Path = "notebooks/02_sft.ipynb") -> Path:
+    from ..notebook_tools import write_notebook
+
+    return write_notebook(path, "sft", "supervised fine-tuning (loss on the answer only)", NOTEBOOK_CELLS)
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv == ["notebook"]:
+        print(write_sft_notebook())
+        return 0
     parser = argparse.ArgumentParser(description="02_sft without the notebook (works under accelerate launch)")
     parser.add_argument("--params", required=True, help="an SFT parameter file, e.g. params/smoke/sft.yaml")
     parser.add_argument("--run", default=None, help="run name (outputs/<run>)")
