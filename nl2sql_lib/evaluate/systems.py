@@ -29,7 +29,7 @@ from typing import Any, Callable, Protocol, Sequence
 
 from ..config import NOTEBOOK_OF_STAGE, EvalParams, ModelParams, SchemaParams
 from ..data.example import Example
-from ..io import append_jsonl, iter_jsonl, read_json, write_json
+from ..io import append_jsonl, iter_jsonl, read_json, write_json, write_jsonl
 from ..runs import MissingStageOutput
 
 # Systems that name a stage of this run: the folder outputs/<run>/<name>/ holds their model
@@ -328,8 +328,6 @@ def generate_predictions(
         wanted = {record_key(ds.name, ex) for ds in datasets for ex in ds.examples}
         keep = [rec for key, rec in records.items() if key in wanted]
         records = {rec["key"]: rec for rec in keep}
-        from ..io import write_jsonl
-
         write_jsonl(path, keep)
         write_json(path.with_suffix(".meta.json"), meta)
         generator = make_generator(system, cfg)
