@@ -68,3 +68,13 @@ def test_component_scores_known_values() -> None:
     assert component_scores("SELECT a FROM t", "SELECT a FROM t")["having"] == 1.0
     assert partial_match_score("SELECT a FROM", GOLD) == 0.0
     assert partial_match_score("SELECT b FROM t", "SELECT a FROM t") == pytest.approx(0.5)
+
+
+@pytest.mark.spider
+def test_every_spider_gold_matches_itself_exactly(spider_dev) -> None:
+    """Regression: component scoring never raises on real queries, and gold vs gold is exact."""
+    import json
+
+    golds = [ex["query"] for ex in json.loads((spider_dev / "dev.json").read_text())]
+    assert [g for g in golds if not exact_match(g, g)] == []
+    assert all(partial_match_score(g, g) == 1.0 for g in golds[:200])

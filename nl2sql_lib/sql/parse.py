@@ -136,10 +136,10 @@ def _canon(node: exp.Expression) -> str:
     """Canonical text of one item; symmetric comparisons get their operands sorted."""
     node = node.copy()
     for cmp in list(node.find_all(exp.EQ, exp.NEQ)):
-        left, right = cmp.left.sql(dialect=_DIALECT), cmp.right.sql(dialect=_DIALECT)
-        if right < left:
-            cmp.set("this", exp.maybe_parse(right, dialect=_DIALECT))
-            cmp.set("expression", exp.maybe_parse(left, dialect=_DIALECT))
+        left, right = cmp.left, cmp.right
+        if right.sql(dialect=_DIALECT) < left.sql(dialect=_DIALECT):
+            cmp.set("this", right.copy())
+            cmp.set("expression", left.copy())
     if isinstance(node, exp.Alias):
         node = node.this
     return node.sql(dialect=_DIALECT)
@@ -184,6 +184,14 @@ def _select_components(select: exp.Select) -> dict[str, list[str]]:
 
 
 def _components(sql: str) -> dict[str, list[str]] | None:
+    """Clause items of one query, or None when it does not parse (never raises)."""
+    try:
+        return _components_of_tree(sql)
+    except (sqlglot.errors.SqlglotError, ValueError, RecursionError, AttributeError):
+        return None
+
+
+def _components_of_tree(sql: str) -> dict[str, list[str]] | None:
     tree = parse_sql(sql)
     if not isinstance(tree, exp.Query):
         return None
