@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 import time
@@ -37,6 +38,18 @@ ALLOCATOR_ENV = {
     "TOKENIZERS_PARALLELISM": "false",
     "HF_HUB_OFFLINE": "1",
 }
+
+
+class _KnownParametersOnly(logging.Filter):
+    """Hide papermill's "Passed unknown parameter" warnings.
+
+    Our notebooks declare only ``params_file``/``run``/``install_from`` in their parameters cell
+    and validate everything papermill injects with the stage's typed model (config.py), which is
+    stricter than papermill's check: the warning would fire for every legitimate key.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Passed unknown parameter")
 
 
 class StageFailed(RuntimeError):
@@ -92,6 +105,10 @@ def execute_stage(item: PlannedStage, out_dir: Path, root: Path = PROJECT_ROOT) 
     """Run one notebook with papermill; returns its wall time, raises StageFailed on error."""
     import papermill
     from papermill.exceptions import PapermillExecutionError
+
+    papermill_log = logging.getLogger("papermill")
+    if not any(isinstance(f, _KnownParametersOnly) for f in papermill_log.filters):
+        papermill_log.addFilter(_KnownParametersOnly())
 
     out_dir.mkdir(parents=True, exist_ok=True)
     output = out_dir / item.notebook.name
