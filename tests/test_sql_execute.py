@@ -116,7 +116,7 @@ def test_time_limit_stops_the_query_without_leaving_a_thread(db: Path) -> None:
     took = time.perf_counter() - start
     assert result.error is ErrorKind.TIMEOUT
     assert "0.3 s" in result.message
-    assert took < 1.0
+    assert took < 3.0  # generous for a loaded machine; the query itself would never end
     assert threading.active_count() == threads_before
     assert execute_sql(db, "SELECT name FROM item WHERE id = 1").rows == (("pen",),)
 
@@ -137,6 +137,24 @@ def test_byte_cap_and_value_cap(db: Path) -> None:
     assert len(result.rows) <= 102
     huge = execute_sql(db, "SELECT zeroblob(1000000000)")
     assert not huge.ok and "too big" in huge.message
+
+
+def test_large_values_never_pile_up_in_memory(db: Path) -> None:
+    """A chunk of big values is bounded before any cap is checked (fetch size adapts)."""
+    import tracemalloc
+
+    sql = ("WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r WHERE n < 200) "
+           "SELECT zeroblob(1000000), zeroblob(1000000) FROM r")
+    tracemalloc.start()
+    try:
+        result = execute_sql(db, sql, max_rows=1)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert result.error is ErrorKind.TOO_MANY_ROWS and result.truncated and len(result.rows) == 1
+    assert peak < 40 * 2**20, f"peak {peak / 2**20:.0f} MiB for a 1-row result"
+    too_big = execute_sql(db, "SELECT zeroblob(2000000)")  # over MAX_VALUE_BYTES (1 MiB)
+    assert not too_big.ok
 
 
 def test_ok_result_is_typed(db: Path) -> None:

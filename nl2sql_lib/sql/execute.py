@@ -53,10 +53,11 @@ __all__ = [
 # fail with "out of memory" instead of growing the process. 1 GiB leaves room for big BIRD
 # results while keeping a runaway ORDER BY over a cross join from eating the machine.
 HEAP_LIMIT_BYTES = int(os.environ.get("NL2SQL_SQLITE_HEAP_LIMIT", str(1 << 30)))
-# Longest single string or blob a query may build (e.g. ``zeroblob(1e9)`` or ``group_concat``).
-MAX_VALUE_BYTES = 16 * 1024 * 1024
+# Longest single string or blob a query may build (e.g. ``zeroblob(1e9)`` or ``group_concat``);
+# small enough that a fetched chunk of maximal values stays bounded (see _chunk_rows).
+MAX_VALUE_BYTES = 1024 * 1024
 # Default cap on the size of a fetched result, measured as the length of its text representation.
-DEFAULT_MAX_BYTES = 256 * 1024 * 1024
+DEFAULT_MAX_BYTES = 64 * 1024 * 1024
 # How many SQLite virtual-machine instructions run between two checks of the clock.
 PROGRESS_STEPS = 1000
 # Connections kept open per thread (least recently used ones are closed first).
@@ -137,6 +138,19 @@ def _set_heap_limit(conn: sqlite3.Connection) -> None:
         # else in this process stays in force.
         conn.execute(f"PRAGMA hard_heap_limit={HEAP_LIMIT_BYTES}")
         _heap_limit_set = True
+
+
+def _chunk_rows(fetched: int, size: int, max_rows: int, max_bytes: int, n_columns: int) -> int:
+    """How many rows the next ``fetchmany`` may take without overshooting the caps.
+
+    Python materializes a whole chunk before any cap is checked, so the chunk must be small
+    enough that even rows of maximal values (``MAX_VALUE_BYTES`` each; repr inflates blobs about
+    4x) cannot exceed the remaining byte budget by more than one row. Ordinary results still come
+    in chunks of 512 rows.
+    """
+    worst_row = 4 * max(1, n_columns) * MAX_VALUE_BYTES
+    by_bytes = max(0, max_bytes - size) // worst_row + 1
+    return max(1, min(512, max_rows - fetched + 1, by_bytes))
 
 
 def open_readonly(db_path: str | Path) -> sqlite3.Connection:
@@ -314,7 +328,7 @@ def execute_sql(
         columns = tuple(d[0] for d in cursor.description or ())
         size = 0
         while True:
-            chunk = cursor.fetchmany(512)
+            chunk = cursor.fetchmany(_chunk_rows(len(rows), size, max_rows, max_bytes, len(columns)))
             if not chunk:
                 break
             # Whole chunks are accounted at C speed; only the chunk that crosses a cap is cut row
