@@ -25,8 +25,10 @@ export TRANSFORMERS_NO_ADVISORY_WARNINGS ?= 1
 
 setup: $(STAMP)
 
-# On a machine without a GPU, install the pinned CPU build of torch first, so that the
-# project's torch range is already satisfied and pip never pulls a multi-GB CUDA build.
+# On a machine without a GPU, install the pinned torch 2.13.0 first, so that the project's torch
+# range is already satisfied. On this project's machines pip finds its CPU build on local disk
+# (pip's find-links); elsewhere, to avoid a multi-GB CUDA build, run once:
+#   .venv/bin/pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu
 $(STAMP): pyproject.toml
 	@test -x $(PYTHON) || $(PY) -m venv $(VENV)
 	$(PYTHON) -m pip install --quiet --upgrade pip

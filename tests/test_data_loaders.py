@@ -276,3 +276,17 @@ def test_create_context_limit_samples_before_materializing(tmp_path):
     created = list((tmp_path / "databases").glob("*/*.sqlite"))
     assert len(loaded["train"]) <= 2
     assert len(created) == len({e.db_id for e in loaded["train"]}) <= 2
+
+
+@pytest.mark.parametrize("context", [
+    "CREATE TABLE t AS WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r) SELECT n FROM r",
+    "CREATE VIEW v AS SELECT 1",
+    "CREATE TABLE t (a INT); CREATE INDEX i ON t (a)",
+    "CREATE TABLE t (a INT); DROP TABLE t",
+])
+def test_create_context_accepts_only_plain_create_table(tmp_path, context):
+    from nl2sql_lib.data.loaders import materialize_context
+
+    assert materialize_context(context, tmp_path, "ctx") is None
+    assert not list(tmp_path.rglob("*.sqlite"))
+    assert materialize_context("CREATE TABLE t (a INT, b TEXT)", tmp_path, "ok") is not None

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from nl2sql_lib.evaluate.stage import DEV
 from nl2sql_lib.pipeline import NOTEBOOKS, run_pipeline
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -37,6 +38,11 @@ def test_smoke_pipeline_runs_every_notebook(tmp_path):
         for name in artifacts:
             assert (run_dir / stage / name).exists(), f"{stage}/{name} missing"
     metrics = json.loads((run_dir / "eval" / "metrics.json").read_text())
+    dev = metrics.get(DEV)
+    assert dev, f"no '{DEV}' entry in metrics.json: {list(metrics)}"
+    expected_keys = {"base/greedy", "sft/greedy", "grpo/greedy", "sft/vote@2", "sft/rm@2", "sft/oracle@2"}
+    assert expected_keys <= set(dev), f"missing {expected_keys - set(dev)}"
+    assert dev["sft/oracle@2"]["ex"] >= dev["sft/greedy"]["ex"]  # the pool holds the greedy answer
     for dataset, systems in metrics.items():
         for key, row in systems.items():
             assert "/" in key, f"{dataset}: key {key!r} is not system/strategy"

@@ -31,6 +31,7 @@ import hashlib
 import random
 import re
 import sqlite3
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -401,11 +402,21 @@ def load_create_context(source, work_dir: Path, *, seed: int = 0, on_missing_db:
     return result
 
 
+def _is_plain_create_table(statement: exp.Expression) -> bool:
+    return (
+        isinstance(statement, exp.Create)
+        and str(statement.args.get("kind", "")).upper() == "TABLE"
+        and statement.args.get("expression") is None  # no CREATE TABLE ... AS SELECT
+    )
+
+
 def materialize_context(context: str, root: Path, db_id: str) -> Path | None:
     """Create ``root/<db_id>/<db_id>.sqlite`` from CREATE TABLE statements (once; atomic).
 
     Returns None when the statements do not run in SQLite. Each statement is checked by sqlglot
-    to be a CREATE, so a context can never smuggle in other statements.
+    to be a plain ``CREATE TABLE`` with column definitions (no ``AS SELECT``, views, triggers
+    or indexes), so dataset text can never smuggle in other statements or a query that runs
+    forever; a time limit guards the execution too.
     """
     target = root / db_id / f"{db_id}.sqlite"
     if target.is_file():
@@ -414,13 +425,15 @@ def materialize_context(context: str, root: Path, db_id: str) -> Path | None:
         statements = [s for s in sqlglot.parse(context, read="sqlite") if s is not None]
     except (sqlglot.errors.ParseError, sqlglot.errors.TokenError):
         return None
-    if not statements or not all(isinstance(s, exp.Create) for s in statements):
+    if not statements or not all(_is_plain_create_table(s) for s in statements):
         return None
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_suffix(".sqlite.tmp")
     tmp.unlink(missing_ok=True)
     try:
         conn = sqlite3.connect(tmp)
+        deadline = time.monotonic() + 10.0
+        conn.set_progress_handler(lambda: int(time.monotonic() > deadline), 10_000)
         try:
             for statement in statements:
                 conn.execute(statement.sql(dialect="sqlite"))
