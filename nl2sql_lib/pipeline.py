@@ -146,7 +146,34 @@ def run_pipeline(profile: str, run: str, first: str = "01_data", last: str = "06
         write_json(run_dir / "pipeline.json", summary)  # after each stage: survives a later failure
     summary["total_seconds"] = round(sum(s["seconds"] for s in summary["stages"].values()), 1)
     write_json(run_dir / "pipeline.json", summary)
+    (run_dir / "summary.md").write_text(run_summary(run_dir))
     return summary
+
+
+def run_summary(run_dir: str | Path) -> str:
+    """A markdown table of a run: each finished stage's time, peak memory and scalar metrics."""
+    from .io import read_json
+
+    run_dir = Path(run_dir)
+    lines = ["| stage | time | peak RSS | headline metrics |", "|---|---|---|---|"]
+    for stage in STAGES:
+        manifest_path = run_dir / stage / "manifest.json"
+        if not manifest_path.is_file():
+            lines.append(f"| {NOTEBOOK_OF_STAGE[stage]} | not finished | | |")
+            continue
+        manifest = read_json(manifest_path)
+        seconds = manifest.get("timings_s", {}).get("total", 0.0)
+        rss = (manifest.get("peak_memory_mb") or {}).get("rss") or 0.0
+        scalars = [
+            f"{key} {value:.3g}" if isinstance(value, float) else f"{key} {value}"
+            for key, value in manifest.get("metrics", {}).items()
+            if isinstance(value, (int, float, str)) and not isinstance(value, bool)
+        ]
+        lines.append(
+            f"| {NOTEBOOK_OF_STAGE[stage]} | {seconds / 60:.1f} min | {rss / 1024:.1f} GiB | "
+            f"{'; '.join(scalars[:8])} |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -156,7 +183,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--from", dest="first", default="01_data", help="first stage, e.g. 03_grpo")
     parser.add_argument("--to", dest="last", default="06_eval", help="last stage")
     parser.add_argument("--output-root", default="outputs")
+    parser.add_argument("--summary", metavar="RUN_DIR", help="only print the summary of a run folder")
     args = parser.parse_args(argv)
+    if args.summary:
+        print(run_summary(args.summary), end="")
+        return 0
     try:
         summary = run_pipeline(args.profile, args.run or args.profile, args.first, args.last, args.output_root)
     except (ParamsError, StageFailed) as exc:

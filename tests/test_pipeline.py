@@ -9,7 +9,7 @@ import pytest
 
 from nl2sql_lib.config import ParamsError
 from nl2sql_lib.notebook_tools import write_notebook
-from nl2sql_lib.pipeline import StageFailed, plan, resolve_stage, run_pipeline
+from nl2sql_lib.pipeline import StageFailed, plan, resolve_stage, run_pipeline, run_summary
 
 
 def make_project(root: Path, sft_code: str) -> Path:
@@ -57,3 +57,6 @@ def test_failing_stage_names_notebook_and_cell_and_keeps_earlier_outputs(tmp_pat
     assert list(summary["stages"]) == ["02_sft"]
     assert (root / "outputs" / "r" / "sft" / "manifest.json").is_file()
     assert (data_dir / "manifest.json").stat().st_mtime_ns == before
+    table = run_summary(root / "outputs" / "r")
+    assert "| 01_data |" in table and "n 1" in table and "ok True" in table
+    assert "| 03_grpo | not finished |" in table
