@@ -20,7 +20,7 @@ that each curve in the logs (``rewards/<name>/mean``) reads as a rate: ``rewards
 is the execution accuracy of the sampled completions. :func:`build_rewards` turns the parameter
 file's weights into the enabled functions and their weights.
 
-Execution is the expensive part, so the functions of one batch share a :class:`RewardScorer`:
+Execution is the expensive part, so the functions of one batch share a :class:`ExecutionScorer`:
 each distinct (database, gold, candidate) is executed once per batch, the gold result is cached
 by the :class:`~nl2sql_lib.sql.judge.Judge` for the whole run, and a runaway candidate cannot
 stall the batch: each candidate's time limit is a small multiple of its gold query's time (capped
@@ -122,7 +122,7 @@ class BatchStats:
     errors: dict[str, int] = field(default_factory=dict)
 
 
-class RewardScorer:
+class ExecutionScorer:
     """Executes a batch's candidates once and shares the results between the reward functions.
 
     Args:
@@ -150,7 +150,7 @@ class RewardScorer:
         max_rows: int = 10_000,
     ):
         if timeout <= 0 or min_timeout <= 0 or batch_budget <= 0:
-            raise ValueError("RewardScorer: timeout, min_timeout and batch_budget must be > 0 seconds")
+            raise ValueError("ExecutionScorer: timeout, min_timeout and batch_budget must be > 0 seconds")
         self.judge = judge or Judge(semantics=semantics, timeout=timeout, max_rows=max_rows)
         self.semantics = getattr(self.judge, "semantics", semantics)
         self.timeout = timeout
@@ -295,7 +295,7 @@ def format_ok(text: str, *, reasoning: bool) -> bool:
 class RewardFunction:
     """One reward with TRL's signature; ``__name__`` is what TRL logs (``rewards/<name>/mean``)."""
 
-    def __init__(self, name: str, scorer: RewardScorer | None = None, *, reasoning: bool = False):
+    def __init__(self, name: str, scorer: ExecutionScorer | None = None, *, reasoning: bool = False):
         if name not in REWARD_NAMES:
             raise ValueError(f"unknown reward {name!r}; known: {', '.join(REWARD_NAMES)}")
         self.__name__ = name
@@ -304,9 +304,9 @@ class RewardFunction:
         self._scorer = scorer
 
     @property
-    def scorer(self) -> RewardScorer:
+    def scorer(self) -> ExecutionScorer:
         if self._scorer is None:  # module-level functions create theirs on first use
-            self._scorer = RewardScorer()
+            self._scorer = ExecutionScorer()
         return self._scorer
 
     def __repr__(self) -> str:
@@ -359,19 +359,19 @@ def _partial(sql: str, gold: str) -> float:
 
 # Module-level functions sharing one default scorer (2 s limit, BIRD semantics): handy in a
 # notebook or with your own trainer. Training builds its own set with build_rewards().
-_DEFAULT_SCORER: RewardScorer | None = None
+_DEFAULT_SCORER: ExecutionScorer | None = None
 
 
-def _default_scorer() -> RewardScorer:
+def _default_scorer() -> ExecutionScorer:
     global _DEFAULT_SCORER
     if _DEFAULT_SCORER is None:
-        _DEFAULT_SCORER = RewardScorer()
+        _DEFAULT_SCORER = ExecutionScorer()
     return _DEFAULT_SCORER
 
 
 class _DefaultScorerReward(RewardFunction):
     @property
-    def scorer(self) -> RewardScorer:
+    def scorer(self) -> ExecutionScorer:
         return _default_scorer()
 
 
@@ -383,7 +383,7 @@ format_reward = _DefaultScorerReward("format")
 
 
 def build_rewards(
-    weights: Any, *, scorer: RewardScorer | None = None, reasoning: bool = False
+    weights: Any, *, scorer: ExecutionScorer | None = None, reasoning: bool = False
 ) -> tuple[list[RewardFunction], list[float]]:
     """The enabled reward functions (weight > 0) and their weights, in REWARD_NAMES order.
 
@@ -397,6 +397,6 @@ def build_rewards(
     enabled = [(name, float(values.get(name, 0.0))) for name in REWARD_NAMES if values.get(name, 0.0) > 0]
     if not enabled:
         raise ValueError("every reward weight is 0: set rewards.execution (and others) > 0 in the parameter file")
-    scorer = scorer or RewardScorer()
+    scorer = scorer or ExecutionScorer()
     funcs = [RewardFunction(name, scorer, reasoning=reasoning) for name, _ in enabled]
     return funcs, [w for _, w in enabled]

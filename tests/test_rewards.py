@@ -12,7 +12,7 @@ from nl2sql_lib.config import RewardWeights
 from nl2sql_lib.rewards import (
     REWARD_NAMES,
     RewardFunction,
-    RewardScorer,
+    ExecutionScorer,
     build_rewards,
     completion_text,
     format_ok,
@@ -53,8 +53,8 @@ def db(tmp_path: Path) -> str:
     return str(make_db(tmp_path / "music.sqlite"))
 
 
-def call(name: str, completions, db: str, gold: str = GOLD, scorer: RewardScorer | None = None, **extra):
-    func = RewardFunction(name, scorer or RewardScorer(timeout=1.0), reasoning=extra.pop("reasoning", False))
+def call(name: str, completions, db: str, gold: str = GOLD, scorer: ExecutionScorer | None = None, **extra):
+    func = RewardFunction(name, scorer or ExecutionScorer(timeout=1.0), reasoning=extra.pop("reasoning", False))
     n = len(completions)
     return func(prompts=[[{"role": "user", "content": "q"}]] * n, completions=completions,
                 db_path=[db] * n, sql=[gold] * n, **extra)
@@ -91,7 +91,7 @@ def test_completion_text_shapes():
 
 
 def test_slow_candidate_is_cut_short_and_scores_zero(db):
-    scorer = RewardScorer(timeout=2.0, min_timeout=0.05, slow_factor=20)
+    scorer = ExecutionScorer(timeout=2.0, min_timeout=0.05, slow_factor=20)
     start = time.perf_counter()
     assert call("execution", [SLOW, RIGHT], db, scorer=scorer) == [0.0, 1.0]
     elapsed = time.perf_counter() - start
@@ -106,14 +106,14 @@ def test_batch_budget_bounds_a_batch_of_runaways(db):
     # Distinct runaway queries (identical ones would be run once): each would use 0.3 s, but
     # once 0.4 s are spent the rest get only min_timeout.
     slow = [SLOW.replace("-1", str(-i)) for i in range(1, 9)]
-    scorer = RewardScorer(timeout=0.3, slow_factor=1000, min_timeout=0.02, batch_budget=0.4)
+    scorer = ExecutionScorer(timeout=0.3, slow_factor=1000, min_timeout=0.02, batch_budget=0.4)
     scores = call("execution", slow + [RIGHT], db, scorer=scorer)
     assert scores == [0.0] * 8 + [1.0]
     assert scorer.last_stats.budget_exhausted  # the remaining runaways got only min_timeout
 
 
 def test_gold_runs_once_and_candidates_once_per_batch(db):
-    scorer = RewardScorer(timeout=1.0)
+    scorer = ExecutionScorer(timeout=1.0)
     funcs, _ = build_rewards(RewardWeights(execution=1.0, executable=0.1), scorer=scorer)
     batch = [RIGHT, RIGHT, WRONG, chat(RIGHT), FAILING, WRONG, RIGHT, MALFORMED]
     kwargs = dict(db_path=[db] * 8, sql=[GOLD] * 8)
@@ -144,7 +144,7 @@ def test_rewards_read_dataset_columns_and_ignore_trl_extras(db, tmp_path):
     with sqlite3.connect(other) as conn:
         conn.execute("UPDATE singer SET country = 'Spain' WHERE name = 'Cleo'")
     hard_coded = "SELECT name FROM singer WHERE name IN ('Ana', 'Cleo')"  # right on `db` only
-    func = RewardFunction("execution", RewardScorer(timeout=1.0))
+    func = RewardFunction("execution", ExecutionScorer(timeout=1.0))
     logged = {}
     scores = func(
         prompts=["p"] * 3, completions=[hard_coded, hard_coded, RIGHT], completion_ids=[[1], [2], [3]],
@@ -156,7 +156,7 @@ def test_rewards_read_dataset_columns_and_ignore_trl_extras(db, tmp_path):
 
 
 def test_missing_column_names_what_is_needed(db):
-    func = RewardFunction("execution", RewardScorer(timeout=1.0))
+    func = RewardFunction("execution", ExecutionScorer(timeout=1.0))
     with pytest.raises(KeyError, match="db_path"):
         func(prompts=["p"], completions=[RIGHT], sql=[GOLD], db_id=["music"])
     with pytest.raises(KeyError, match="'sql'"):

@@ -36,7 +36,7 @@ from typing import Any, Sequence
 
 from ..config import GRPOParams, SchemaParams, params_as_dict
 from ..io import read_json, write_json
-from ..rewards import RewardFunction, RewardScorer, build_rewards, completion_text
+from ..rewards import ExecutionScorer, RewardFunction, build_rewards, completion_text
 from ..runs import StageRun, require_output
 from .common import (
     StepTimer,
@@ -392,7 +392,7 @@ def run_grpo(cfg: GRPOParams, stage: StageRun) -> dict[str, Any]:
             "the schema (schema_render.max_tokens)"
         )
 
-    scorer = RewardScorer(semantics=cfg.semantics, timeout=cfg.sql_timeout, batch_budget=cfg.sql_batch_budget)
+    scorer = ExecutionScorer(semantics=cfg.semantics, timeout=cfg.sql_timeout, batch_budget=cfg.sql_batch_budget)
     funcs, weights = build_rewards(cfg.rewards, scorer=scorer, reasoning=cfg.format == "reasoning")
     reward_names = [f.__name__ for f in funcs]
     recorder = SampleRecorder(keep=cfg.num_samples_shown)

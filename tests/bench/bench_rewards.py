@@ -33,7 +33,7 @@ from pathlib import Path
 from nl2sql_lib.config import load_params
 from nl2sql_lib.data.bundled import build_bundled
 from nl2sql_lib.io import write_json
-from nl2sql_lib.rewards import REWARD_NAMES, RewardScorer, build_rewards
+from nl2sql_lib.rewards import REWARD_NAMES, ExecutionScorer, build_rewards
 from nl2sql_lib.sql.judge import Judge
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -89,13 +89,13 @@ def clear_caches() -> None:
     parse._parse_cached.cache_clear()
 
 
-def score_once(cfg, batch, judge: Judge, *, cold: bool = False) -> tuple[float, dict, RewardScorer]:
+def score_once(cfg, batch, judge: Judge, *, cold: bool = False) -> tuple[float, dict, ExecutionScorer]:
     completions, db_paths, golds, kinds = batch
     if cold:
         clear_caches()
     weights = cfg.rewards.model_dump()
     weights.update({"syntax": max(weights["syntax"], 0.1), "format": max(weights["format"], 0.1)})
-    scorer = RewardScorer(judge, timeout=cfg.sql_timeout, batch_budget=cfg.sql_batch_budget)
+    scorer = ExecutionScorer(judge, timeout=cfg.sql_timeout, batch_budget=cfg.sql_batch_budget)
     funcs, _ = build_rewards(weights, scorer=scorer, reasoning=cfg.format == "reasoning")
     n = len(completions)
     scores, per_function = {}, {}
