@@ -441,3 +441,35 @@ def _chdir_to_project_root() -> None:
 
 def params_as_dict(params: StageParams) -> dict[str, Any]:
     return params.model_dump(mode="json")
+
+
+# --------------------------------------------------------------------------------------------
+# Command lines: the same parameter files as the notebooks, with --set overrides
+# --------------------------------------------------------------------------------------------
+
+
+def add_params_arguments(parser: Any, example_file: str) -> None:
+    """Add ``--params``, ``--run``, ``--output-root`` and ``--set KEY=VALUE`` to an argparse parser."""
+    parser.add_argument("--params", required=True, help=f"a parameter file, e.g. {example_file}")
+    parser.add_argument("--run", default=None, help="run name (outputs/<run>)")
+    parser.add_argument("--output-root", default=None)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a parameter, e.g. --set training.max_steps=4 (value parsed as YAML)")
+
+
+def params_from_args(stage: str, args: Any) -> StageParams:
+    """Read ``args.params``, apply ``--set`` (dotted keys reach nested groups) and validate."""
+    values = read_yaml(args.params)
+    for item in args.set:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ParamsError(f"--set wants KEY=VALUE, got {item!r}")
+        target = values
+        *parents, last = key.strip().split(".")
+        for part in parents:
+            target = target.setdefault(part, {})
+            if not isinstance(target, dict):
+                raise ParamsError(f"--set {item!r}: '{part}' is not a group of parameters")
+        target[last] = yaml.safe_load(raw)
+    values.update({k: v for k, v in {"run": args.run, "output_root": args.output_root}.items() if v})
+    return parse_params(stage, values, origin=str(args.params))

@@ -96,3 +96,22 @@ def test_committed_parameter_files_are_valid(profile):
     for path in files:
         assert path.stem in STAGES, f"{path}: file name must be a stage name ({STAGES})"
         load_params(path.stem, path)
+
+
+def test_command_line_overrides_reach_nested_keys(tmp_path):
+    import argparse
+
+    from nl2sql_lib.config import add_params_arguments, params_from_args
+
+    path = write(tmp_path, "run: file\ntraining:\n  max_steps: 10\n")
+    parser = argparse.ArgumentParser()
+    add_params_arguments(parser, "params/cpu/sft.yaml")
+    args = parser.parse_args(["--params", str(path), "--run", "cli", "--set", "training.max_steps=3",
+                              "--set", "lora.r=4"])
+    params = params_from_args("sft", args)
+    assert (params.run, params.training.max_steps, params.lora.r) == ("cli", 3, 4)
+    bad = parser.parse_args(["--params", str(path), "--set", "training.max_stpes=3"])
+    with pytest.raises(ParamsError, match="training.max_stpes"):
+        params_from_args("sft", bad)
+    with pytest.raises(ParamsError, match="KEY=VALUE"):
+        params_from_args("sft", parser.parse_args(["--params", str(path), "--set", "nokey"]))

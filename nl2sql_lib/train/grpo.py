@@ -525,30 +525,13 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
     import sys
 
-    import yaml
-
-    from ..config import parse_params, read_yaml
+    from ..config import add_params_arguments, params_from_args
 
     parser = argparse.ArgumentParser(description="03_grpo without the notebook")
-    parser.add_argument("--params", required=True, help="a GRPO parameter file, e.g. params/cpu/grpo.yaml")
-    parser.add_argument("--run", default=None, help="run name (outputs/<run>)")
-    parser.add_argument("--output-root", default=None)
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a parameter, e.g. --set training.max_steps=4 (value parsed as YAML)")
+    add_params_arguments(parser, "params/cpu/grpo.yaml")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    values = read_yaml(args.params)
-    for item in args.set:
-        key, sep, raw = item.partition("=")
-        if not sep:
-            parser.error(f"--set wants KEY=VALUE, got {item!r}")
-        target = values
-        *parents, last = key.strip().split(".")
-        for part in parents:
-            target = target.setdefault(part, {})
-        target[last] = yaml.safe_load(raw)
-    values.update({k: v for k, v in {"run": args.run, "output_root": args.output_root}.items() if v})
-    cfg = parse_params("grpo", values, origin=args.params)
+    cfg = params_from_args("grpo", args)
     stage = StageRun(cfg, "grpo").start()
     metrics = run_grpo(cfg, stage)
     stage.finish(headline(metrics))

@@ -42,9 +42,8 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-import yaml
 
-from ..config import SchemaParams, SFTParams, params_as_dict, parse_params, read_yaml
+from ..config import SchemaParams, SFTParams, add_params_arguments, params_as_dict, params_from_args
 from ..io import read_json, write_json
 from ..runs import StageRun, require_output
 from .common import (
@@ -337,7 +336,7 @@ def run_sft(cfg: SFTParams, stage: StageRun) -> dict[str, Any]:
     from trl import SFTConfig, SFTTrainer
 
     from ..data.example import read_examples
-    from ..models import check_gpu_options, count_parameters, cpu_has_bf16, load_model, resolve_spec, save_base_spec
+    from ..models import check_gpu_options, count_parameters, cpu_has_bf16, load_model, resolve_spec
 
     started = time.perf_counter()
     check_gpu_options(cfg.model)
@@ -511,13 +510,6 @@ def _wait_for_everyone() -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def _set_nested(values: dict, dotted: str, value: Any) -> None:
-    *parents, last = dotted.split(".")
-    for part in parents:
-        values = values.setdefault(part, {})
-    values[last] = value
-
-
 # --------------------------------------------------------------------------------------------
 # The notebook (python -m nl2sql_lib.train.sft notebook rewrites notebooks/02_sft.ipynb)
 # --------------------------------------------------------------------------------------------
@@ -585,21 +577,10 @@ def main(argv: list[str] | None = None) -> int:
         print(write_sft_notebook())
         return 0
     parser = argparse.ArgumentParser(description="02_sft without the notebook (works under accelerate launch)")
-    parser.add_argument("--params", required=True, help="an SFT parameter file, e.g. params/smoke/sft.yaml")
-    parser.add_argument("--run", default=None, help="run name (outputs/<run>)")
-    parser.add_argument("--output-root", default=None)
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a parameter, e.g. --set training.max_steps=4 (value parsed as YAML)")
+    add_params_arguments(parser, "params/smoke/sft.yaml")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    values = read_yaml(args.params)
-    for item in args.set:
-        key, sep, raw = item.partition("=")
-        if not sep:
-            parser.error(f"--set wants KEY=VALUE, got {item!r}")
-        _set_nested(values, key.strip(), yaml.safe_load(raw))
-    values.update({k: v for k, v in {"run": args.run, "output_root": args.output_root}.items() if v})
-    cfg = parse_params("sft", values, origin=args.params)
+    cfg = params_from_args("sft", args)
     stage = StageRun(cfg, "sft").start()
     metrics = run_sft(cfg, stage)
     if _is_main_process():

@@ -12,33 +12,16 @@ import json
 import sys
 import time
 
-import yaml
-
-from ..config import parse_params, read_yaml
+from ..config import add_params_arguments, params_from_args
 from ..runs import StageRun
 from .stage import run_tree
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m nl2sql_lib.tree", description="04_revision_tree without the notebook")
-    parser.add_argument("--params", required=True, help="a tree parameter file, e.g. params/cpu/tree.yaml")
-    parser.add_argument("--run", default=None, help="run name (outputs/<run>)")
-    parser.add_argument("--output-root", default=None)
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a parameter, e.g. --set max_questions=16 (value parsed as YAML)")
+    add_params_arguments(parser, "params/cpu/tree.yaml")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    values = read_yaml(args.params)
-    for item in args.set:
-        key, sep, raw = item.partition("=")
-        if not sep:
-            parser.error(f"--set wants KEY=VALUE, got {item!r}")
-        target = values
-        *parents, last = key.strip().split(".")
-        for part in parents:
-            target = target.setdefault(part, {})
-        target[last] = yaml.safe_load(raw)
-    values.update({k: v for k, v in {"run": args.run, "output_root": args.output_root}.items() if v})
-    cfg = parse_params("tree", values, origin=args.params)
+    cfg = params_from_args("tree", args)
     stage = StageRun(cfg, "tree").start()
     started = time.time()
     metrics = run_tree(cfg, stage)
