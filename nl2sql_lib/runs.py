@@ -176,3 +176,35 @@ def _cpu_count() -> int:
     import os
 
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def policy_stage_metrics(params: StageParams, spec: str) -> dict[str, Any]:
+    """metrics.json of the stage a ``stage:<name>`` model spec points at, or {} for other specs."""
+    if not spec.startswith("stage:"):
+        return {}
+    path = params.run_dir / spec.split(":", 1)[1] / "metrics.json"
+    data = read_json(path) if path.is_file() else {}
+    return data if isinstance(data, dict) else {}
+
+
+def schema_render_for(params: StageParams, override: Any = None, policy_spec: str | None = None):
+    """The schema rendering a stage's prompts use, so every stage shows a model the prompts it knows.
+
+    In order: the stage's own ``schema_render`` parameter (``override``); the rendering the
+    policy's stage recorded in its metrics.json (``policy_spec`` = ``stage:sft`` ...); the data
+    stage's parameters; the defaults.
+    """
+    from .config import SchemaParams
+
+    if override is not None:
+        return override
+    if policy_spec:
+        trained = policy_stage_metrics(params, policy_spec).get("schema_render")
+        if trained:
+            return SchemaParams.model_validate(trained)
+    manifest = params.run_dir / "data" / "manifest.json"
+    if manifest.is_file():
+        rendered = read_json(manifest).get("parameters", {}).get("schema_render")
+        if rendered:
+            return SchemaParams.model_validate(rendered)
+    return SchemaParams()

@@ -30,6 +30,7 @@ from typing import Any, Callable, Protocol, Sequence
 from ..config import NOTEBOOK_OF_STAGE, EvalParams, ModelParams, SchemaParams
 from ..data.example import Example
 from ..io import append_jsonl, iter_jsonl, read_json, write_json, write_jsonl
+from .. import runs
 from ..runs import MissingStageOutput
 
 # Systems that name a stage of this run: the folder outputs/<run>/<name>/ holds their model
@@ -220,14 +221,7 @@ def drop_missing_databases(examples: list[Example]) -> tuple[list[Example], dict
 
 def schema_params_for(cfg: EvalParams) -> SchemaParams:
     """The run's default schema rendering: eval's parameter, else the data stage's, else defaults."""
-    if cfg.schema_render is not None:
-        return cfg.schema_render
-    manifest = _stage_manifest(cfg, "data")
-    if manifest.is_file():
-        rendered = read_json(manifest).get("parameters", {}).get("schema_render")
-        if rendered:
-            return SchemaParams.model_validate(rendered)
-    return SchemaParams()
+    return runs.schema_render_for(cfg, cfg.schema_render)
 
 
 def build_messages(

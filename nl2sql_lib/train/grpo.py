@@ -35,8 +35,9 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..config import GRPOParams, SchemaParams, params_as_dict
-from ..io import read_json, write_json
+from ..io import write_json
 from ..rewards import ExecutionScorer, RewardFunction, build_rewards, completion_text
+from .. import runs
 from ..runs import StageRun, require_output
 from .common import (
     StepTimer,
@@ -153,30 +154,12 @@ def check_hardware(cfg: GRPOParams, *, cuda: bool) -> None:
 
 def policy_stage_metrics(cfg: GRPOParams) -> dict[str, Any]:
     """metrics.json of the stage the policy comes from (``stage:sft`` -> sft/metrics.json), or {}."""
-    if not cfg.model.spec.startswith("stage:"):
-        return {}
-    path = cfg.run_dir / cfg.model.spec.split(":", 1)[1] / "metrics.json"
-    data = read_json(path) if path.is_file() else {}
-    return data if isinstance(data, dict) else {}
+    return runs.policy_stage_metrics(cfg, cfg.model.spec)
 
 
 def schema_params_for(cfg: GRPOParams) -> SchemaParams:
-    """The schema rendering the policy was trained with, so GRPO's prompts are the ones it knows.
-
-    In order: this stage's ``schema_render``; the one the policy's stage recorded in its
-    metrics.json; the data stage's parameters; the defaults.
-    """
-    if cfg.schema_render is not None:
-        return cfg.schema_render
-    trained = policy_stage_metrics(cfg).get("schema_render")
-    if trained:
-        return SchemaParams.model_validate(trained)
-    manifest = cfg.run_dir / "data" / "manifest.json"
-    if manifest.is_file():
-        rendered = read_json(manifest).get("parameters", {}).get("schema_render")
-        if rendered:
-            return SchemaParams.model_validate(rendered)
-    return SchemaParams()
+    """The schema rendering the policy was trained with, so GRPO's prompts are the ones it knows."""
+    return runs.schema_render_for(cfg, cfg.schema_render, cfg.model.spec)
 
 
 def build_records(examples: Sequence[Any], cfg: GRPOParams, schema: SchemaParams) -> list[dict[str, Any]]:

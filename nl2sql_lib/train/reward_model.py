@@ -66,15 +66,9 @@ def _read_pairs_file(path: Path, *, allow_empty: bool) -> list[dict]:
 
 def data_schema_params(cfg: RewardModelParams) -> Any:
     """The schema rendering the data stage used (the prompts the policy was trained on)."""
-    from ..config import SchemaParams
-    from ..io import read_json
+    from .. import runs
 
-    manifest = cfg.run_dir / "data" / "manifest.json"
-    if manifest.is_file():
-        rendered = read_json(manifest).get("parameters", {}).get("schema_render")
-        if rendered:
-            return SchemaParams(**rendered)
-    return SchemaParams()
+    return runs.schema_render_for(cfg)
 
 
 def gather_pairs(cfg: RewardModelParams, stage: StageRun) -> tuple[list[dict], list[dict], dict[str, Any]]:

@@ -44,7 +44,8 @@ from typing import Any, Sequence
 
 
 from ..config import SchemaParams, SFTParams, add_params_arguments, params_as_dict, params_from_args
-from ..io import read_json, write_json
+from ..io import write_json
+from .. import runs
 from ..runs import StageRun, require_output
 from .common import (
     StepTimer,
@@ -101,14 +102,7 @@ def sft_config_kwargs(cfg: SFTParams, output_dir: str | Path, *, cuda: bool, cpu
 
 def schema_params_for(cfg: SFTParams) -> SchemaParams:
     """The parameter, else the data stage's schema rendering (what eval and GRPO use), else defaults."""
-    if cfg.schema_render is not None:
-        return cfg.schema_render
-    manifest = cfg.run_dir / "data" / "manifest.json"
-    if manifest.is_file():
-        rendered = read_json(manifest).get("parameters", {}).get("schema_render")
-        if rendered:
-            return SchemaParams.model_validate(rendered)
-    return SchemaParams()
+    return runs.schema_render_for(cfg, cfg.schema_render)
 
 
 def gold_links(example) -> dict[str, list[str]]:

@@ -22,6 +22,7 @@ from typing import Any, Sequence
 from ..config import SchemaParams, TreeParams
 from ..data.example import Example, read_examples
 from ..io import write_json, write_jsonl
+from .. import runs
 from ..runs import StageRun, require_output
 from .builder import BuildSettings, Policy
 from .nodes import Tree
@@ -40,36 +41,12 @@ def subsample(examples: Sequence[Example], limit: int | None, seed: int) -> list
 
 def _policy_stage_metrics(cfg: TreeParams) -> dict[str, Any]:
     """metrics.json of the stage whose model is the policy (``stage:sft`` -> sft/), or {}."""
-    if not cfg.policy.spec.startswith("stage:"):
-        return {}
-    path = cfg.run_dir / cfg.policy.spec.split(":", 1)[1] / "metrics.json"
-    if not path.is_file():
-        return {}
-    from ..io import read_json
-
-    data = read_json(path)
-    return data if isinstance(data, dict) else {}
+    return runs.policy_stage_metrics(cfg, cfg.policy.spec)
 
 
 def schema_params_for(cfg: TreeParams) -> SchemaParams:
-    """The schema rendering the policy was trained with.
-
-    In order: this stage's ``schema_render``; the one the policy's stage recorded in its
-    metrics.json; the data stage's parameters; the defaults.
-    """
-    if cfg.schema_render is not None:
-        return cfg.schema_render
-    trained = _policy_stage_metrics(cfg).get("schema_render")
-    if trained:
-        return SchemaParams.model_validate(trained)
-    manifest = cfg.run_dir / "data" / "manifest.json"
-    if manifest.is_file():
-        from ..io import read_json
-
-        rendered = read_json(manifest).get("parameters", {}).get("schema_render")
-        if rendered:
-            return SchemaParams.model_validate(rendered)
-    return SchemaParams()
+    """The schema rendering the policy was trained with (see runs.schema_render_for)."""
+    return runs.schema_render_for(cfg, cfg.schema_render, cfg.policy.spec)
 
 
 def policy_uses_reasoning(cfg: TreeParams) -> bool:
