@@ -43,3 +43,20 @@ def test_missing_earlier_output_says_which_notebook_to_run(tmp_path):
     params = SFTParams(run="r2", output_root=str(tmp_path))
     with pytest.raises(MissingStageOutput, match="01_data"):
         require_output(params, "data", "train.jsonl")
+
+
+def test_schema_render_follows_parameter_then_policy_stage_then_data_stage(tmp_path):
+    from nl2sql_lib.config import SchemaParams, TreeParams
+    from nl2sql_lib.io import write_json
+    from nl2sql_lib.runs import schema_render_for
+
+    params = TreeParams(run="r", output_root=str(tmp_path))
+    assert schema_render_for(params) == SchemaParams()  # nothing recorded yet: defaults
+    write_json(tmp_path / "r" / "data" / "manifest.json",
+               {"parameters": {"schema_render": {"style": "compact", "sample_values": 1}}})
+    assert schema_render_for(params).style == "compact"
+    write_json(tmp_path / "r" / "sft" / "metrics.json", {"schema_render": {"sample_values": 0}})
+    assert schema_render_for(params, policy_spec="stage:sft").sample_values == 0
+    assert schema_render_for(params, policy_spec="embedded:smollm2-135m-instruct").style == "compact"
+    own = SchemaParams(max_tokens=128)
+    assert schema_render_for(params, own, "stage:sft") is own
