@@ -461,10 +461,6 @@ def optimizer_name(model_params: ModelParams) -> str:
     return "paged_adamw_8bit" if model_params.quantization != "none" else "adamw_torch"
 
 
-def peft_target_modules(lora: LoraParams) -> list[str] | str:
-    return lora.target_modules
-
-
 def lora_config_kwargs(lora: LoraParams) -> dict[str, Any]:
     """Arguments of ``peft.LoraConfig``."""
     return {

@@ -168,10 +168,6 @@ class StageRun:
         return manifest
 
 
-def read_manifest(params: StageParams, stage: str) -> dict[str, Any]:
-    return read_json(require_output(params, stage, "manifest.json"))
-
-
 def _cpu_count() -> int:
     import os
 

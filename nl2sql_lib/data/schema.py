@@ -453,11 +453,6 @@ def _drop_tables(tables: tuple[Table, ...], level: dict, max_tokens: int, count:
     return _render_level(tables[:1], level)
 
 
-def descriptions_dir_for(db_path: str | Path) -> Path | None:
-    folder = Path(db_path).parent / "database_description"
-    return folder if folder.is_dir() else None
-
-
 def schema_text_for(example, schema_params=None, count_tokens: TokenCounter | None = None, *, keep=None) -> str:
     """The rendered schema of ``example``'s database under a :class:`SchemaParams`.
 
