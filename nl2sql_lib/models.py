@@ -32,6 +32,8 @@ import json
 import logging
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -108,6 +110,11 @@ def _file_lock(target: Path) -> Iterator[None]:
 
 def _publish(tmp: Path, final: Path) -> None:
     """Move a fully written folder into place (a crash never leaves a half-written cache)."""
+    missing = [name for name in ("config.json", "model.safetensors", "tokenizer_config.json")
+               if not (tmp / name).is_file()]
+    if missing:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise ModelSpecError(f"building the model cache {final} wrote no {', '.join(missing)}; nothing was published")
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
@@ -141,8 +148,22 @@ def embedded_model_dir() -> Path:
     with _file_lock(target):
         if (target / "config.json").is_file() and (target / "tokenizer_config.json").is_file():
             return target  # another process converted it while we waited
-        _convert_gguf(embedded_gguf_path(), target)
+        _build_in_fresh_process(["embedded", str(target)])
     return target
+
+
+def _build_in_fresh_process(args: list[str]) -> None:
+    """Run a one-time cache build in a child process.
+
+    Why not in-process: inside an initialized torch.distributed group (an ``accelerate launch``
+    worker), transformers' ``save_pretrained`` silently writes nothing on every rank but 0, so
+    whichever worker won the lock would publish a folder without weights. A fresh process has no
+    process group; the caller holds the file lock meanwhile.
+    """
+    command = [sys.executable, "-m", "nl2sql_lib.models", "build", *args]
+    done = subprocess.run(command, cwd=PROJECT_ROOT, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise ModelSpecError(f"building the model cache failed ({' '.join(command[2:])}):\n{done.stderr[-3000:]}")
 
 
 def _convert_gguf(gguf: Path, target: Path) -> None:
@@ -184,7 +205,7 @@ def tiny_model_dir(seed: int = 0) -> Path:
         return target
     with _file_lock(target):
         if not (target / "config.json").is_file():
-            _build_tiny(target, seed)
+            _build_in_fresh_process(["tiny", str(target), "--seed", str(seed)])
     return target
 
 
@@ -614,3 +635,23 @@ def count_parameters(model) -> tuple[int, int]:
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
     return trainable, total
+
+
+def _build_main(argv: list[str] | None = None) -> None:
+    """``python -m nl2sql_lib.models build tiny|embedded TARGET``: the child of _build_in_fresh_process."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m nl2sql_lib.models")
+    parser.add_argument("command", choices=["build"])
+    parser.add_argument("kind", choices=["tiny", "embedded"])
+    parser.add_argument("target", type=Path)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    if args.kind == "tiny":
+        _build_tiny(args.target, args.seed)
+    else:
+        _convert_gguf(embedded_gguf_path(), args.target)
+
+
+if __name__ == "__main__":
+    _build_main()

@@ -51,6 +51,9 @@ def test_smoke_sft_on_two_cpu_processes(tmp_path):
         "HF_HUB_OFFLINE": "1",
         "TOKENIZERS_PARALLELISM": "false",
         "OMP_NUM_THREADS": "1",  # two processes share two cores
+        # An empty model cache, so both workers race to build the tiny model: a regression test
+        # for transformers' save_pretrained writing nothing on rank 1 of a process group.
+        "NL2SQL_CACHE": str(tmp_path / "model-cache"),
         "MALLOC_MMAP_THRESHOLD_": "34359738368",
         "MALLOC_TRIM_THRESHOLD_": "68719476736",
         "MALLOC_TOP_PAD_": "1073741824",
