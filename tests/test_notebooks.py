@@ -1,0 +1,53 @@
+"""The committed notebooks: thin, stripped of outputs, parameterized, and in step with their generators.
+
+Five notebooks are generated from the ``NOTEBOOK_CELLS`` of their stage module; editing the module
+without rebuilding the notebook would leave papermill running stale cells, so each one is rebuilt
+here into a temporary folder and compared byte for byte.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from pathlib import Path
+
+import pytest
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = PROJECT_ROOT / "notebooks"
+
+GENERATED = {
+    "01_data.ipynb": ("nl2sql_lib.data.build", "write_data_notebook"),
+    "02_sft.ipynb": ("nl2sql_lib.train.sft", "write_sft_notebook"),
+    "04_revision_tree.ipynb": ("nl2sql_lib.tree.stage", "write_tree_notebook"),
+    "05_reward_model.ipynb": ("nl2sql_lib.train.reward_model", "write_reward_model_notebook"),
+    "06_eval.ipynb": ("nl2sql_lib.evaluate.stage", "write_eval_notebook"),
+}
+
+
+def test_six_numbered_notebooks_exist():
+    names = sorted(p.name for p in NOTEBOOKS.glob("*.ipynb"))
+    assert [n[:3] for n in names] == ["01_", "02_", "03_", "04_", "05_", "06_"], names
+
+
+@pytest.mark.parametrize("name", sorted(GENERATED))
+def test_generated_notebook_matches_its_generator(name, tmp_path):
+    module_name, writer_name = GENERATED[name]
+    writer = getattr(importlib.import_module(module_name), writer_name)
+    rebuilt = writer(tmp_path / name)
+    committed = NOTEBOOKS / name
+    assert rebuilt.read_text() == committed.read_text(), (
+        f"notebooks/{name} is stale: rebuild it with python -c "
+        f"'from {module_name} import {writer_name}; {writer_name}()'"
+    )
+
+
+@pytest.mark.parametrize("path", sorted(NOTEBOOKS.glob("*.ipynb")), ids=lambda p: p.name)
+def test_committed_notebook_is_stripped_and_parameterized(path):
+    notebook = json.loads(path.read_text())
+    code_cells = [c for c in notebook["cells"] if c["cell_type"] == "code"]
+    assert code_cells, f"{path.name} has no code"
+    with_outputs = [i for i, c in enumerate(code_cells) if c.get("outputs") or c.get("execution_count")]
+    assert not with_outputs, f"{path.name}: code cells {with_outputs} keep outputs (run make strip-notebooks)"
+    tagged = [i for i, c in enumerate(code_cells) if "parameters" in c.get("metadata", {}).get("tags", [])]
+    assert tagged == [0], f"{path.name}: the first code cell, and only it, must be tagged 'parameters' ({tagged})"
