@@ -9,6 +9,11 @@ Generation is batched with left padding (so every prompt ends where its answer s
 when ``temperature == 0`` and sampled otherwise, ``n`` candidates per prompt, and stops once
 the SQL is complete: at the end token, or at ``;`` (``stop_strings``; CPU-NOTES measured it).
 Texts are cut right after the first stop string, the same as the vLLM path returns them.
+
+Schema-constrained decoding (issue #4, :mod:`nl2sql_lib.constrained`): pass one database per
+question and the model can only name that database's tables and columns::
+
+    texts = gen.generate(messages, schemas=[ex.db_path for ex in dev])
 """
 
 from __future__ import annotations
@@ -16,9 +21,12 @@ from __future__ import annotations
 import importlib.util
 import logging
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from .config import ModelParams
+
+if TYPE_CHECKING:
+    from .constrained import SchemaSource
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +46,9 @@ class Generator:
 
     ``batch_size`` counts sequences (prompts x candidates) per forward pass, which is what
     bounds memory. Prompts are sorted by length so a batch wastes little on padding; results
-    come back in the input order.
+    come back in the input order. ``constraint_top_k`` and ``constraint_widen``: how many of the
+    best tokens the schema constraint checks per step, and whether it searches further when
+    none is valid (see :class:`~nl2sql_lib.constrained.SchemaConstrainedLogitsProcessor`).
     """
 
     def __init__(
@@ -50,6 +60,8 @@ class Generator:
         stop_strings: Sequence[str] | None = DEFAULT_STOP,
         progress: bool = True,
         seed: int = 0,
+        constraint_top_k: int = 48,
+        constraint_widen: bool = True,
     ):
         self.model = model
         self.tokenizer = tokenizer
@@ -57,6 +69,8 @@ class Generator:
         self.stop_strings = list(stop_strings) if stop_strings else None
         self.progress = progress
         self.seed = seed
+        self.constraint_top_k = constraint_top_k
+        self.constraint_widen = constraint_widen
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
@@ -78,14 +92,21 @@ class Generator:
         max_new_tokens: int = 128,
         top_p: float = 1.0,
         desc: str = "generating",
+        schemas: Sequence["SchemaSource | None"] | None = None,
     ) -> list[list[str]]:
-        """``n`` texts per prompt (greedy: ``n`` copies of the one greedy answer)."""
+        """``n`` texts per prompt (greedy: ``n`` copies of the one greedy answer).
+
+        ``schemas``: per prompt, the database (file path or schema) whose tables and columns
+        its answer may name, or None to leave that prompt free; None: no constraint at all.
+        Meant for answers that are plain SQL (a <think> block would be constrained too).
+        """
         import time
 
         import torch
         from tqdm.auto import tqdm
 
         prompts = self.prompt_texts(messages_batch)
+        vocabularies = self._vocabularies(schemas, len(prompts))
         greedy = temperature <= 0
         per_prompt = 1 if greedy else n
         prompts_per_batch = max(1, self.batch_size // per_prompt)
@@ -94,14 +115,18 @@ class Generator:
         results: list[list[str]] = [[] for _ in prompts]
         torch.manual_seed(self.seed)
         new_tokens = 0
+        constraint: dict[str, int] = {}
         start = time.perf_counter()
         bar = tqdm(total=len(prompts), desc=desc, disable=not self.progress, unit="q")
         for first in range(0, len(order), prompts_per_batch):
             indices = order[first : first + prompts_per_batch]
-            texts, count = self._generate_batch(
-                [prompts[i] for i in indices], per_prompt, temperature, top_p, max_new_tokens
+            texts, count, stats = self._generate_batch(
+                [prompts[i] for i in indices], per_prompt, temperature, top_p, max_new_tokens,
+                [vocabularies[i] for i in indices],
             )
             new_tokens += count
+            for key, value in stats.items():
+                constraint[key] = constraint.get(key, 0) + value
             for k, i in enumerate(indices):
                 candidates = texts[k * per_prompt : (k + 1) * per_prompt]
                 results[i] = candidates * n if greedy else candidates
@@ -114,10 +139,39 @@ class Generator:
             "seconds": round(elapsed, 3),
             "tokens_per_s": round(new_tokens / elapsed, 2) if elapsed > 0 else 0.0,
         }
+        if schemas is not None:  # how often the constraint overrode the model's first choice
+            self.last_stats.update({f"constraint_{k}": v for k, v in constraint.items()})
         return results
 
-    def _generate_batch(self, prompts, per_prompt, temperature, top_p, max_new_tokens):
+    @staticmethod
+    def _vocabularies(schemas, count: int) -> list:
+        """One :class:`~nl2sql_lib.constrained.SchemaVocabulary` (or None) per prompt."""
+        if schemas is None:
+            return [None] * count
+        if len(schemas) != count:
+            raise ValueError(
+                f"generate: {len(schemas)} schemas for {count} prompts; give one per prompt (or None)"
+            )
+        from .constrained import schema_vocabulary
+
+        return [None if s is None else schema_vocabulary(s) for s in schemas]
+
+    def _constraint(self, vocabularies, per_prompt: int, greedy: bool):
+        """The schema constraint for a batch, or None when no prompt of it is constrained."""
+        if all(v is None for v in vocabularies):
+            return None
+        from .constrained import SchemaConstrainedLogitsProcessor
+
+        # generate() repeats each prompt's row per_prompt times (num_return_sequences), in order
+        rows = [v for v in vocabularies for _ in range(per_prompt)]
+        return SchemaConstrainedLogitsProcessor(
+            self.tokenizer, rows, top_k=self.constraint_top_k, first_valid_only=greedy,
+            widen=self.constraint_widen,
+        )
+
+    def _generate_batch(self, prompts, per_prompt, temperature, top_p, max_new_tokens, vocabularies):
         import torch
+        from transformers import LogitsProcessorList
 
         enc = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
         enc = {k: v.to(self.model.device) for k, v in enc.items()}
@@ -133,6 +187,9 @@ class Generator:
             kwargs.update(do_sample=True, temperature=temperature, top_p=top_p, num_return_sequences=per_prompt)
         else:
             kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        constraint = self._constraint(vocabularies, per_prompt, greedy=temperature <= 0)
+        if constraint is not None:
+            kwargs["logits_processor"] = LogitsProcessorList([constraint])
         with torch.inference_mode():
             out = self.model.generate(**enc, **kwargs)
         completions = out[:, enc["input_ids"].shape[1] :]
@@ -141,7 +198,8 @@ class Generator:
         finished = (completions == pad) | (completions == eos)
         counted = int(torch.where(finished.any(1), finished.int().argmax(1) + 1, completions.shape[1]).sum())
         texts = self.tokenizer.batch_decode(completions, skip_special_tokens=True)
-        return [cut_at_stop(t, self.stop_strings).strip() for t in texts], counted
+        stats = constraint.stats if constraint is not None else {}
+        return [cut_at_stop(t, self.stop_strings).strip() for t in texts], counted, stats
 
 
 # --------------------------------------------------------------------------------------------
@@ -217,9 +275,14 @@ class VLLMGenerator:
         self.llm = LLM(**vllm_llm_kwargs(model_params, resolved.path, adapter_rank=rank, seed=seed))
         self.last_stats: dict[str, float] = {}
 
-    def generate(self, messages_batch, *, n=1, temperature=0.0, max_new_tokens=128, top_p=1.0, desc=""):
+    def generate(self, messages_batch, *, n=1, temperature=0.0, max_new_tokens=128, top_p=1.0, desc="",
+                 schemas=None):
         from vllm import SamplingParams
 
+        if schemas is not None and any(s is not None for s in schemas):
+            raise NotImplementedError(
+                "schema-constrained decoding runs on the transformers path only: set use_vllm: false"
+            )
         prompts = [
             self.tokenizer.apply_chat_template(m, tokenize=False, add_generation_prompt=True) for m in messages_batch
         ]
