@@ -122,7 +122,7 @@ def ask(
     elif strategy == "vote":
         sql = select_vote(usable, db_path, judge or Judge(timeout=timeout))
     else:
-        scores = [float(s) for s in scorer.score(messages, usable)]
+        scores = [float(s) for s in scorer.score(messages, usable, db_path=db_path)]
         sql = select_by_score(usable, scores)
     result = execute_sql(db_path, sql, timeout=timeout, max_rows=max_rows) if sql else None
     return Answer(question, strategy, sql, usable, result, scores, raw)

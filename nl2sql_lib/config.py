@@ -264,6 +264,12 @@ class RewardModelParams(StageParams):
         "wrong edit of it (train from data/train.jsonl, test from data/dev.jsonl); or both",
     )
     perturbed_per_question: int = Field(2, ge=1, description="gold_perturbed pairs per question")
+    execution_feedback: bool = Field(
+        True,
+        description="score prompt + SQL + a short rendering of the SQL's own execution outcome on the "
+        "question's database (error class and message, or row count, columns and first rows; never "
+        "gold information); false: prompt + SQL only. Recorded in the model's input_format.json",
+    )
     pairs_train: str | None = Field(None, description="pairs JSONL; None: tree/pairs_train.jsonl of this run")
     pairs_test: str | None = Field(None, description="pairs JSONL; None: tree/pairs_test.jsonl of this run")
     max_train_pairs: int | None = Field(None, ge=1, description="use only the first N training pairs")

@@ -29,7 +29,9 @@ class LengthScorer:
     def __init__(self):
         self.seen = []
 
-    def score(self, messages, sqls):
+    def score(self, messages, sqls, db_path=None):
+        # db_path lets an execution-feedback reward model run each candidate on the database.
+        assert db_path is not None and Path(db_path).is_file()
         self.seen.append((messages, list(sqls)))
         return [float(len(s)) for s in sqls]
 

@@ -137,9 +137,10 @@ class ScriptedScorer:
     def __init__(self):
         self.calls = 0
 
-    def score(self, prompt_messages, sql_list):
+    def score(self, prompt_messages, sql_list, db_path=None):
         self.calls += 1
         assert prompt_messages and prompt_messages[-1]["role"] == "user"
+        assert db_path and Path(db_path).is_file()  # best-of-N passes the candidates' database
         return [(2.0 if ">" in sql or "id = 1" in sql else 0.0) - (5.0 if sql == BROKEN else 0.0)
                 for sql in sql_list]
 
@@ -466,7 +467,8 @@ def test_reward_scores_skip_candidates_without_sql(tmp_path):
     seen = []
 
     class Scorer:
-        def score(self, prompt_messages, sql_list):
+        def score(self, prompt_messages, sql_list, db_path=None):
+            assert db_path == ex.db_path  # so an execution-feedback reward model can run them
             seen.append(list(sql_list))
             return [float(len(sql)) for sql in sql_list]
 

@@ -4,6 +4,10 @@ The smoke model is the tiny random model trained on planted pairs that are easy 
 (a well-formed SELECT against chatty garbage). It must rank held-out planted pairs correctly,
 and a model trained on the same pairs with the sides swapped must rank them the other way:
 that shows the ranking comes from the labels, not from a lucky random head.
+
+The planted pairs name a database holding their tables, so the smoke model trains and scores
+in the default format, with each SQL's execution outcome (tests/test_scoring.py checks that
+text); the swapped-labels model trains on the plain prompt + SQL format.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from nl2sql_lib.evaluate.reward_model import (
     summarize_pairs,
     pair_items,
 )
-from nl2sql_lib.io import DataFileError, read_json, write_jsonl
+from nl2sql_lib.io import DataFileError, read_json, read_jsonl, write_jsonl
 from nl2sql_lib.runs import StageRun
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -31,7 +35,17 @@ COLUMNS = ["name", "age", "year", "capacity", "price", "salary"]
 GARBAGE = ["I am not sure what you mean.", "Sorry, no idea here!!", "the the the the", "maybe ask later?"]
 
 
-def planted_pairs(n: int, seed: int, *, swap: bool = False) -> list[dict]:
+def planted_database(path: Path) -> Path:
+    """A database with every planted table, so planted SQL executes (and garbage fails)."""
+    with sqlite3.connect(path) as conn:
+        for table in TABLES:
+            conn.execute(f"CREATE TABLE {table} (id INTEGER PRIMARY KEY, {', '.join(COLUMNS)})")
+            conn.executemany(f"INSERT INTO {table} VALUES ({', '.join('?' * (len(COLUMNS) + 1))})",
+                             [(i, *[i * 7 % 100 for _ in COLUMNS]) for i in range(1, 6)])
+    return path
+
+
+def planted_pairs(n: int, seed: int, *, swap: bool = False, db_path: Path | None = None) -> list[dict]:
     rng = random.Random(seed)
     pairs = []
     for i in range(n):
@@ -46,6 +60,8 @@ def planted_pairs(n: int, seed: int, *, swap: bool = False) -> list[dict]:
             "prompt": prompt, "chosen": chosen, "rejected": rejected, "question_id": f"s{seed}-{i}",
             "difficulty": ["simple", "moderate"][i % 2], "reason": "planted", "margin": 1.0,
         })
+        if db_path is not None:
+            pairs[-1]["db_path"] = str(db_path)
     return pairs
 
 
@@ -166,7 +182,9 @@ def trained(tmp_path_factory):
     from nl2sql_lib.train.reward_model import run_reward_model
 
     tmp_path = tmp_path_factory.mktemp("rm")
-    cfg = smoke_cfg(tmp_path, "planted", planted_pairs(48, 0), planted_pairs(24, 1))
+    db = planted_database(tmp_path / "planted.sqlite")
+    cfg = smoke_cfg(tmp_path, "planted", planted_pairs(48, 0, db_path=db), planted_pairs(24, 1, db_path=db))
+    assert cfg.execution_feedback  # the smoke profile's default
     stage = StageRun(cfg, "reward_model").start()
     metrics = run_reward_model(cfg, stage)
     stage.finish(metrics)
@@ -183,8 +201,14 @@ def test_smoke_reward_model_ranks_planted_pairs(trained):
     assert saved["pairwise_accuracy"] == metrics["pairwise_accuracy"]
     assert read_json(stage.dir / "manifest.json")["metrics"]["pairwise_accuracy"] == metrics["pairwise_accuracy"]
     adapter = stage.dir / "adapter"
-    for name in ("adapter_config.json", "adapter_model.safetensors", "reward_model.json", "tokenizer_config.json"):
+    for name in ("adapter_config.json", "adapter_model.safetensors", "reward_model.json", "tokenizer_config.json",
+                 "input_format.json"):
         assert (adapter / name).is_file(), name
+    assert read_json(adapter / "input_format.json")["execution_feedback"] is True
+    assert metrics["input_format"] == "prompt+sql+execution"
+    assert metrics["pairs"]["execution"]["train"]["executed"] > 0
+    tested = read_jsonl(stage.dir / "test_pairs.jsonl")  # the outcomes evaluated are kept
+    assert tested[0]["rejected_exec"]["error"] != "ok" and tested[0]["chosen_exec"]["error"] == "ok"
     assert (stage.dir / "plots" / "score_gap.png").stat().st_size > 1000
     # The score head is saved with the adapter (modules_to_save), not left random.
     from safetensors import safe_open
@@ -197,30 +221,43 @@ def test_smoke_reward_model_ranks_planted_pairs(trained):
 def test_swapped_labels_give_the_opposite_ranking(tmp_path):
     from nl2sql_lib.train.reward_model import run_reward_model
 
-    cfg = smoke_cfg(tmp_path, "swapped", planted_pairs(48, 0, swap=True), planted_pairs(24, 1))
+    cfg = smoke_cfg(tmp_path, "swapped", planted_pairs(48, 0, swap=True), planted_pairs(24, 1),
+                    execution_feedback=False)  # the plain prompt + SQL format: no database needed
     metrics = run_reward_model(cfg, StageRun(cfg, "reward_model").start())
     assert metrics["pairwise_accuracy"] <= 0.1  # it learned garbage > SQL, as labelled
+    assert metrics["input_format"] == "prompt+sql"
+    assert read_json(cfg.run_dir / "reward_model" / "adapter" / "input_format.json")["execution_feedback"] is False
 
 
 @pytest.mark.slow
-def test_scorer_reloads_the_saved_model_and_batches_equal_singles(trained):
-    from nl2sql_lib.io import read_jsonl
-    from nl2sql_lib.scoring import RewardScorer
+def test_scorer_reloads_the_saved_model_and_batches_equal_singles(trained, tmp_path):
+    import shutil
+
+    from nl2sql_lib.scoring import INPUT_FORMAT_FILE, PLAIN_FORMAT, RewardScorer
 
     cfg, stage, _ = trained
     batched = RewardScorer.from_spec("stage:reward_model", run_dir=cfg.run_dir, batch_size=4)
     single = RewardScorer.from_spec(stage.dir / "adapter", batch_size=1)
     from_stage_folder = RewardScorer.from_spec(str(stage.dir), run_dir=cfg.run_dir, batch_size=2)  # as 06_eval calls it
-    pair = planted_pairs(1, 1)[0]
+    assert batched.input_format.execution_feedback and from_stage_folder.input_format == batched.input_format
+    pair = read_jsonl(cfg.pairs_test)[0]
+    db = pair["db_path"]
     sqls = [pair["chosen"], pair["rejected"], "SELECT 1;", "SELECT name FROM singer WHERE age > 30 ORDER BY name;", ""]
-    a, b = batched.score(pair["prompt"], sqls), single.score(pair["prompt"], sqls)
+    a, b = batched.score(pair["prompt"], sqls, db_path=db), single.score(pair["prompt"], sqls, db_path=db)
     assert len(a) == len(sqls)
     assert a == pytest.approx(b, abs=1e-4)
-    assert from_stage_folder.score(pair["prompt"], sqls) == pytest.approx(a, abs=1e-4)
+    assert from_stage_folder.score(pair["prompt"], sqls, db_path=db) == pytest.approx(a, abs=1e-4)
     assert a[0] > a[1]
     # The stage's test scores are those of the saved model.
     first = read_jsonl(stage.dir / "test_scores.jsonl")[0]
-    assert batched.score(pair["prompt"], [pair["chosen"]])[0] == pytest.approx(first["chosen_score"], abs=1e-3)
+    assert batched.score(pair["prompt"], [pair["chosen"]], db_path=db)[0] == pytest.approx(first["chosen_score"], abs=1e-3)
+    # A model folder from before input_format.json existed is scored as prompt + SQL, as then.
+    old = tmp_path / "old_adapter"
+    shutil.copytree(stage.dir / "adapter", old)
+    (old / INPUT_FORMAT_FILE).unlink()
+    legacy = RewardScorer.from_spec(old, batch_size=4)
+    assert legacy.input_format == PLAIN_FORMAT
+    assert len(legacy.score(pair["prompt"], sqls)) == len(sqls)
 
 
 @pytest.mark.slow
@@ -304,13 +341,16 @@ def test_full_finetuning_saves_model_folder_that_the_scorer_loads(tmp_path):
     from nl2sql_lib.scoring import RewardScorer
     from nl2sql_lib.train.reward_model import run_reward_model
 
-    cfg = smoke_cfg(tmp_path, "full", planted_pairs(16, 0), planted_pairs(8, 1), lora={"enabled": False})
+    db = planted_database(tmp_path / "planted.sqlite")
+    cfg = smoke_cfg(tmp_path, "full", planted_pairs(16, 0, db_path=db), planted_pairs(8, 1, db_path=db),
+                    lora={"enabled": False})
     cfg.training.max_steps = 2
     cfg.training.learning_rate = 1e-4
     metrics = run_reward_model(cfg, StageRun(cfg, "reward_model").start())
     folder = cfg.run_dir / "reward_model" / "model"
     assert (folder / "config.json").is_file() and not (folder / "adapter_config.json").exists()
     scorer = RewardScorer.from_spec("stage:reward_model", run_dir=cfg.run_dir)
-    pair = planted_pairs(1, 1)[0]
-    assert len(scorer.score(pair["prompt"], [pair["chosen"], pair["rejected"]])) == 2
+    pair = planted_pairs(1, 1, db_path=db)[0]
+    assert scorer.input_format.execution_feedback  # read from model/input_format.json
+    assert len(scorer.score(pair["prompt"], [pair["chosen"], pair["rejected"]], db_path=db)) == 2
     assert metrics["n"] == 8

@@ -5,10 +5,14 @@ reward model gets the pair right when it scores chosen strictly above rejected. 
 wrong, so a model that gives every SQL the same score gets 0%, not 50%.
 
     python -m nl2sql_lib.evaluate.reward_model --model outputs/cpu/reward_model/adapter \\
-        --pairs outputs/cpu/tree/pairs_test.jsonl --batch-size 8
+        --pairs outputs/cpu/reward_model/test_pairs.jsonl --batch-size 8
 
 Pair records (``tree/pairs_*.jsonl``): ``prompt`` (chat messages), ``chosen``, ``rejected``
-(SQL), and optionally ``reason``, ``question_id``, ``difficulty``, ``margin``.
+(SQL), and optionally ``reason``, ``question_id``, ``difficulty``, ``margin``. A reward model
+trained with execution feedback (its ``input_format.json``) also needs each side's execution
+outcome: ``chosen_exec`` / ``rejected_exec`` (05_reward_model's ``test_pairs.jsonl`` has them),
+else the pair's ``db_path``, else ``--run-dir``, whose ``data/*.jsonl`` and ``tree/trees.jsonl``
+name each question's database; the SQL then runs there, read-only.
 """
 
 from __future__ import annotations
@@ -55,6 +59,27 @@ def load_pairs(path: str | Path, limit: int | None = None) -> list[dict[str, Any
     if not pairs:
         raise DataFileError(f"{path}: no preference pairs in the file")
     return pairs
+
+
+def question_databases(*paths: str | Path) -> dict[str, str]:
+    """``{question_id: db_path}`` from JSONL files of records with both (data/*.jsonl, trees.jsonl)."""
+    found: dict[str, str] = {}
+    for path in paths:
+        if Path(path).is_file():
+            for record in iter_jsonl(path):
+                if record.get("question_id") is not None and record.get("db_path"):
+                    found.setdefault(str(record["question_id"]), str(record["db_path"]))
+    return found
+
+
+def add_databases(pairs: Sequence[dict], databases: dict[str, str]) -> list[dict]:
+    """Pairs with ``db_path`` filled in from ``databases`` where they had none (copies)."""
+    out = []
+    for pair in pairs:
+        if not pair.get("db_path") and str(pair.get("question_id")) in databases:
+            pair = {**pair, "db_path": databases[str(pair["question_id"])]}
+        out.append(pair)
+    return out
 
 
 # -------------------------------------------------------------------------------------------
@@ -127,7 +152,14 @@ def evaluate_pairs(scorer: Any, pairs: Sequence[dict], *, progress: bool = False
     prompts = [pair["prompt"] for pair in pairs]
     sqls = [pair["chosen"] for pair in pairs] + [pair["rejected"] for pair in pairs]
     # One call: the scorer sorts all 2n conversations by length, so batches pad little.
-    scores = scorer.score_conversations(prompts + prompts, sqls)
+    fmt = getattr(scorer, "input_format", None)
+    if fmt is not None and fmt.execution_feedback:
+        from ..scoring import pair_outcomes
+
+        chosen_outcomes, rejected_outcomes = pair_outcomes(pairs, fmt)
+        scores = scorer.score_conversations(prompts + prompts, sqls, outcomes=chosen_outcomes + rejected_outcomes)
+    else:
+        scores = scorer.score_conversations(prompts + prompts, sqls)
     chosen, rejected = scores[: len(pairs)], scores[len(pairs) :]
     items = pair_items(pairs, chosen, rejected)
     return summarize_pairs(items), items
@@ -182,7 +214,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", required=True, help="stage:reward_model (with --run-dir) or a reward model folder")
     parser.add_argument("--pairs", required=True, help="pairs JSONL (prompt, chosen, rejected[, difficulty, margin])")
     parser.add_argument("--batch-size", type=int, default=8, help="conversations per forward pass")
-    parser.add_argument("--run-dir", default=None, help="outputs/<run>, needed by stage: specs")
+    parser.add_argument("--run-dir", default=None,
+                        help="outputs/<run>: needed by stage: specs; its data/*.jsonl and tree/trees.jsonl "
+                             "give pairs without db_path their database (execution-feedback models)")
     parser.add_argument("--limit", type=int, default=None, help="only the first N pairs")
     parser.add_argument("--max-length", type=int, default=None, help="token limit (default: the training one)")
     parser.add_argument("--out", default=None, help="write the summary JSON (and <out>.items.jsonl) here")
@@ -192,13 +226,17 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         pairs = load_pairs(args.pairs, limit=args.limit)
+        if args.run_dir:
+            run = Path(args.run_dir)
+            pairs = add_databases(pairs, question_databases(
+                run / "data" / "train.jsonl", run / "data" / "dev.jsonl", run / "tree" / "trees.jsonl"))
         scorer = RewardScorer.from_spec(
             args.model, run_dir=args.run_dir, batch_size=args.batch_size, max_length=args.max_length
         )
+        summary, items = evaluate_pairs(scorer, pairs)
     except (DataFileError, RewardModelNotFound, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    summary, items = evaluate_pairs(scorer, pairs)
     print(f"pairs: {summary['n']}  pairwise accuracy: {summary['pairwise_accuracy']:.3f}  mean gap: {summary['mean_gap']}")
     for name, group in summary.get("by_difficulty", {}).items():
         print(f"  {name:<12} n={group['n']:<5} accuracy={group['pairwise_accuracy']:.3f}")

@@ -488,12 +488,13 @@ def rm_scores(scorer, records: list[dict], examples: list[Example], system: Syst
     """The reward model's score of every candidate, given the prompt the candidates answered.
 
     A candidate without SQL (nothing could be extracted) is not scored and gets -inf: like a
-    failed query in the vote, it can only be picked when no candidate has SQL.
+    failed query in the vote, it can only be picked when no candidate has SQL. The question's
+    database goes along, so a reward model trained with execution feedback can run each candidate.
     """
     messages = build_messages(examples, system.schema(), reasoning=system.reasoning)
     out = []
-    for msgs, rec in zip(messages, records):
+    for msgs, rec, ex in zip(messages, records, examples):
         sqls = [sql for sql in rec["candidates"] if sql]
-        scored = iter([float(x) for x in scorer.score(msgs, sqls)] if sqls else [])
+        scored = iter([float(x) for x in scorer.score(msgs, sqls, db_path=ex.db_path)] if sqls else [])
         out.append([next(scored) if sql else float("-inf") for sql in rec["candidates"]])
     return out

@@ -6,18 +6,28 @@ Top to bottom:
 
 1. read ``tree/pairs_train.jsonl`` and ``tree/pairs_test.jsonl`` (prompt messages, chosen SQL,
    rejected SQL, optional margin);
-2. tokenize each side as the chat ``prompt + assistant SQL`` with the function the scorer uses
-   at inference (:func:`nl2sql_lib.scoring.encode_conversation`), so training and scoring read
-   the same token (the last one of the text; see :mod:`nl2sql_lib.scoring`);
-3. train ``AutoModelForSequenceClassification`` (one output) on the profile's base model with
+2. with ``execution_feedback`` (the default), give each side its execution outcome on the
+   question's database: reused from the tree node when it recorded a failure that re-running
+   would repeat, else run with the safe engine (never gold information; ``test_pairs.jsonl``
+   keeps them as ``chosen_exec`` / ``rejected_exec``);
+3. tokenize each side as the chat ``prompt + assistant SQL [+ "-- result: ..." line]`` with the
+   function the scorer uses at inference (:func:`nl2sql_lib.scoring.encode_conversation`), so
+   training, pairwise evaluation and best-of-N read the same text and the same token (the last
+   one; see :mod:`nl2sql_lib.scoring`);
+4. train ``AutoModelForSequenceClassification`` (one output) on the profile's base model with
    TRL's ``RewardTrainer``: LoRA with ``task_type=SEQ_CLS`` (PEFT then trains the new ``score``
    head in full through ``modules_to_save``), Bradley-Terry loss ``-log sigmoid(r_c - r_r - m)``
    with the pair's margin ``m`` when ``use_margin``; resumes from the last checkpoint;
    TensorBoard through ``report_to``;
-4. save ``reward_model/adapter/`` (adapter + score head + tokenizer + ``reward_model.json``);
-5. pairwise accuracy on the held-out pairs, by difficulty, with the score gaps
+5. save ``reward_model/adapter/`` (adapter + score head + tokenizer + ``reward_model.json`` +
+   ``input_format.json``, the text format it was trained on);
+6. pairwise accuracy on the held-out pairs, by difficulty, with the score gaps
    (``reward_model/metrics.json``, ``test_scores.jsonl``, ``plots/score_gap.png``);
-6. optionally (``dpo: true``) DPO of the policy on the same pairs (:mod:`nl2sql_lib.train.dpo`).
+7. optionally (``dpo: true``) DPO of the policy on the same pairs (:mod:`nl2sql_lib.train.dpo`).
+
+Without the notebook::
+
+    python -m nl2sql_lib.train.reward_model --params params/cpu/reward_model.yaml --run cpu
 """
 
 from __future__ import annotations
@@ -36,7 +46,19 @@ from ..config import ModelParams, RewardModelParams, TrainingParams
 from ..evaluate.reward_model import evaluate_pairs, load_pairs, plot_pair_results
 from ..io import write_json, write_jsonl
 from ..runs import StageRun, require_output
-from ..scoring import RewardScorer, ScorerConfig, encode_conversation, load_sequence_classifier, prepare_tokenizer
+from ..scoring import (
+    PLAIN_FORMAT,
+    InputFormat,
+    RewardScorer,
+    ScorerConfig,
+    canonical_sql,
+    encode_conversation,
+    execute_outcome,
+    load_sequence_classifier,
+    outcome_from_node,
+    pair_outcomes,
+    prepare_tokenizer,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -117,18 +139,101 @@ def gather_pairs(cfg: RewardModelParams, stage: StageRun) -> tuple[list[dict], l
             "both must be non-empty (use pairs_source: tree+gold_perturbed when the trees give few pairs)"
         )
     sources.update(train_pairs=len(train), test_pairs=len(test))
+    fmt = input_format_for(cfg)
+    if fmt.execution_feedback:
+        databases, nodes = _tree_and_data_records(cfg, stage)
+        train, train_exec = attach_execution(train, fmt, databases=databases, nodes=nodes)
+        test, test_exec = attach_execution(test, fmt, databases=databases, nodes=nodes)
+        sources["execution"] = {"train": train_exec, "test": test_exec}
     write_jsonl(stage.path("test_pairs.jsonl"), test)  # exactly the pairs evaluated
     return train, test, sources
 
 
+def input_format_for(cfg: RewardModelParams) -> InputFormat:
+    """The text format this stage trains on (written as the model's ``input_format.json``)."""
+    return InputFormat(execution_feedback=True) if cfg.execution_feedback else PLAIN_FORMAT
+
+
+def _tree_and_data_records(cfg: RewardModelParams, stage: StageRun) -> tuple[dict[str, str], dict]:
+    """``{question_id: db_path}`` and ``{(question_id, node id): node}`` of this run's trees and data."""
+    from ..evaluate.reward_model import question_databases
+    from ..io import iter_jsonl
+    from ..runs import stage_dir
+
+    data = stage_dir(cfg, "data")
+    trees = []
+    if cfg.pairs_source != "gold_perturbed":
+        trees = [pairs_paths(cfg)[0].parent / "trees.jsonl", stage_dir(cfg, "tree") / "trees.jsonl"]
+    trees = [path for path in dict.fromkeys(trees) if path.is_file()]
+    databases = question_databases(*trees, data / "train.jsonl", data / "dev.jsonl")
+    nodes: dict[tuple[str, int], dict] = {}
+    for path in trees:
+        stage.record_input(path)
+        for record in iter_jsonl(path):
+            for node in record.get("nodes") or []:
+                nodes.setdefault((str(record["question_id"]), int(node["id"])), node)
+    return databases, nodes
+
+
+def attach_execution(
+    pairs: Sequence[dict], fmt: InputFormat, *, databases: dict[str, str] | None = None,
+    nodes: dict[tuple[str, int], dict] | None = None,
+) -> tuple[list[dict], dict[str, int]]:
+    """Copies of ``pairs`` with ``db_path`` and each side's outcome (``chosen_exec``, ``rejected_exec``).
+
+    An outcome the pair already carries is kept; a tree node's recorded failure is reused when
+    its SQL is the pair's (:func:`nl2sql_lib.scoring.outcome_from_node`); anything else runs on
+    the pair's database with the safe engine. Returns the pairs and how many outcomes came from
+    where. A side with no outcome and no known database stops with a message.
+    """
+    databases = databases or {}
+    nodes = nodes or {}
+    counts = {"stored": 0, "reused_from_tree": 0, "executed": 0}
+    cache: dict[tuple[str, str], dict] = {}
+    out = []
+    for pair in pairs:
+        pair = dict(pair)
+        qid = str(pair.get("question_id"))
+        if not pair.get("db_path") and qid in databases:
+            pair["db_path"] = databases[qid]
+        for side in ("chosen", "rejected"):
+            key = f"{side}_exec"
+            if pair.get(key) is not None:
+                counts["stored"] += 1
+                continue
+            node = nodes.get((qid, pair[f"{side}_node"])) if pair.get(f"{side}_node") is not None else None
+            if node is not None and canonical_sql(node.get("sql")) == canonical_sql(pair[side]):
+                reused = outcome_from_node(node)
+                if reused is not None:
+                    pair[key] = reused
+                    counts["reused_from_tree"] += 1
+                    continue
+            if not pair.get("db_path"):
+                raise ValueError(
+                    f"pair of question {qid!r}: no database to run its {side} SQL on (the pair has no "
+                    "db_path and neither the run's data/*.jsonl nor tree/trees.jsonl name this question); "
+                    "add db_path to the pairs or set execution_feedback: false"
+                )
+            cache_key = (str(pair["db_path"]), canonical_sql(pair[side]))
+            if cache_key not in cache:
+                cache[cache_key] = execute_outcome(pair["db_path"], pair[side], fmt)
+                counts["executed"] += 1
+            pair[key] = cache[cache_key]
+        out.append(pair)
+    return out, counts
+
+
 def build_preference_dataset(
-    pairs: Sequence[dict], tokenizer: Any, *, max_length: int, use_margin: bool
+    pairs: Sequence[dict], tokenizer: Any, *, max_length: int, use_margin: bool,
+    fmt: InputFormat = PLAIN_FORMAT,
 ) -> tuple[Any, dict[str, int]]:
     """TRL's processed preference format: ``chosen_ids``, ``rejected_ids`` (and ``margin``).
 
     Handing TRL token ids (rather than text) keeps tokenization in one place, shared with the
     scorer. Conversations longer than ``max_length`` are cut from the left (TRL would drop the
-    whole pair, CPU-NOTES gotcha 9). Returns the dataset and counts for the metrics.
+    whole pair, CPU-NOTES gotcha 9). ``fmt``: the input format (with execution feedback, each
+    side's outcome comes from the pair, see :func:`attach_execution`, or is run on its
+    ``db_path``). Returns the dataset and counts for the metrics.
     """
     from datasets import Dataset
 
@@ -137,9 +242,12 @@ def build_preference_dataset(
     if with_margin:
         columns["margin"] = []
     stats = {"pairs": len(pairs), "used": 0, "truncated": 0, "identical_skipped": 0}
-    for pair in pairs:
-        chosen, cut_c = encode_conversation(tokenizer, pair["prompt"], pair["chosen"], max_length)
-        rejected, cut_r = encode_conversation(tokenizer, pair["prompt"], pair["rejected"], max_length)
+    chosen_outcomes, rejected_outcomes = pair_outcomes(pairs, fmt)
+    for pair, chosen_outcome, rejected_outcome in zip(pairs, chosen_outcomes, rejected_outcomes):
+        chosen, cut_c = encode_conversation(tokenizer, pair["prompt"], pair["chosen"], max_length,
+                                            outcome=chosen_outcome, fmt=fmt)
+        rejected, cut_r = encode_conversation(tokenizer, pair["prompt"], pair["rejected"], max_length,
+                                              outcome=rejected_outcome, fmt=fmt)
         if chosen == rejected:  # nothing to learn, and a zero-gap pair only adds noise
             stats["identical_skipped"] += 1
             continue
@@ -297,6 +405,7 @@ def perturbed_gold_pairs(
                 "question_id": example.question_id,
                 "db_id": example.db_id,
                 "difficulty": example.difficulty,
+                "db_path": example.db_path,
                 "margin": 1.0 if verdict.pred.ok else 2.0,
             })
             kept += 1
@@ -450,7 +559,8 @@ def load_reward_base(cfg: RewardModelParams) -> tuple[Any, Any]:
 
 
 def save_reward_model(trainer: Any, tokenizer: Any, cfg: RewardModelParams, directory: Path) -> Path:
-    """Adapter (or full model) + tokenizer + what RewardScorer.from_spec needs to reload it."""
+    """Adapter (or full model) + tokenizer + what RewardScorer.from_spec needs to reload it
+    (``reward_model.json``) + the text format it was trained on (``input_format.json``)."""
     from ..models import save_base_spec
 
     trainer.save_model(str(directory))
@@ -461,6 +571,7 @@ def save_reward_model(trainer: Any, tokenizer: Any, cfg: RewardModelParams, dire
         pad_token=tokenizer.pad_token,
         adapter=cfg.lora.enabled,
     ).write(directory)
+    input_format_for(cfg).write(directory)
     if cfg.lora.enabled:
         save_base_spec(directory, cfg.model.spec)
     return directory
@@ -474,7 +585,8 @@ def run_reward_model(cfg: RewardModelParams, stage: StageRun) -> dict[str, Any]:
     with stage.timer("load_model"):
         model, tokenizer = load_reward_base(cfg)
     dataset, data_stats = build_preference_dataset(
-        train_pairs, tokenizer, max_length=cfg.training.max_length, use_margin=cfg.use_margin
+        train_pairs, tokenizer, max_length=cfg.training.max_length, use_margin=cfg.use_margin,
+        fmt=input_format_for(cfg),
     )
     logger.info("reward model: %d training pairs (%s)", len(dataset), data_stats)
 
@@ -503,6 +615,7 @@ def run_reward_model(cfg: RewardModelParams, stage: StageRun) -> dict[str, Any]:
 
     metrics = {
         **summary,
+        "input_format": input_format_for(cfg).name,
         "pairs": sources,
         "train": {
             **data_stats,
@@ -538,7 +651,10 @@ A reward model reads a question's prompt and one SQL answer and returns a number
 (chosen = a correct SQL, rejected = a wrong one for the same question) with the Bradley-Terry
 loss `-log sigmoid(r_chosen - r_rejected - margin)`. LoRA adapts the body; the score head trains
 in full. The score is read at the last token of the chat text `prompt + assistant SQL`
-(`nl2sql_lib/scoring.py` says why padding uses a token other than `<|im_end|>`).
+(`nl2sql_lib/scoring.py` says why padding uses a token other than `<|im_end|>`). With
+`execution_feedback: true` the assistant turn also shows what that SQL did on the question's
+database, one line such as `-- result: error no_such_column: no such column: segmnt` or
+`-- result: 3 rows x 1 column (name): Ava; Ben; ...` (its own outcome, never the gold's).
 
 Pairs come from the revision trees of 04 (`pairs_source: tree`), from execution-checked wrong
 edits of the gold SQL (`gold_perturbed`), or both. Test pairs are from held-out questions.
@@ -569,8 +685,9 @@ items.sort_values("gap")[["question_id", "difficulty", "reason", "gap", "chosen"
 """),
     ("md", """
 ## Using it: rerank candidates
-06_eval picks among N sampled candidates with `RewardScorer.score(prompt, sqls)`; the same call
-on one held-out prompt:
+06_eval picks among N sampled candidates with `RewardScorer.score(prompt, sqls, db_path=...)`
+(the database lets an execution-feedback model run each candidate); the same call on one
+held-out prompt:
 """),
     ("code", """
 from nl2sql_lib.scoring import RewardScorer
@@ -578,11 +695,38 @@ from nl2sql_lib.scoring import RewardScorer
 scorer = RewardScorer.from_spec("stage:reward_model", run_dir=cfg.run_dir)
 pair = read_jsonl(stage.path("test_pairs.jsonl"))[0]
 print(pair["prompt"][-1]["content"].split("Question:")[-1].strip())
-for sql, score in zip([pair["chosen"], pair["rejected"]], scorer.score(pair["prompt"], [pair["chosen"], pair["rejected"]])):
+sqls = [pair["chosen"], pair["rejected"]]
+for sql, score in zip(sqls, scorer.score(pair["prompt"], sqls, db_path=pair.get("db_path"))):
     print(f"{score:+.3f}  {sql}")
 """),
     ("code", "stage.finish(metrics)"),
 ]
+
+
+def headline(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The metrics a manifest and the command line show."""
+    keys = ("n", "pairwise_accuracy", "mean_gap", "median_gap", "ties", "n_questions", "input_format", "adapter")
+    return {key: metrics[key] for key in keys if key in metrics}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m nl2sql_lib.train.reward_model --params params/cpu/reward_model.yaml --run cpu [--set k=v]``"""
+    import argparse
+    import json
+    import sys
+
+    from ..config import add_params_arguments, params_from_args
+
+    parser = argparse.ArgumentParser(description="05_reward_model without the notebook")
+    add_params_arguments(parser, "params/cpu/reward_model.yaml")
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    cfg = params_from_args("reward_model", args)
+    stage = StageRun(cfg, "reward_model").start()
+    metrics = run_reward_model(cfg, stage)
+    stage.finish(metrics)
+    print(json.dumps({**headline(metrics), "by_reason": metrics.get("by_reason"), "train": metrics["train"]}, indent=1))
+    return 0
 
 
 def write_reward_model_notebook(path: str | Path = "notebooks/05_reward_model.ipynb") -> Path:
@@ -590,3 +734,7 @@ def write_reward_model_notebook(path: str | Path = "notebooks/05_reward_model.ip
     from ..notebook_tools import write_notebook
 
     return write_notebook(path, "reward_model", "a reward model that ranks SQL answers", NOTEBOOK_CELLS)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
