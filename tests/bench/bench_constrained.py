@@ -108,6 +108,8 @@ def compare(free_items: list[dict], constrained_items: list[dict]) -> dict:
 
 
 def main() -> dict:
+    from nl2sql_lib.io import write_json
+
     import torch
 
     from nl2sql_lib.config import ModelParams, load_params
@@ -151,8 +153,7 @@ def main() -> dict:
                      "constraint_top_k": TOP_K, "stop_strings": generator.stop_strings},
         "results": results,
     }
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps(report, indent=2) + "\n")
+    write_json(OUT, report)  # atomic: a killed run never leaves half a file
     print(f"wrote {OUT}")
     return report
 

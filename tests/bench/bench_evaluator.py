@@ -154,6 +154,8 @@ def _timed(fn, *args) -> tuple:
 
 
 def main() -> dict:
+    from nl2sql_lib.io import write_json
+
     if not (SPIDER / "dev.json").is_file():
         print(f"the Spider dev set is not at {SPIDER}; nothing to benchmark")
         sys.exit(2)
@@ -188,8 +190,7 @@ def main() -> dict:
         "target_speedup": 5.0,
         "load_average_1min_at_end": round(os.getloadavg()[0], 2),
     }
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(OUT, result)  # atomic: a killed run never leaves half a file
     print(f"{len(items)} Spider dev questions x {N_CANDIDATES} candidates = {n} candidates "
           f"({sum(serial)} correct); verdicts agree: {agree}")
     print(f"{'evaluator':<34}{'seconds':>10}{'cand/s':>12}{'speed-up':>10}{'CPU s':>8}")

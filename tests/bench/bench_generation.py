@@ -52,6 +52,8 @@ def run_setting(model, tokenizer, prompts, batch_size: int, dtype_name: str) -> 
 
 
 def main() -> dict:
+    from nl2sql_lib.io import write_json
+
     import torch
 
     from nl2sql_lib.config import ModelParams
@@ -86,8 +88,7 @@ def main() -> dict:
         },
     }
     out = PROJECT_ROOT / "outputs" / "bench" / "generation.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
+    write_json(out, report)  # atomic: a killed run never leaves half a file
     print(f"wrote {out}")
     return report
 

@@ -83,6 +83,7 @@ def _database() -> Path:
 
 
 def main() -> dict:
+    from nl2sql_lib.io import write_json
     from nl2sql_lib.sql.execute import execute_sql
 
     db = _database()
@@ -126,8 +127,7 @@ def main() -> dict:
         "rss_end_mb": round(proc.memory_info().rss / 2**20, 1),
         "peak_rss_mb": round(peak_mb, 1),
     }
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(OUT, result)  # atomic: a killed run never leaves half a file
     print(f"{'query':<38}{'seconds':>8}  {'outcome':<14}{'threads':>8}{'cpu after':>10}{'RSS MB':>8}")
     for r in rows:
         print(f"{r['query']:<38}{r['seconds']:>8.3f}  {r['outcome']:<14}{r['os_threads_delta']:>8}"
