@@ -173,3 +173,38 @@ def test_skip_missing_db(files) -> None:
     metrics = json.loads(out.read_text())
     assert metrics["n"] == 2 and metrics["skipped_missing_db"] == 2 and metrics["ex"] == 0.5
     assert "skipped 2 question(s)" in proc.stdout
+
+
+def _examples_and_preds(files) -> tuple[list, list[str]]:
+    from nl2sql_lib.evaluate.cli import read_gold
+
+    examples = read_gold(files["tsv_gold"], files["root"])
+    return examples * 3, PRED * 3
+
+
+def test_small_work_stays_in_one_process(files, monkeypatch) -> None:
+    """--workers 2 on a few questions: a pool would cost more than it saves, so none starts."""
+    import multiprocessing
+
+    from nl2sql_lib.evaluate import cli
+
+    def no_pool(*args, **kwargs):
+        raise AssertionError("a process pool was started for a small workload")
+
+    monkeypatch.setattr(multiprocessing, "get_context", no_pool)
+    examples, preds = _examples_and_preds(files)
+    items = cli.score_parallel(examples, preds, {"semantics": "bird"}, workers=2)
+    assert [it["index"] for it in items] == list(range(len(examples)))
+    assert [it["correct"] for it in items] == [True, False, False, True] * 3
+
+
+@pytest.mark.parametrize("pool_after", [0, 1e-9])
+def test_pool_gives_the_same_items(files, pool_after: float) -> None:
+    """The pool, from the start (0) or after a first stretch scored here (tiny budget), agrees."""
+    from nl2sql_lib.evaluate import cli
+
+    examples, preds = _examples_and_preds(files)
+    serial = cli.score_parallel(examples, preds, {"semantics": "spider"}, workers=1)
+    pooled = cli.score_parallel(examples, preds, {"semantics": "spider"}, workers=2, pool_after=pool_after)
+    assert pooled == serial
+    assert [it["index"] for it in pooled] == list(range(len(examples)))

@@ -203,3 +203,72 @@ def test_connection_is_cached_and_read_only(db: Path) -> None:
     conn = cache[str(db.resolve())]
     with pytest.raises(sqlite3.DatabaseError):
         conn.execute("DELETE FROM item")
+
+
+def test_undecodable_text_is_decoded_leniently(tmp_path: Path) -> None:
+    """Cached connections decode TEXT in C; a value that is not UTF-8 falls back to dropping bytes."""
+    path = tmp_path / "latin.sqlite"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE t(id INTEGER, name TEXT)")
+    conn.execute("INSERT INTO t VALUES (1, 'plain'), (2, CAST(x'61ff62' AS TEXT)), (3, 'caf\u00e9')")
+    conn.commit()
+    conn.close()
+    clear_connection_cache()
+    assert execute_sql(path, "SELECT name FROM t WHERE id = 3").rows == (("caf\u00e9",),)
+    result = execute_sql(path, "SELECT name FROM t ORDER BY id")
+    assert result.ok and result.rows == (("plain",), ("ab",), ("caf\u00e9",))
+    assert execute_sql(path, "SELECT name FROM t WHERE id = 2").rows == (("ab",),)
+    assert execute_sql(path, "SELECT count(*) FROM t").rows == ((3,),)
+
+
+@pytest.mark.parametrize("n", [0, 1, 16, 17, 18, 33, 34, 35, 600])
+def test_every_row_is_fetched_at_chunk_boundaries(db: Path, n: int) -> None:
+    """Results that end exactly on, just before or just after a fetch chunk are complete."""
+    one = f"WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r WHERE n < {n}) SELECT n FROM r WHERE n <= {n}"
+    two = one.replace("SELECT n FROM r WHERE", "SELECT n, -n FROM r WHERE")
+    assert execute_sql(db, one).rows == tuple((i,) for i in range(1, n + 1))
+    assert execute_sql(db, two).rows == tuple((i, -i) for i in range(1, n + 1))
+    capped = execute_sql(db, one, max_rows=n)
+    assert capped.ok and len(capped.rows) == n
+    if n:
+        over = execute_sql(db, one, max_rows=n - 1)
+        assert over.truncated and len(over.rows) == n - 1
+
+
+def test_forked_child_opens_its_own_connections(db: Path) -> None:
+    """A child forked after connections were cached starts with none and still runs queries."""
+    import multiprocessing
+
+    from nl2sql_lib.sql import execute as module
+
+    if "fork" not in multiprocessing.get_all_start_methods():
+        pytest.skip("no fork on this platform")
+    execute_sql(db, "SELECT 1")
+    parent_conn = module._cache()[str(db.resolve())]
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        cached_before, rows = pool.apply(_child_query, (str(db),))
+    assert cached_before == 0 and rows == ((3,),)
+    assert module._cache()[str(db.resolve())] is parent_conn  # the parent's cache is untouched
+    assert execute_sql(db, "SELECT count(*) FROM item").rows == ((3,),)
+
+
+def _child_query(db: str) -> tuple[int, tuple]:
+    from nl2sql_lib.sql import execute as module
+
+    cached_before = len(module._cache())
+    return cached_before, execute_sql(db, "SELECT count(*) FROM item").rows
+
+
+def test_byte_cap_is_exact_for_results_that_end_in_their_first_chunk(db: Path) -> None:
+    """Small results skip measuring only when even maximal values could not reach the cap."""
+    from nl2sql_lib.sql.execute import MAX_VALUE_BYTES
+
+    sql = ("WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r WHERE n < 2) "
+           f"SELECT zeroblob({MAX_VALUE_BYTES}) FROM r")
+    row_text = len(repr((bytes(MAX_VALUE_BYTES),)))  # b'\x00\x00...' - 4 characters per byte
+    fits = execute_sql(db, sql, max_bytes=2 * row_text)
+    assert fits.ok and len(fits.rows) == 2
+    over = execute_sql(db, sql, max_bytes=2 * row_text - 1)
+    assert over.truncated and over.error is ErrorKind.TOO_MANY_ROWS and len(over.rows) == 1
+    small = execute_sql(db, "SELECT name FROM item ORDER BY id", max_bytes=10)
+    assert small.truncated and small.rows == (("pen",),)  # repr(('pen',)) is 8 characters

@@ -85,6 +85,56 @@ def test_unknown_semantics_rejected() -> None:
         Judge(semantics="sets")
 
 
+def test_prediction_results_are_reused_whatever_the_row_cap(db: Path, monkeypatch) -> None:
+    from nl2sql_lib.sql import judge as module
+
+    calls = []
+    real = module.execute_sql
+    monkeypatch.setattr(module, "execute_sql", lambda *a, **k: calls.append(a[1]) or real(*a, **k))
+    judge = Judge()
+    first = judge.execute(db, "SELECT name FROM pet", max_rows=10)
+    again = judge.execute(db, "SELECT name FROM pet", max_rows=20)
+    assert again is first and calls == ["SELECT name FROM pet"]
+    # a complete result of 3 rows does not fit a cap of 2: that run is truncated, and never cached
+    small = judge.execute(db, "SELECT name FROM pet", max_rows=2)
+    assert small.truncated and len(small.rows) == 2
+    assert judge.execute(db, "SELECT name FROM pet", max_rows=2) is not small
+    assert judge.execute(db, "SELECT name FROM pet", max_rows=10) is first
+
+
+def test_repeated_candidates_get_the_same_verdict(db: Path, monkeypatch) -> None:
+    from nl2sql_lib.sql import judge as module
+
+    calls = []
+    real = module.execute_sql
+    monkeypatch.setattr(module, "execute_sql", lambda *a, **k: calls.append(a[1]) or real(*a, **k))
+    judge = Judge()
+    gold = "SELECT name FROM pet WHERE kind = 'dog'"
+    preds = ["SELECT name FROM pet WHERE age = 3", "SELECT name FROM pet", "SELEC x"]
+    first = [judge.judge(db, gold, p) for p in preds]
+    second = [judge.judge(db, gold, p) for p in preds]
+    assert [v.correct for v in first] == [v.correct for v in second] == [True, False, False]
+    assert all(a.pred is b.pred and a.gold is b.gold for a, b in zip(first, second))
+    assert len(calls) == 1 + len(preds)  # gold once, each candidate once
+    # the same candidate against another gold is compared again, with its cached result
+    other = judge.judge(db, "SELECT name FROM pet", "SELECT name FROM pet WHERE age = 3")
+    assert not other.correct and other.pred is first[0].pred and len(calls) == 2 + len(preds)
+    # without a result cache every candidate runs every time
+    uncached = Judge(pred_cache_size=0)
+    calls.clear()
+    for _ in range(2):
+        assert [uncached.judge(db, gold, p).correct for p in preds] == [True, False, False]
+    assert len(calls) == 1 + 2 * len(preds)
+
+
+def test_spider_preparation_is_the_same_when_cached(db: Path) -> None:
+    judge = Judge(semantics="spider")
+    sql = "SELECT DISTINCT name FROM pet WHERE age > = 3"
+    assert judge.prepare(sql) == judge.prepare(sql) == "SELECT  name FROM pet WHERE age >= 3"
+    assert Judge(semantics="spider", keep_distinct=True).prepare(sql) == "SELECT DISTINCT name FROM pet WHERE age >= 3"
+    assert Judge(semantics="bird").prepare(sql) == sql
+
+
 # ---------------------------------------------------------------------------------------------
 # Spider dev
 # ---------------------------------------------------------------------------------------------

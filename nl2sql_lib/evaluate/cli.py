@@ -11,8 +11,10 @@ PRED: BIRD's ``predict_dev.json`` (``{"0": "SQL\\t----- bird -----\\tdb_id", ...
 file with one SQL per line. Databases are found at ``DB_ROOT/<db_id>/<db_id>.sqlite``.
 
 The run stops with a clear message (exit code 2) when the counts differ, a line is empty, a
-prediction names another database than its gold, or a database is missing. Work is split over
-``--workers`` processes by database; gold SQL runs once per question.
+prediction names another database than its gold, or a database is missing. Gold SQL runs once
+per question. With ``--workers N``, work that lasts more than a couple of seconds is split by
+database over N processes; smaller runs stay in one process, where they are faster (see
+score_parallel).
 """
 
 from __future__ import annotations
@@ -201,18 +203,70 @@ def _start_method() -> str:
     return "spawn"
 
 
+# A process pool costs a fixed start-up (forking, pickling the questions out and the items back;
+# "spawn" also re-imports the library, about a second per worker). On Spider dev's 7,776
+# candidates, half a second of work, a pool of 2 was slower than one process (issue #3), so
+# scoring starts in this process and spreads the rest over the pool only when, after this many
+# seconds, at least as much work is estimated to remain.
+POOL_AFTER_SECONDS = {"fork": 1.0, "spawn": 5.0}
+
+
 def score_parallel(examples: list[Example], preds: list[str], judge_kwargs: dict, *, workers: int = 1,
-                   components: bool = True) -> list[dict]:
-    """Per-question items in order, computed by ``workers`` processes split by database."""
-    buckets = split_by_database(examples, workers)
-    tasks = [([(i, examples[i], preds[i]) for i in bucket], judge_kwargs, components) for bucket in buckets]
-    if len(tasks) <= 1:
-        results = [_score_chunk(t) for t in tasks]
+                   components: bool = True, pool_after: float | None = None) -> list[dict]:
+    """Per-question items in order, computed in this process or by ``workers`` processes.
+
+    With ``workers > 1`` the questions are first scored here; once ``pool_after`` seconds
+    (default: POOL_AFTER_SECONDS for the start method) have passed and the remaining questions
+    are estimated to take at least as long again, they are split by database over ``workers``
+    processes. ``pool_after=0`` sends every question to the pool.
+    """
+    if workers <= 1 or len(examples) <= 1:
+        return _score_chunk((list(zip(range(len(examples)), examples, preds)), judge_kwargs, components))
+    method = _start_method()
+    budget = POOL_AFTER_SECONDS[method] if pool_after is None else pool_after
+    if budget > 0:
+        items, rest = _score_until(examples, preds, judge_kwargs, components, budget)
     else:
-        with multiprocessing.get_context(_start_method()).Pool(len(tasks)) as pool:
-            results = pool.map(_score_chunk, tasks)
-    items = sorted((it for chunk in results for it in chunk), key=lambda it: it["index"])
-    return items
+        items, rest = [], list(range(len(examples)))
+    if rest:
+        items += _score_in_pool([examples[i] for i in rest], [preds[i] for i in rest], rest, judge_kwargs,
+                                workers, components, method)
+    return sorted(items, key=lambda it: it["index"])
+
+
+def _score_until(examples: list[Example], preds: list[str], judge_kwargs: dict, components: bool,
+                 budget: float) -> tuple[list[dict], list[int]]:
+    """Score in this process; stop after ``budget`` seconds if the rest looks at least as long.
+
+    Returns (items scored, indices left for the pool).
+    """
+    from ..sql.judge import Judge
+    from .metrics import score_item
+
+    judge = Judge(**judge_kwargs)
+    items: list[dict] = []
+    start = time.perf_counter()
+    decided = False
+    for i, (example, pred) in enumerate(zip(examples, preds)):
+        items.append(score_item(i, example, pred, judge, components=components))
+        if not decided and time.perf_counter() - start >= budget:
+            decided = True  # estimate once: the rest takes about as long per question as the first ones
+            remaining = len(examples) - i - 1
+            if remaining * (time.perf_counter() - start) / (i + 1) >= budget:
+                return items, list(range(i + 1, len(examples)))
+    return items, []
+
+
+def _score_in_pool(examples: list[Example], preds: list[str], indices: list[int], judge_kwargs: dict,
+                   workers: int, components: bool, method: str) -> list[dict]:
+    """Items for ``indices`` (examples[k] is question indices[k]), split by database over a pool."""
+    buckets = split_by_database(examples, workers)
+    tasks = [([(indices[k], examples[k], preds[k]) for k in bucket], judge_kwargs, components) for bucket in buckets]
+    if len(tasks) <= 1:
+        return _score_chunk(tasks[0]) if tasks else []
+    with multiprocessing.get_context(method).Pool(len(tasks)) as pool:
+        results = pool.map(_score_chunk, tasks)
+    return [it for chunk in results for it in chunk]
 
 
 def evaluate_files(gold: str | Path, pred: str | Path, db_root: str | Path, *, semantics: str = "bird",
@@ -267,7 +321,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="spider only: do not remove DISTINCT from both queries before running them")
     parser.add_argument("--timeout", type=float, default=5.0, help="seconds per predicted query (default 5)")
     parser.add_argument("--tolerance", type=float, default=None, help="numeric tolerance (default: exact)")
-    parser.add_argument("--workers", type=int, default=1, help="processes, work split by database (default 1)")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="processes, work split by database once it is large enough to pay off (default 1)")
     parser.add_argument("--out", help="write the summary (metrics) JSON here")
     parser.add_argument("--per-item", help="write one JSON record per question here (JSON Lines)")
     parser.add_argument("--report-dir", help="also write report.md and plots into this folder")

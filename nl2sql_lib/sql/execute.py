@@ -21,11 +21,13 @@ enforced by SQLite itself rather than by looking at the text:
    ``MAX_VALUE_BYTES``, and SQLite's own heap is bounded with ``PRAGMA hard_heap_limit``.
 
 Connections are cached per process and thread, one per database path, so evaluating thousands
-of candidates on one database pays for the open once.
+of candidates on one database pays for the open once. Like the Spider evaluator, TEXT that is not
+valid UTF-8 is decoded leniently (undecodable bytes dropped) instead of failing the query.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import sqlite3
@@ -131,6 +133,16 @@ _heap_limit_set = False
 _local = threading.local()
 
 
+def _lenient_text(value: bytes) -> str:
+    """Like the Spider evaluator: undecodable bytes in TEXT are dropped, never a crash."""
+    return value.decode(errors="ignore")
+
+
+def _is_decode_failure(exc: BaseException) -> bool:
+    """sqlite3's error when ``text_factory=str`` meets a TEXT value that is not valid UTF-8."""
+    return isinstance(exc, sqlite3.OperationalError) and str(exc).startswith("Could not decode to UTF-8")
+
+
 def _set_heap_limit(conn: sqlite3.Connection) -> None:
     global _heap_limit_set
     if not _heap_limit_set and HEAP_LIMIT_BYTES > 0:
@@ -145,12 +157,58 @@ def _chunk_rows(fetched: int, size: int, max_rows: int, max_bytes: int, n_column
 
     Python materializes a whole chunk before any cap is checked, so the chunk must be small
     enough that even rows of maximal values (``MAX_VALUE_BYTES`` each; repr inflates blobs about
-    4x) cannot exceed the remaining byte budget by more than one row. Ordinary results still come
-    in chunks of 512 rows.
+    4x) cannot exceed the remaining byte budget by more than one row. With the default 64 MB
+    budget that is 17 rows of one column, 9 of two; without a byte budget, up to 512 rows.
     """
     worst_row = 4 * max(1, n_columns) * MAX_VALUE_BYTES
     by_bytes = max(0, max_bytes - size) // worst_row + 1
     return max(1, min(512, max_rows - fetched + 1, by_bytes))
+
+
+def _within_caps_unmeasured(n_rows: int, n_columns: int, max_rows: int, max_bytes: int) -> bool:
+    """True when ``n_rows`` rows stay within both caps whatever their values.
+
+    A value's repr is at most 4 characters per byte plus 3 (``b'...'``), and a row in a list
+    adds at most 2 characters per value and 5 of its own (parentheses, a trailing comma and the
+    list's separator), so this bounds the text size exactly as it would be measured.
+    """
+    return n_rows <= max_rows and n_rows * (max(1, n_columns) * (4 * MAX_VALUE_BYTES + 5) + 5) <= max_bytes
+
+
+class _Clock:
+    """The time limit of the query running on one connection, checked by SQLite's progress handler.
+
+    SQLite calls it every PROGRESS_STEPS virtual-machine steps inside ``sqlite3_step``, on the
+    calling thread; a non-zero return aborts the statement with SQLITE_INTERRUPT, so when the
+    call returns nothing is left running. It is installed once per cached connection (installing
+    and removing a handler around every query cost more than the handler itself) and armed by
+    execute_sql for the duration of one query; disarmed, it never interrupts anything.
+    """
+
+    __slots__ = ("deadline", "timed_out")
+
+    def __init__(self) -> None:
+        self.deadline = math.inf
+        self.timed_out = False
+
+    def __call__(self) -> int:
+        if time.monotonic() > self.deadline:
+            self.timed_out = True
+            return 1
+        return 0
+
+    def arm(self, timeout: float) -> None:
+        self.timed_out = False
+        self.deadline = time.monotonic() + timeout
+
+    def disarm(self) -> None:
+        self.deadline = math.inf
+
+
+class _Connection(sqlite3.Connection):
+    """A read-only connection that can carry its _Clock (set by _cached_connection)."""
+
+    clock: _Clock
 
 
 def open_readonly(db_path: str | Path) -> sqlite3.Connection:
@@ -166,9 +224,8 @@ def open_readonly(db_path: str | Path) -> sqlite3.Connection:
             f"Example.db_path; the evaluator never creates database files"
         )
     uri = f"file:{quote(str(path.resolve()))}?mode=ro"
-    conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=True)
-    # Like the Spider evaluator: undecodable bytes in TEXT never crash a comparison.
-    conn.text_factory = lambda b: b.decode(errors="ignore")
+    conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=True, factory=_Connection)
+    conn.text_factory = _lenient_text
     _set_heap_limit(conn)
     conn.execute("PRAGMA query_only=1")
     conn.setlimit(sqlite3.SQLITE_LIMIT_ATTACHED, 0)
@@ -181,17 +238,29 @@ def open_readonly(db_path: str | Path) -> sqlite3.Connection:
 _inherited: list = []
 
 
-def _cache() -> "OrderedDict[str, sqlite3.Connection]":
-    # Per process (a forked child must not use its parent's connections) and per thread.
-    pid = os.getpid()
-    if getattr(_local, "pid", None) != pid:
-        if getattr(_local, "connections", None):
-            # Connections inherited through fork: never used or closed here, only kept alive so
-            # that garbage collection does not run sqlite3_close on the parent's handles.
-            _inherited.append(_local.connections)
-        _local.pid = pid
-        _local.connections = OrderedDict()
-    return _local.connections
+def _cache() -> "OrderedDict[str, _Connection]":
+    # Per thread, and per process: see _forget_connections_after_fork.
+    connections = getattr(_local, "connections", None)
+    if connections is None:
+        connections = _local.connections = OrderedDict()
+    return connections
+
+
+def _forget_connections_after_fork() -> None:
+    """In a forked child: start with no cached connections (the parent's are not ours to use).
+
+    The forking thread's inherited connections are never used or closed here, only kept alive
+    so that garbage collection does not run sqlite3_close on the parent's handles. (Run by
+    os.register_at_fork, so no call has to compare process ids.)
+    """
+    inherited = getattr(_local, "connections", None)
+    if inherited:
+        _inherited.append(inherited)
+    _local.connections = OrderedDict()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_connections_after_fork)
 
 
 def _cached_connection(db_path: str | Path) -> sqlite3.Connection:
@@ -202,6 +271,13 @@ def _cached_connection(db_path: str | Path) -> sqlite3.Connection:
         cache.move_to_end(key)
         return conn
     conn = open_readonly(key)
+    # Decode TEXT in C (sqlite3's fast path for ``str``) instead of calling _lenient_text for
+    # every value, which cost about 5% of the time spent running Spider dev queries. Valid UTF-8
+    # decodes to the very same string; on the first invalid value execute_sql switches this
+    # connection back to _lenient_text and runs the query again (see _run_guarded).
+    conn.text_factory = str
+    conn.clock = _Clock()
+    conn.set_progress_handler(conn.clock, PROGRESS_STEPS)
     cache[key] = conn
     while len(cache) > MAX_CACHED_CONNECTIONS:
         _, old = cache.popitem(last=False)
@@ -269,8 +345,9 @@ def _is_query(sql: str) -> bool:
     extra layer (it runs for every candidate), not the guard itself. Anything else is passed on
     to SQLite, whose authorizer has the final word and which reports syntax errors itself.
     """
-    start = _LEADING_NOISE.match(sql).end()
-    word = _FIRST_WORD.match(sql, start)
+    word = _FIRST_WORD.match(sql)  # most SQL starts with its keyword: one regex instead of two
+    if word is None:
+        word = _FIRST_WORD.match(sql, _LEADING_NOISE.match(sql).end())
     return word is None or word.group(0).upper() not in _STATEMENT_KEYWORDS
 
 
@@ -293,68 +370,115 @@ def execute_sql(
     the fetched result (the result is then ``truncated`` with error TOO_MANY_ROWS).
     """
     start = time.perf_counter()
+    run = _Run()
+    refusal = _refusal(sql)
+    if refusal is not None:
+        run.error, run.message = refusal
+    else:
+        try:
+            conn = _cached_connection(db_path)
+        except MissingDatabase as exc:
+            run.error, run.message = ErrorKind.MISSING_DB, str(exc)
+        except sqlite3.Error as exc:
+            run.error, run.message = ErrorKind.OTHER, f"cannot open {db_path}: {exc}"
+        else:
+            _run_guarded(conn, sql, timeout, max_rows, max_bytes, run)
+    return ExecResult(run.rows, run.columns, run.error, run.message, run.truncated, time.perf_counter() - start)
 
-    def result(rows, columns, error, message, truncated=False) -> ExecResult:
-        return ExecResult(rows, tuple(columns), error, message, truncated, time.perf_counter() - start)
 
+class _Run:
+    """The outcome of one execution as it is being built (the fields of an ExecResult)."""
+
+    __slots__ = ("rows", "columns", "error", "message", "truncated")
+
+    def __init__(self) -> None:
+        self.rows: tuple | None = None
+        self.columns: tuple[str, ...] = ()
+        self.error = ErrorKind.OK
+        self.message = ""
+        self.truncated = False
+
+
+def _refusal(sql: str | None) -> tuple[ErrorKind, str] | None:
+    """Why ``sql`` is not even handed to SQLite (empty, or not a query); None when it may run."""
     if sql is None or not str(sql).strip().strip(";").strip():
-        return result(None, (), ErrorKind.EMPTY, "empty SQL")
+        return ErrorKind.EMPTY, "empty SQL"
     if not _is_query(sql):
         first = str(sql).split(None, 1)[0][:30]
-        return result(None, (), ErrorKind.FORBIDDEN, f"only queries may run; {first!r} starts another kind of statement")
+        return ErrorKind.FORBIDDEN, f"only queries may run; {first!r} starts another kind of statement"
+    return None
+
+
+def _run_guarded(conn: _Connection, sql: str, timeout: float, max_rows: int, max_bytes: int, run: _Run) -> None:
+    """Execute and fetch under the time limit, turning every failure into an error class."""
+    # The time limit: a Python callback, but SQLite calls it only every PROGRESS_STEPS steps (on
+    # Spider dev fewer than once per query), so it costs nothing measurable (issue #3).
+    clock = conn.clock
+    clock.arm(timeout)
     try:
-        conn = _cached_connection(db_path)
-    except MissingDatabase as exc:
-        return result(None, (), ErrorKind.MISSING_DB, str(exc))
-    except sqlite3.Error as exc:
-        return result(None, (), ErrorKind.OTHER, f"cannot open {db_path}: {exc}")
+        try:
+            _fetch_capped(conn, sql, max_rows, max_bytes, run)
+        except sqlite3.OperationalError as exc:
+            if conn.text_factory is not str or not _is_decode_failure(exc):
+                raise
+            # Cached connections decode TEXT in C, which fails on bytes that are not UTF-8: this
+            # database has such text, so decode it leniently from now on and run once more
+            # (under the same deadline).
+            conn.text_factory = _lenient_text
+            _fetch_capped(conn, sql, max_rows, max_bytes, run)
+    except (sqlite3.Error, sqlite3.Warning) as exc:
+        run.rows, run.truncated = None, False
+        if clock.timed_out:
+            run.error, run.message = ErrorKind.TIMEOUT, f"query exceeded the {timeout:g} s time limit"
+        else:
+            run.message = str(exc)
+            run.error = classify_error(run.message)
+    except (ValueError, OverflowError, MemoryError) as exc:  # e.g. NUL in SQL, huge integers
+        run.rows, run.truncated = None, False
+        run.error, run.message = ErrorKind.OTHER, f"{type(exc).__name__}: {exc}"
+    finally:
+        clock.disarm()
 
-    deadline = time.monotonic() + timeout
-    timed_out = False
 
-    def progress() -> int:
-        nonlocal timed_out
-        if time.monotonic() > deadline:
-            timed_out = True
-            return 1  # non-zero: SQLite aborts the statement with SQLITE_INTERRUPT
-        return 0
+def _fetch_capped(conn: sqlite3.Connection, sql: str, max_rows: int, max_bytes: int, run: _Run) -> None:
+    """One execution of ``sql``, fetched in chunks until the end of the result or a cap.
 
-    conn.set_progress_handler(progress, PROGRESS_STEPS)
+    Sets ``run.columns`` as soon as they are known and ``run.rows`` at the end (a truncated
+    result sets ``error``, ``message`` and ``truncated`` too). Bytes are counted as the length
+    of each chunk's text representation, at C speed; only the chunk that crosses a cap is cut
+    row by row, so the caps stay exact without a Python loop over every value.
+    """
     cursor = conn.cursor()
-    rows: list[tuple] = []
-    columns: tuple[str, ...] = ()
     try:
         cursor.execute(sql)
-        columns = tuple(d[0] for d in cursor.description or ())
+        run.columns = columns = tuple([d[0] for d in cursor.description or ()])
+        rows: list[tuple] = []
         size = 0
         while True:
-            chunk = cursor.fetchmany(_chunk_rows(len(rows), size, max_rows, max_bytes, len(columns)))
-            if not chunk:
-                break
-            # Whole chunks are accounted at C speed; only the chunk that crosses a cap is cut row
-            # by row, so the caps stay exact without a Python loop over every value.
+            wanted = _chunk_rows(len(rows), size, max_rows, max_bytes, len(columns))
+            chunk = cursor.fetchmany(wanted)
+            # fetchmany returns fewer rows than asked only at the end of the result.
+            done = len(chunk) < wanted
+            if done and not rows and _within_caps_unmeasured(len(chunk), len(columns), max_rows, max_bytes):
+                run.rows = tuple(chunk)  # the whole result, too small to need measuring (most are)
+                return
             chunk_size = len(repr(chunk))
             if len(rows) + len(chunk) <= max_rows and size + chunk_size <= max_bytes:
-                rows.extend(chunk)
+                rows += chunk
                 size += chunk_size
-                continue
-            for row in chunk:
-                row_size = len(repr(row))
-                if len(rows) >= max_rows or size + row_size > max_bytes:
-                    what = f"{max_rows} rows" if len(rows) >= max_rows else f"{max_bytes} bytes"
-                    return result(tuple(rows), columns, ErrorKind.TOO_MANY_ROWS,
-                                  f"result exceeds the cap of {what}; fetched rows are truncated",
-                                  truncated=True)
-                rows.append(row)
-                size += row_size
-        return result(tuple(rows), columns, ErrorKind.OK, "")
-    except (sqlite3.Error, sqlite3.Warning) as exc:
-        message = str(exc)
-        if timed_out:
-            return result(None, columns, ErrorKind.TIMEOUT, f"query exceeded the {timeout:g} s time limit")
-        return result(None, columns, classify_error(message), message)
-    except (ValueError, OverflowError, MemoryError) as exc:  # e.g. NUL in SQL, huge integers
-        return result(None, columns, ErrorKind.OTHER, f"{type(exc).__name__}: {exc}")
+            else:
+                for row in chunk:
+                    row_size = len(repr(row))
+                    if len(rows) >= max_rows or size + row_size > max_bytes:
+                        what = f"{max_rows} rows" if len(rows) >= max_rows else f"{max_bytes} bytes"
+                        run.rows, run.truncated = tuple(rows), True
+                        run.error = ErrorKind.TOO_MANY_ROWS
+                        run.message = f"result exceeds the cap of {what}; fetched rows are truncated"
+                        return
+                    rows.append(row)
+                    size += row_size
+            if done:
+                run.rows = tuple(rows)
+                return
     finally:
         cursor.close()
-        conn.set_progress_handler(None, 0)
