@@ -27,7 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-STRATEGIES = ("greedy", "vote", "rm")
+STRATEGIES = ("greedy", "vote", "rm", "rm_vote")
+NEEDS_SCORER = ("rm", "rm_vote")
 
 
 class AskError(ValueError):
@@ -69,7 +70,7 @@ def check_database(db_path: str | Path) -> Path:
 
 def generate_candidates(generator: Any, messages: list[dict], *, strategy: str, n: int,
                         temperature: float, max_new_tokens: int) -> list[str]:
-    """Raw model texts: the greedy answer, plus ``n-1`` samples for vote and rm."""
+    """Raw model texts: the greedy answer, plus ``n-1`` samples for the other strategies."""
     texts = generator.generate([messages], n=1, temperature=0.0, max_new_tokens=max_new_tokens)[0][:1]
     if strategy != "greedy" and n > 1:
         texts += generator.generate([messages], n=n - 1, temperature=temperature, max_new_tokens=max_new_tokens)[0]
@@ -95,17 +96,17 @@ def ask(
     """Answer ``question`` over ``db_path``: generate, pick with ``strategy``, run the pick.
 
     ``generator`` has ``generate(messages_batch, n=, temperature=, max_new_tokens=)`` (see
-    :mod:`nl2sql_lib.generate`); ``scorer`` (strategy rm) has ``score(messages, sqls)``.
+    :mod:`nl2sql_lib.generate`); ``scorer`` (strategies rm, rm_vote) has ``score(messages, sqls)``.
     """
-    from .evaluate.selection import select_by_score, select_greedy, select_vote
+    from .evaluate.selection import select_by_score, select_greedy, select_vote, select_weighted_vote
     from .sql.execute import execute_sql
     from .sql.extract import extract_sql
     from .sql.judge import Judge
 
     if strategy not in STRATEGIES:
         raise AskError(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
-    if strategy == "rm" and scorer is None:
-        raise AskError("strategy 'rm' needs a reward model (scorer)")
+    if strategy in NEEDS_SCORER and scorer is None:
+        raise AskError(f"strategy {strategy!r} needs a reward model (scorer)")
     if n < 1:
         raise AskError(f"n must be at least 1, got {n}")
     db_path = check_database(db_path)
@@ -123,7 +124,10 @@ def ask(
         sql = select_vote(usable, db_path, judge or Judge(timeout=timeout))
     else:
         scores = [float(s) for s in scorer.score(messages, usable, db_path=db_path)]
-        sql = select_by_score(usable, scores)
+        if strategy == "rm":
+            sql = select_by_score(usable, scores)
+        else:
+            sql = select_weighted_vote(usable, scores, db_path, judge or Judge(timeout=timeout))
     result = execute_sql(db_path, sql, timeout=timeout, max_rows=max_rows) if sql else None
     return Answer(question, strategy, sql, usable, result, scores, raw)
 
@@ -194,10 +198,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="model spec: stage:sft / stage:grpo (with --run-dir), embedded:..., a folder, a hub id")
     parser.add_argument("--run-dir", default=None, help="outputs/<run>: for stage: specs and the run's schema rendering")
     parser.add_argument("--strategy", choices=STRATEGIES, default="greedy")
-    parser.add_argument("--n", type=int, default=4, help="candidates for vote and rm")
+    parser.add_argument("--n", type=int, default=4, help="candidates for vote, rm and rm_vote")
     parser.add_argument("--temperature", type=float, default=0.8)
     parser.add_argument("--max-new-tokens", type=int, default=128)
-    parser.add_argument("--reward-model", default="stage:reward_model", help="reward model for --strategy rm")
+    parser.add_argument("--reward-model", default="stage:reward_model", help="reward model for --strategy rm / rm_vote")
     parser.add_argument("--evidence", default="", help="an optional hint (BIRD's evidence)")
     parser.add_argument("--rows", type=int, default=10, help="result rows to print")
     parser.add_argument("--timeout", type=float, default=5.0, help="seconds the query may run")
@@ -215,7 +219,7 @@ def main(argv: Sequence[str] | None = None, *, generator: Any = None, scorer: An
         schema_params = _schema_params(args.run_dir)
         if generator is None:
             generator = _load_generator(args)
-        if args.strategy == "rm" and scorer is None:
+        if args.strategy in NEEDS_SCORER and scorer is None:
             from .scoring import RewardScorer
 
             scorer = RewardScorer.from_spec(args.reward_model, run_dir=args.run_dir)

@@ -304,8 +304,10 @@ class EvalParams(StageParams):
     )
     plots: bool = True
     num_candidates: int = Field(4, ge=1, description="N for vote/rm/oracle selection")
-    strategies: list[Literal["greedy", "vote", "rm", "oracle"]] = Field(
-        default_factory=lambda: ["greedy", "vote", "rm", "oracle"]
+    strategies: list[Literal["greedy", "vote", "rm", "rm_vote", "oracle"]] = Field(
+        default_factory=lambda: ["greedy", "vote", "rm", "rm_vote", "oracle"],
+        description="best-of-N selection: rm = the reward model's top candidate; rm_vote = the "
+        "execution-result vote with each candidate weighted by sigmoid(its reward-model score)",
     )
     best_of_n_systems: list[str] = Field(default_factory=lambda: ["sft"])
     temperature: float = Field(0.8, gt=0)

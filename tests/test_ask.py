@@ -81,6 +81,18 @@ def test_rm_picks_the_best_scored_candidate(shop_db):
     assert "score=" in format_answer(answer)
 
 
+def test_rm_vote_weighs_agreeing_candidates_by_their_scores(shop_db):
+    # greedy (short, alone) against two longer samples that return the same rows: the length
+    # scorer gives every candidate a large score, so each weighs about 1 and the pair wins
+    gen = ScriptedGenerator("SELECT name FROM item;",
+                            ["SELECT name FROM item WHERE price > 10;", "SELECT name FROM item WHERE price >= 12;"])
+    scorer = LengthScorer()
+    answer = ask("Items above 10?", shop_db, gen, strategy="rm_vote", n=3, scorer=scorer)
+    assert answer.sql == "SELECT name FROM item WHERE price >= 12"  # the pair's best-scored member
+    assert set(answer.result.rows) == {("book",), ("lamp",)}
+    assert scorer.seen  # the reward model was asked
+
+
 def test_unsafe_or_broken_sql_is_reported_not_run(shop_db):
     for text in ("DELETE FROM item;", "SELECT name FROM item; DELETE FROM item;"):
         answer = ask("Delete all", shop_db, ScriptedGenerator(text))
@@ -102,8 +114,9 @@ def test_usage_errors(shop_db, tmp_path):
     assert not (tmp_path / "missing.sqlite").exists()
     with pytest.raises(AskError, match="unknown strategy"):
         ask("q", shop_db, gen, strategy="best")
-    with pytest.raises(AskError, match="needs a reward model"):
-        ask("q", shop_db, gen, strategy="rm")
+    for strategy in ("rm", "rm_vote"):
+        with pytest.raises(AskError, match=f"'{strategy}' needs a reward model"):
+            ask("q", shop_db, gen, strategy=strategy)
 
 
 def test_cli_exit_codes_and_messages(shop_db, tmp_path, capsys):

@@ -177,7 +177,7 @@ def test_exact_metrics_for_known_predictions(run_cfg):
 
     dev = metrics["dev"]
     assert set(dev) == {"base/greedy", "sft/greedy", "grpo/greedy",
-                        "sft/vote@4", "sft/rm@4", "sft/oracle@4"}
+                        "sft/vote@4", "sft/rm@4", "sft/rm_vote@4", "sft/oracle@4"}
     # base: only q2 right; sft: q1 q2 q5; grpo: q1 q2 q3 q5.
     assert dev["base/greedy"]["n"] == 6
     assert dev["base/greedy"]["ex"] == pytest.approx(1 / 6)
@@ -199,7 +199,10 @@ def test_exact_metrics_for_known_predictions(run_cfg):
     assert dev["sft/oracle@4"]["ex"] == pytest.approx(5 / 6)        # all but q6
     assert dev["sft/vote@4"]["ex"] == pytest.approx(3 / 6)          # q1 q2 q5 (q3, q4: WRONG wins)
     assert dev["sft/rm@4"]["ex"] == pytest.approx(5 / 6)            # the scorer finds q3 and q4
-    assert scorer.calls == 6
+    # rm_vote: the scorer's 2.0 weighs sigmoid(2) = 0.88 and its 0.0 weighs 0.5, so in q3 and q4
+    # the right lone candidate loses to WRONG's 3 x 0.5 and 2 x 0.5: q1 q2 q5 as the plain vote
+    assert dev["sft/rm_vote@4"]["ex"] == pytest.approx(3 / 6)
+    assert scorer.calls == 6  # one scoring serves rm and rm_vote
 
     # metrics.json holds exactly what run_eval returned; the manifest is the notebook's job.
     assert read_json(stage.dir / "metrics.json") == json.loads(json.dumps(metrics))
@@ -207,6 +210,7 @@ def test_exact_metrics_for_known_predictions(run_cfg):
     assert selection["headroom"] == pytest.approx(2 / 6, abs=1e-4)
     assert selection["rm_recovered"] == pytest.approx(1.0)
     assert selection["vote_recovered"] == pytest.approx(0.0)
+    assert selection["rm_vote"] == pytest.approx(3 / 6) and selection["rm_vote_recovered"] == pytest.approx(0.0)
 
     report = (stage.dir / "report.md").read_text()
     for key in dev:

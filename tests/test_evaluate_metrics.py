@@ -15,6 +15,7 @@ from nl2sql_lib.evaluate.selection import (
     select_by_score,
     select_greedy,
     select_vote,
+    select_weighted_vote,
     vote_groups,
 )
 from nl2sql_lib.evaluate.ves import clean_outliers, rves, rves_reward, time_ratio, ves
@@ -114,6 +115,27 @@ def test_selection(dbs) -> None:
         select_by_score(cands, [1, 2, 3])
     assert oracle_correct(cands, db, gold, judge)
     assert not oracle_correct([cands[0], cands[1]], db, gold, judge)
+
+
+def test_weighted_vote(dbs) -> None:
+    db = dbs["geo_a"]
+    judge = Judge()
+    cands = [
+        "SELECT name FROM city WHERE population > 100",  # 4 rows, alone
+        "SELEC broken",  # fails: never votes, whatever its score
+        "SELECT name FROM city WHERE population > 1000000",  # Paris, Berlin
+        "SELECT name FROM city WHERE population >= 2100000",  # same rows
+    ]
+    # two agreeing candidates of middling score (2 x 0.5) outweigh one confident outlier (0.88)
+    assert select_weighted_vote(cands, [2.0, 9.0, 0.0, 0.0], db, judge) == cands[2]
+    # a lone candidate the scorer trusts (0.99) outweighs a weak pair (2 x 0.12)
+    assert select_weighted_vote(cands, [4.6, 9.0, -2.0, -2.0], db, judge) == cands[0]
+    # the winning group's best-scored member is returned; -inf (no SQL) weighs nothing
+    assert select_weighted_vote(cands, [float("-inf"), 0.0, 0.1, 0.7], db, judge) == cands[3]
+    # nothing executes: the best score, as select_by_score
+    assert select_weighted_vote(["SELEC 1", "SELECT x FROM nowhere"], [0.0, 1.0], db, judge) == "SELECT x FROM nowhere"
+    with pytest.raises(ValueError, match="1 scores for 4 candidates"):
+        select_weighted_vote(cands, [1.0], db, judge)
 
 
 def test_vote_uses_spider_multisets(dbs) -> None:

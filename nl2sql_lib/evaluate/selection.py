@@ -7,6 +7,10 @@
   and the group's first candidate is returned;
 - :func:`select_by_score`: the candidate with the highest score from any scorer (a reward model
   plugs in here), the first one on ties;
+- :func:`select_weighted_vote`: the vote again, but each executable candidate votes with the
+  weight ``sigmoid(score)`` (its scorer's estimate that it is right, bounded in (0, 1)), so
+  several agreeing candidates can outweigh one confident outlier and a lone candidate the
+  scorer trusts can outweigh a weak majority (verifier-weighted self-consistency);
 - :func:`oracle_correct`: pass@N, whether any candidate is correct.
 
 Each ``select_*`` returns the chosen SQL string ("" for an empty list).
@@ -14,12 +18,14 @@ Each ``select_*`` returns the chosen SQL string ("" for an empty list).
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Callable, Sequence
 
 from ..sql.compare import results_match
 
-__all__ = ["select_greedy", "select_vote", "select_by_score", "oracle_correct", "vote_groups"]
+__all__ = ["select_greedy", "select_vote", "select_by_score", "select_weighted_vote", "oracle_correct",
+           "vote_groups"]
 
 
 def select_greedy(cands: Sequence[str]) -> str:
@@ -64,6 +70,29 @@ def select_by_score(cands: Sequence[str], scores: Sequence[float] | Callable[[st
         raise ValueError(f"select_by_score: {len(values)} scores for {len(cands)} candidates")
     best = max(range(len(cands)), key=lambda i: (values[i], -i))
     return cands[best]
+
+
+def _sigmoid(x: float) -> float:
+    if x == float("-inf"):
+        return 0.0
+    return 1.0 / (1.0 + math.exp(-x)) if x >= 0 else math.exp(x) / (1.0 + math.exp(x))
+
+
+def select_weighted_vote(cands: Sequence[str], scores: Sequence[float], db_path: str | Path, judge) -> str:
+    """Majority vote over execution results where each candidate votes with ``sigmoid(score)``.
+
+    The group with the largest summed weight wins (ties: the group whose first member came
+    first) and its highest-scored member is returned. When no candidate executes, the
+    highest-scored candidate is returned, as :func:`select_by_score` would.
+    """
+    if len(scores) != len(cands):
+        raise ValueError(f"select_weighted_vote: {len(scores)} scores for {len(cands)} candidates")
+    groups = vote_groups(cands, db_path, judge)
+    if not groups:
+        return select_by_score(cands, scores)
+    weight = [_sigmoid(float(s)) for s in scores]
+    best = max(groups, key=lambda members: (sum(weight[i] for i in members), -members[0]))
+    return cands[max(best, key=lambda i: (scores[i], -i))]
 
 
 def oracle_correct(cands: Sequence[str], db_path: str | Path, gold_sql: str, judge) -> bool:

@@ -36,9 +36,12 @@ from .systems import (
     generate_predictions,
     pick_by_scores,
     pick_oracle,
+    pick_rm_vote,
     pick_vote,
     predictions_path,
     resolve_systems,
+    RM_STRATEGIES,
+    STRATEGIES,
     rm_scores,
     strategy_key,
     subsample,
@@ -46,6 +49,7 @@ from .systems import (
 
 DEV = "dev"
 SPIDER = "spider_dev"
+SELECTORS = tuple(s for s in STRATEGIES if s not in ("greedy", "oracle"))  # the pickers to compare
 
 ScorerFactory = Callable[[EvalParams], Any]
 
@@ -227,7 +231,7 @@ def _dataset_notes(datasets: list[Dataset]) -> list[str]:
 
 def _reward_scores(cfg, systems, pool_systems, datasets, preds, make_scorer, stage):
     """{(dataset, system): [[score per candidate] per question]} or {} with a note why not."""
-    if "rm" not in cfg.strategies or not pool_systems:
+    if not set(RM_STRATEGIES) & set(cfg.strategies) or not pool_systems:
         return {}, None
     if not reward_scorer_available(cfg):
         return {}, (
@@ -272,8 +276,11 @@ def _score_dataset(ds, systems, pool_systems, preds, scores, judge, cfg):
             continue
         if "vote" in cfg.strategies:
             add(strategy_key(system.name, "vote", n), pick_vote(records, ds.examples, judge))
-        if "rm" in cfg.strategies and (ds.name, system.name) in scores:
-            add(strategy_key(system.name, "rm", n), pick_by_scores(records, scores[(ds.name, system.name)]))
+        rm = scores.get((ds.name, system.name))
+        if "rm" in cfg.strategies and rm is not None:
+            add(strategy_key(system.name, "rm", n), pick_by_scores(records, rm))
+        if "rm_vote" in cfg.strategies and rm is not None:
+            add(strategy_key(system.name, "rm_vote", n), pick_rm_vote(records, rm, ds.examples, judge))
         if "oracle" in cfg.strategies:
             add(strategy_key(system.name, "oracle", n), pick_oracle(records, ds.examples, judge))
     return metrics, items
@@ -321,7 +328,7 @@ def _plain_error(error: Any) -> Any:
 
 
 def selection_summary(metrics: dict[str, dict[str, dict]], n: int) -> dict[str, dict[str, dict]]:
-    """Per dataset and best-of-N system: greedy, vote, rm, oracle EX, headroom and recovery.
+    """Per dataset and best-of-N system: each strategy's EX, the headroom and its recovery.
 
     ``headroom`` = oracle - greedy (what a perfect picker could add); ``<s>_recovered`` =
     (strategy - greedy) / headroom, the share of that headroom a strategy wins (None when
@@ -335,11 +342,11 @@ def selection_summary(metrics: dict[str, dict[str, dict]], n: int) -> dict[str, 
                 continue
             row: dict[str, Any] = {
                 s: entries.get(strategy_key(system, s, n), {}).get("ex")
-                for s in ("greedy", "vote", "rm", "oracle")
+                for s in STRATEGIES
             }
             headroom = row["oracle"] - row["greedy"] if row["greedy"] is not None else None
             row["headroom"] = round(headroom, 4) if headroom is not None else None
-            for s in ("vote", "rm"):
+            for s in SELECTORS:
                 gain = None if row[s] is None or not headroom else (row[s] - row["greedy"]) / headroom
                 row[f"{s}_recovered"] = round(gain, 4) if gain is not None else None
             out.setdefault(dataset, {})[system] = row
@@ -394,16 +401,18 @@ def _best_of_n_section(cfg: EvalParams, selection: dict, eval_dir: Path) -> str:
         "EX in %. *headroom* = oracle - greedy: what a perfect picker would add; *recovered* = "
         "(strategy - greedy) / headroom, the share of that headroom a strategy wins.",
         "",
-        "| dataset | system | greedy | vote | rm | oracle | headroom | vote recovered | rm recovered |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "*rm* = the reward model's top-scored candidate; *rm_vote* = the execution-result vote "
+        "with each candidate weighted by sigmoid(its reward-model score).",
+        "",
+        "| dataset | system | " + " | ".join(STRATEGIES) + " | headroom | "
+        + " | ".join(f"{s} recovered" for s in SELECTORS) + " |",
+        "|---|---|" + "---|" * (len(STRATEGIES) + 1 + len(SELECTORS)),
     ]
     for dataset, rows in selection.items():
         for system, r in rows.items():
-            lines.append(
-                f"| {dataset} | {system} | {_fmt(r['greedy'])} | {_fmt(r['vote'])} | {_fmt(r['rm'])} "
-                f"| {_fmt(r['oracle'])} | {_fmt(r['headroom'])} | {_fmt(r['vote_recovered'])} "
-                f"| {_fmt(r['rm_recovered'])} |"
-            )
+            cells = [_fmt(r.get(s)) for s in STRATEGIES] + [_fmt(r["headroom"])]
+            cells += [_fmt(r.get(f"{s}_recovered")) for s in SELECTORS]
+            lines.append(f"| {dataset} | {system} | " + " | ".join(cells) + " |")
     lines.append("")
     if cfg.plots:
         lines += [f"![best of {n}]({plot_best_of_n(selection, eval_dir, n)})", ""]
@@ -440,11 +449,11 @@ def plot_best_of_n(selection: dict, eval_dir: Path, n: int) -> str:
     import matplotlib.pyplot as plt
 
     rows = [(f"{d}\n{s}", r) for d, systems in selection.items() for s, r in systems.items()]
-    strategies = ["greedy", "vote", "rm", "oracle"]
+    strategies = list(STRATEGIES)
     fig, ax = plt.subplots(figsize=(max(4.5, 1.6 * len(rows) + 1.5), 3.4))
     width = 0.8 / len(strategies)
     for j, strategy in enumerate(strategies):
-        values = [100 * (r[strategy] or 0.0) for _, r in rows]
+        values = [100 * (r.get(strategy) or 0.0) for _, r in rows]
         ax.bar([i + j * width for i in range(len(rows))], values, width,
                label=strategy if strategy == "greedy" else f"{strategy}@{n}")
     ax.set_xticks([i + 0.4 - width / 2 for i in range(len(rows))], [label for label, _ in rows])
@@ -569,6 +578,7 @@ samples at `temperature`) is chosen among by:
 | `greedy` | the greedy answer |
 | `vote@N` | the answer whose execution result most candidates share (failed SQL does not vote) |
 | `rm@N` | the answer the reward model of 05_reward_model scores highest |
+| `rm_vote@N` | the vote again, each candidate weighing sigmoid(its reward-model score) |
 | `oracle@N` | a correct answer whenever the pool has one (pass@N: the ceiling for any picker) |
 
 Predictions are cached in `eval/predictions_<system>.jsonl`: a re-run only generates what is

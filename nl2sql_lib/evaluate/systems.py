@@ -448,11 +448,12 @@ def default_generator_factory(system: System, cfg: EvalParams) -> GeneratorLike:
 # Best of N
 # --------------------------------------------------------------------------------------------
 
-STRATEGIES = ("greedy", "vote", "rm", "oracle")
+STRATEGIES = ("greedy", "vote", "rm", "rm_vote", "oracle")
+RM_STRATEGIES = ("rm", "rm_vote")  # the strategies that need reward-model scores
 
 
 def strategy_key(system: str, strategy: str, n: int) -> str:
-    """``sft/greedy``, ``sft/vote@4``, ``sft/rm@4``, ``sft/oracle@4``."""
+    """``sft/greedy``, ``sft/vote@4``, ``sft/rm@4``, ``sft/rm_vote@4``, ``sft/oracle@4``."""
     return f"{system}/greedy" if strategy == "greedy" else f"{system}/{strategy}@{n}"
 
 
@@ -468,6 +469,14 @@ def pick_by_scores(records: list[dict], scores: list[list[float]]) -> list[str]:
     from .selection import select_by_score
 
     return [select_by_score(rec["candidates"], s) for rec, s in zip(records, scores)]
+
+
+def pick_rm_vote(records: list[dict], scores: list[list[float]], examples: list[Example], judge) -> list[str]:
+    """Execution-result vote weighted by the reward model (see selection.select_weighted_vote)."""
+    from .selection import select_weighted_vote
+
+    return [select_weighted_vote(rec["candidates"], s, ex.db_path, judge)
+            for rec, s, ex in zip(records, scores, examples)]
 
 
 def pick_oracle(records: list[dict], examples: list[Example], judge) -> list[str]:
