@@ -64,7 +64,9 @@ def run_cfg(tmp_path: Path) -> EvalParams:
         Example(question_id=qid, db_id="shop", db_path=str(db), question=q, sql=sql, difficulty=d)
         for qid, (q, sql, d) in GOLD.items()
     ]
-    cfg = load_params("eval", SMOKE, output_root=str(tmp_path / "outputs"), run="t", plots=False)
+    # The scripted generator stands in for plain systems; constrained ones have their own test.
+    cfg = load_params("eval", SMOKE, output_root=str(tmp_path / "outputs"), run="t", plots=False,
+                      systems=["base", "sft", "grpo"])
     write_examples(cfg.run_dir / "data" / "dev.jsonl", examples)
     for stage in ("sft", "grpo"):
         _finish_fake_stage(cfg, stage)
@@ -309,6 +311,41 @@ def test_system_specs(run_cfg):
         sysmod.parse_system("sftt", cfg)
     with pytest.raises(EvalStageError, match="best_of_n_systems"):
         _run(_bon_cfg(run_cfg, best_of_n_systems=["nope"]))
+
+
+def test_constrained_systems_pass_each_questions_database_to_the_generator(run_cfg):
+    cfg = _bon_cfg(run_cfg, systems=["sft", "sft+constrained"], best_of_n_systems=["sft+constrained"],
+                   strategies=["greedy", "vote", "oracle"])
+    systems, _ = sysmod.resolve_systems(cfg)
+    assert [(s.name, s.spec, s.stage, s.constrained) for s in systems] == [
+        ("sft", "stage:sft", "sft", False), ("sft+constrained", "stage:sft", "sft", True),
+    ]
+    # the constraint is part of what a cached prediction depends on
+    assert sysmod.fingerprint(systems[0], cfg, 1) != sysmod.fingerprint(systems[1], cfg, 1)
+
+    seen = []
+
+    class SchemaRecordingGenerator(ScriptedGenerator):
+        def generate(self, messages_batch, *, schemas=None, **kwargs):
+            seen.append((self.system, schemas))
+            return super().generate(messages_batch, **kwargs)
+
+    stage = StageRun(cfg, "eval").start()
+    metrics = run_eval(cfg, stage, generator_factory=lambda system, c: SchemaRecordingGenerator(
+        ("sft" if system.constrained else system.name), []), progress=False)
+    db = str(cfg.run_dir.parent.parent / "dbs" / "shop" / "shop.sqlite")
+    plain = [schemas for name, schemas in seen if schemas is None]
+    constrained = [schemas for name, schemas in seen if schemas is not None]
+    assert plain and constrained  # the plain system generated without, the constrained with
+    assert all(schemas == [db] * len(schemas) for schemas in constrained)
+    assert {"sft/greedy", "sft+constrained/greedy", "sft+constrained/vote@4"} <= set(metrics["dev"])
+    assert (stage.dir / "predictions_sft+constrained.jsonl").is_file()
+
+
+def test_constrained_decoding_is_refused_with_vllm(run_cfg):
+    cfg = _bon_cfg(run_cfg, use_vllm=True)
+    with pytest.raises(ValueError, match=r"'sft\+constrained' .*use_vllm: false"):
+        sysmod.parse_system("sft+constrained", cfg)
 
 
 def test_subsample_is_deterministic_and_keeps_order():

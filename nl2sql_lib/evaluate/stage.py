@@ -569,7 +569,10 @@ NOTEBOOK_CELLS: list[tuple[str, str]] = [
     ("md", """
 Every system of this run answers the same questions: the base model, the SFT model, the GRPO
 model (and the DPO model when 05 trained one), on a fixed sample of the bundled dev databases -
-never seen in training - and, when `spider_path` is set, on Spider dev. Each system decodes
+never seen in training - and, when `spider_path` is set, on Spider dev. A system named with
+`+constrained` (`sft+constrained`) is the same model decoding under the schema constraint of
+`nl2sql_lib.constrained`: where it writes a table or column name, only the question's own
+names are allowed. Each system decodes
 greedily; for `best_of_n_systems` a pool of `num_candidates` answers (the greedy one plus
 samples at `temperature`) is chosen among by:
 

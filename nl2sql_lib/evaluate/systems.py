@@ -23,7 +23,7 @@ import hashlib
 import json
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Protocol, Sequence
 
@@ -41,7 +41,10 @@ STAGE_SYSTEMS = {"sft": "sft", "grpo": "grpo", "dpo": "reward_model"}
 
 
 class GeneratorLike(Protocol):
-    """What :func:`generate_predictions` needs from a generator (nl2sql_lib.generate.Generator)."""
+    """What :func:`generate_predictions` needs from a generator (nl2sql_lib.generate.Generator).
+
+    Constrained systems also pass ``schemas=`` (one database path per prompt).
+    """
 
     def generate(
         self, messages_batch: list[list[dict]], *, n: int = 1, temperature: float = 0.0,
@@ -65,6 +68,8 @@ class System:
     reasoning: bool = False  # the model was trained to answer with <think>...</think> first
     # The schema rendering its prompts use (SchemaParams as a dict): what it was trained with.
     schema_render: dict | None = field(default=None, hash=False, compare=False)
+    # Decoding constrained to the question's schema identifiers (nl2sql_lib.constrained).
+    constrained: bool = False
 
     def schema(self) -> SchemaParams:
         return SchemaParams.model_validate(self.schema_render) if self.schema_render else SchemaParams()
@@ -122,7 +127,7 @@ def _with_prompt_settings(system: "System", cfg: EvalParams) -> "System":
     else:
         schema = schema_params_for(cfg)
     return System(system.name, system.spec, system.stage, record.get("format") == "reasoning",
-                  schema.model_dump(mode="json"))
+                  schema.model_dump(mode="json"), system.constrained)
 
 
 def _stage_output_exists(cfg: EvalParams, stage: str) -> bool:
@@ -132,9 +137,25 @@ def _stage_output_exists(cfg: EvalParams, stage: str) -> bool:
     return _stage_manifest(cfg, stage).is_file() and has_weights
 
 
+CONSTRAINED_SUFFIX = "+constrained"
+
+
 def parse_system(entry: str, cfg: EvalParams) -> System:
-    """``base`` | ``sft`` | ``grpo`` | ``dpo`` | ``name=spec`` -> :class:`System` (no checks)."""
+    """``base`` | ``sft`` | ``grpo`` | ``dpo`` | ``name=spec`` -> :class:`System` (no checks).
+
+    Any of them with ``+constrained`` appended (``sft+constrained``) is the same model decoding
+    under the schema constraint of :mod:`nl2sql_lib.constrained`: it can only write the
+    question's own table and column names. It is reported as a system of its own.
+    """
     entry = entry.strip()
+    if entry.endswith(CONSTRAINED_SUFFIX) and "=" not in entry:
+        plain = parse_system(entry[: -len(CONSTRAINED_SUFFIX)], cfg)
+        if cfg.use_vllm:
+            raise ValueError(
+                f"eval parameter 'systems': {entry!r} needs schema-constrained decoding, which runs "
+                "on the transformers path only: set use_vllm: false or drop the system"
+            )
+        return replace(plain, name=plain.name + CONSTRAINED_SUFFIX, constrained=True)
     if "=" in entry:
         name, spec = (part.strip() for part in entry.split("=", 1))
         if not name or not spec or "/" in name:
@@ -263,6 +284,7 @@ def fingerprint(system: System, cfg: EvalParams, n_candidates: int) -> dict[str,
         "num_candidates": n_candidates,
         "seed": cfg.seed,
         "schema_render": system.schema_render,
+        "constrained": system.constrained,
     }
 
 
@@ -370,8 +392,10 @@ def _generate_missing(
     for batch in batches:
         examples = [ex for _, ex in batch]
         messages = build_messages(examples, schema, reasoning=system.reasoning)
+        # Constrained systems pass each question's database: its identifiers are the vocabulary.
+        constraint = {"schemas": [ex.db_path for ex in examples]} if system.constrained else {}
         greedy = generator.generate(
-            messages, n=1, temperature=0.0, max_new_tokens=cfg.max_new_tokens
+            messages, n=1, temperature=0.0, max_new_tokens=cfg.max_new_tokens, **constraint
         )
         pool_rows = [i for i, (ds, _) in enumerate(batch) if ds.best_of_n and n_candidates > 1]
         samples: dict[int, list[str]] = {}
@@ -379,6 +403,7 @@ def _generate_missing(
             sampled = generator.generate(
                 [messages[i] for i in pool_rows], n=n_candidates - 1,
                 temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens,
+                **({"schemas": [examples[i].db_path for i in pool_rows]} if system.constrained else {}),
             )
             samples = dict(zip(pool_rows, sampled))
         for i, (ds, ex) in enumerate(batch):
