@@ -11,16 +11,18 @@ last, atomically: a stage folder without one did not finish.
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import importlib.metadata
+import logging
 import platform
 import subprocess
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
-from .config import NOTEBOOK_OF_STAGE, StageParams, params_as_dict
+from .config import NOTEBOOK_OF_STAGE, StageParams, add_params_arguments, params_as_dict, params_from_args
 from .io import read_json, write_json
 
 TRACKED_LIBRARIES = (
@@ -166,6 +168,40 @@ class StageRun:
         }
         write_json(self.dir / "manifest.json", manifest)
         return manifest
+
+
+def start_stage_from_command_line(
+    stage: str,
+    argv: Sequence[str] | None,
+    *,
+    description: str,
+    example: str,
+    prog: str | None = None,
+    log_level: int | None = logging.INFO,
+) -> tuple[StageParams, StageRun]:
+    """The first half of every stage's command line: parse, read the parameters, start the stage.
+
+        cfg, stage = start_stage_from_command_line(
+            "grpo", argv, description="03_grpo without the notebook", example="params/cpu/grpo.yaml")
+        metrics = run_grpo(cfg, stage)
+        stage.finish(metrics)
+
+    Parses ``--params``/``--run``/``--output-root``/``--set KEY=VALUE`` from ``argv``
+    (``sys.argv[1:]`` when None; ``--help`` and usage errors exit here, as argparse does),
+    applies the overrides, validates the parameters (a wrong one raises
+    :class:`~nl2sql_lib.config.ParamsError` naming the key) and starts the :class:`StageRun`,
+    which removes the stage's old manifest. Finishing the stage and printing stay with the caller:
+    each stage reports different metrics. ``example`` is the parameter file ``--help`` shows;
+    ``prog`` names the program in the usage line (argparse's default is the script's file name);
+    ``log_level=None`` leaves logging as it is.
+    """
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    add_params_arguments(parser, example)
+    args = parser.parse_args(argv)
+    if log_level is not None:
+        logging.basicConfig(level=log_level, format="%(levelname)s %(name)s: %(message)s")
+    params = params_from_args(stage, args)
+    return params, StageRun(params, stage).start()
 
 
 def _cpu_count() -> int:

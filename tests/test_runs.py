@@ -60,3 +60,51 @@ def test_schema_render_follows_parameter_then_policy_stage_then_data_stage(tmp_p
     assert schema_render_for(params, policy_spec="embedded:smollm2-135m-instruct").style == "compact"
     own = SchemaParams(max_tokens=128)
     assert schema_render_for(params, own, "stage:sft") is own
+
+
+def test_stage_command_line_parses_overrides_and_starts_the_stage(tmp_path):
+    from nl2sql_lib.config import ParamsError
+    from nl2sql_lib.runs import start_stage_from_command_line
+
+    params_file = tmp_path / "sft.yaml"
+    params_file.write_text("run: from_file\ntraining:\n  max_steps: 10\n")
+    old_manifest = tmp_path / "cli" / "sft" / "manifest.json"
+    old_manifest.parent.mkdir(parents=True)
+    old_manifest.write_text("{}")  # left by an earlier run of the stage
+    argv = ["--params", str(params_file), "--run", "cli", "--output-root", str(tmp_path),
+            "--set", "training.max_steps=3"]
+
+    params, stage = start_stage_from_command_line(
+        "sft", argv, description="test", example="params/cpu/sft.yaml", log_level=None)
+
+    assert isinstance(params, SFTParams)
+    assert (params.run, params.training.max_steps) == ("cli", 3)
+    assert stage.params is params and stage.stage == "sft"
+    assert stage.dir == tmp_path / "cli" / "sft" and stage.dir.is_dir()
+    assert not old_manifest.exists()  # started: the stage is not finished until it writes a new one
+    stage.finish({})
+    assert json.loads(old_manifest.read_text())["run"] == "cli"
+
+    with pytest.raises(ParamsError, match="training.max_stpes"):
+        start_stage_from_command_line("sft", ["--params", str(params_file), "--set", "training.max_stpes=3"],
+                                      description="test", example="params/cpu/sft.yaml", log_level=None)
+
+
+def test_stage_command_line_help_and_usage_errors_exit_like_argparse(capsys):
+    from nl2sql_lib.runs import start_stage_from_command_line
+
+    def run(argv):
+        return start_stage_from_command_line(
+            "tree", argv, description="04_revision_tree without the notebook", example="params/cpu/tree.yaml",
+            prog="python -m nl2sql_lib.tree", log_level=None)
+
+    with pytest.raises(SystemExit) as exit_help:
+        run(["--help"])
+    assert exit_help.value.code == 0
+    help_text = capsys.readouterr().out
+    assert help_text.startswith("usage: python -m nl2sql_lib.tree")
+    assert "04_revision_tree without the notebook" in help_text and "params/cpu/tree.yaml" in help_text
+    with pytest.raises(SystemExit) as exit_usage:
+        run([])  # --params is required
+    assert exit_usage.value.code == 2
+    assert "--params" in capsys.readouterr().err

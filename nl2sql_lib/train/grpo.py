@@ -505,17 +505,8 @@ def samples_table(metrics: dict[str, Any]):
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m nl2sql_lib.train.grpo --params params/cpu/grpo.yaml --run cpu [--set k=v]``"""
-    import argparse
-    import sys
-
-    from ..config import add_params_arguments, params_from_args
-
-    parser = argparse.ArgumentParser(description="03_grpo without the notebook")
-    add_params_arguments(parser, "params/cpu/grpo.yaml")
-    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    cfg = params_from_args("grpo", args)
-    stage = StageRun(cfg, "grpo").start()
+    cfg, stage = runs.start_stage_from_command_line(
+        "grpo", argv, description="03_grpo without the notebook", example="params/cpu/grpo.yaml")
     metrics = run_grpo(cfg, stage)
     stage.finish(headline(metrics))
     print(json.dumps(headline(metrics), indent=1))

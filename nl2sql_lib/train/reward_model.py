@@ -45,7 +45,7 @@ from typing import Any, Iterator, Sequence
 from ..config import ModelParams, RewardModelParams, TrainingParams
 from ..evaluate.reward_model import evaluate_pairs, load_pairs, plot_pair_results
 from ..io import write_json, write_jsonl
-from ..runs import StageRun, require_output
+from ..runs import StageRun, require_output, start_stage_from_command_line
 from ..scoring import (
     PLAIN_FORMAT,
     InputFormat,
@@ -711,18 +711,11 @@ def headline(metrics: dict[str, Any]) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m nl2sql_lib.train.reward_model --params params/cpu/reward_model.yaml --run cpu [--set k=v]``"""
-    import argparse
     import json
-    import sys
 
-    from ..config import add_params_arguments, params_from_args
-
-    parser = argparse.ArgumentParser(description="05_reward_model without the notebook")
-    add_params_arguments(parser, "params/cpu/reward_model.yaml")
-    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    cfg = params_from_args("reward_model", args)
-    stage = StageRun(cfg, "reward_model").start()
+    cfg, stage = start_stage_from_command_line(
+        "reward_model", argv, description="05_reward_model without the notebook",
+        example="params/cpu/reward_model.yaml")
     metrics = run_reward_model(cfg, stage)
     stage.finish(metrics)
     print(json.dumps({**headline(metrics), "by_reason": metrics.get("by_reason"), "train": metrics["train"]}, indent=1))

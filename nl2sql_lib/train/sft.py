@@ -31,7 +31,6 @@ One run, top to bottom:
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import logging
@@ -43,7 +42,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 
-from ..config import SchemaParams, SFTParams, add_params_arguments, params_as_dict, params_from_args
+from ..config import SchemaParams, SFTParams, params_as_dict
 from ..io import write_json
 from .. import runs
 from ..runs import StageRun, require_output
@@ -570,12 +569,9 @@ def main(argv: list[str] | None = None) -> int:
     if argv == ["notebook"]:
         print(write_sft_notebook())
         return 0
-    parser = argparse.ArgumentParser(description="02_sft without the notebook (works under accelerate launch)")
-    add_params_arguments(parser, "params/smoke/sft.yaml")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    cfg = params_from_args("sft", args)
-    stage = StageRun(cfg, "sft").start()
+    cfg, stage = runs.start_stage_from_command_line(
+        "sft", argv, description="02_sft without the notebook (works under accelerate launch)",
+        example="params/smoke/sft.yaml")
     metrics = run_sft(cfg, stage)
     if _is_main_process():
         stage.finish({k: metrics[k] for k in ("train_loss", "loss_first", "loss_last", "train_examples",

@@ -7,22 +7,19 @@ The trees file can be checked on its own with ``python -m nl2sql_lib.tree.verify
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 import time
 
-from ..config import add_params_arguments, params_from_args
-from ..runs import StageRun
+from ..runs import start_stage_from_command_line
 from .stage import run_tree
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m nl2sql_lib.tree", description="04_revision_tree without the notebook")
-    add_params_arguments(parser, "params/cpu/tree.yaml")
-    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    cfg = params_from_args("tree", args)
-    stage = StageRun(cfg, "tree").start()
+    cfg, stage = start_stage_from_command_line(
+        "tree", argv, description="04_revision_tree without the notebook", example="params/cpu/tree.yaml",
+        # run as a package, argparse would call itself "__main__.py"; and this command line has
+        # never configured logging: its output is the JSON summary below
+        prog="python -m nl2sql_lib.tree", log_level=None)
     started = time.time()
     metrics = run_tree(cfg, stage)
     stage.finish(metrics)
