@@ -205,6 +205,26 @@ def test_connection_is_cached_and_read_only(db: Path) -> None:
         conn.execute("DELETE FROM item")
 
 
+def test_cached_connection_holds_its_read_lock_until_the_cache_is_cleared(db: Path) -> None:
+    """Queries skip SQLite's per-statement lock and change check; writers wait for a clear."""
+    clear_connection_cache()
+    assert execute_sql(db, "SELECT count(*) FROM item").rows == ((3,),)
+    reader = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=0)
+    assert reader.execute("SELECT count(*) FROM item").fetchone() == (3,)  # readers share the lock
+    reader.close()
+    writer = sqlite3.connect(db, timeout=0)
+    with pytest.raises(sqlite3.OperationalError, match="locked"):
+        writer.execute("INSERT INTO item (name, price) VALUES ('lamp', 30.0)")
+        writer.commit()
+    writer.rollback()
+    clear_connection_cache()  # releases the lock
+    writer.execute("INSERT INTO item (name, price) VALUES ('lamp', 30.0)")
+    writer.commit()
+    writer.close()
+    assert execute_sql(db, "SELECT count(*) FROM item").rows == ((4,),)  # a new connection sees it
+    clear_connection_cache()
+
+
 def test_undecodable_text_is_decoded_leniently(tmp_path: Path) -> None:
     """Cached connections decode TEXT in C; a value that is not UTF-8 falls back to dropping bytes."""
     path = tmp_path / "latin.sqlite"

@@ -21,7 +21,9 @@ enforced by SQLite itself rather than by looking at the text:
    ``MAX_VALUE_BYTES``, and SQLite's own heap is bounded with ``PRAGMA hard_heap_limit``.
 
 Connections are cached per process and thread, one per database path, so evaluating thousands
-of candidates on one database pays for the open once. Like the Spider evaluator, TEXT that is not
+of candidates on one database pays for the open once; a cached connection keeps its shared read
+lock between queries (see open_readonly), so writing one of these databases from another
+connection needs clear_connection_cache() first. Like the Spider evaluator, TEXT that is not
 valid UTF-8 is decoded leniently (undecodable bytes dropped) instead of failing the query.
 """
 
@@ -211,11 +213,17 @@ class _Connection(sqlite3.Connection):
     clock: _Clock
 
 
-def open_readonly(db_path: str | Path) -> sqlite3.Connection:
+def open_readonly(db_path: str | Path, *, hold_read_lock: bool = False) -> sqlite3.Connection:
     """Open ``db_path`` read-only with the authorizer and limits installed.
 
     Raises :class:`MissingDatabase` naming the path when the file does not exist (SQLite would
     otherwise report a vague "unable to open" or, without ``mode=ro``, create an empty file).
+
+    ``hold_read_lock``: keep SQLite's shared lock from the first query until the connection
+    closes (``locking_mode=EXCLUSIVE`` on a read-only connection). Otherwise every statement
+    takes and drops the lock and re-checks the file for changes: about seven system calls,
+    15-20% of a typical Spider query. While it is held, a process that tries to write the
+    database gets "database is locked"; :func:`clear_connection_cache` releases it.
     """
     path = Path(db_path)
     if not path.is_file():
@@ -228,6 +236,8 @@ def open_readonly(db_path: str | Path) -> sqlite3.Connection:
     conn.text_factory = _lenient_text
     _set_heap_limit(conn)
     conn.execute("PRAGMA query_only=1")
+    if hold_read_lock:
+        conn.execute("PRAGMA locking_mode=EXCLUSIVE")  # read-only: the lock it keeps is SHARED
     conn.setlimit(sqlite3.SQLITE_LIMIT_ATTACHED, 0)
     conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, MAX_VALUE_BYTES)
     # Installed last: from here on the connection itself can no longer run a PRAGMA.
@@ -270,7 +280,7 @@ def _cached_connection(db_path: str | Path) -> sqlite3.Connection:
     if conn is not None:
         cache.move_to_end(key)
         return conn
-    conn = open_readonly(key)
+    conn = open_readonly(key, hold_read_lock=True)
     # Decode TEXT in C (sqlite3's fast path for ``str``) instead of calling _lenient_text for
     # every value, which cost about 5% of the time spent running Spider dev queries. Valid UTF-8
     # decodes to the very same string; on the first invalid value execute_sql switches this
