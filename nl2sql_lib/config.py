@@ -314,6 +314,11 @@ class EvalParams(StageParams):
     max_new_tokens: int = Field(128, ge=8)
     batch_size: int = Field(8, ge=1)
     sql_timeout: float = Field(5.0, gt=0)
+    linking_model: str | None = Field(
+        None, description="model spec of a schema-linking model (02_sft with task: schema_linking) "
+        "whose predicted tables/columns prune the prompts of +pruned systems; None: the one the "
+        "system's SFT stage trained with (prune_schema_with)",
+    )
     use_vllm: bool = Field(False, description="generate with vLLM (GPU only)")
     ves_repeats: int = Field(0, ge=0, description="0: skip VES")
 

@@ -342,6 +342,73 @@ def test_constrained_systems_pass_each_questions_database_to_the_generator(run_c
     assert (stage.dir / "predictions_sft+constrained.jsonl").is_file()
 
 
+def test_pruned_systems_need_a_linking_model_or_use_the_one_sft_trained_with(run_cfg):
+    cfg = _bon_cfg(run_cfg)
+    with pytest.raises(ValueError, match=r"'sft\+pruned' needs a schema-linking model: set linking_model"):
+        sysmod.parse_system("sft+pruned", cfg)
+    linked = _bon_cfg(run_cfg, linking_model="tiny:smollm2")
+    both = sysmod.parse_system("sft+pruned+constrained", linked)
+    assert (both.name, both.spec, both.linking_model, both.constrained) == (
+        "sft+pruned+constrained", "stage:sft", "tiny:smollm2", True)
+    assert sysmod.parse_system("sft", linked).linking_model is None  # no suffix, not trained pruned
+    # an SFT stage that trained on pruned prompts is evaluated on pruned prompts, suffix or not
+    write_json(cfg.run_dir / "sft" / "metrics.json", {"format": "plain", "pruned_with": "outputs/link/sft/adapter"})
+    assert sysmod.parse_system("sft", cfg).linking_model == "outputs/link/sft/adapter"
+    assert sysmod.parse_system("sft", linked).linking_model == "tiny:smollm2"  # eval's parameter wins
+
+
+def test_pruned_prompts_show_what_the_linking_model_predicts(run_cfg):
+    cfg = _bon_cfg(run_cfg, systems=["sft", "sft+pruned"], best_of_n_systems=["sft+pruned"],
+                   linking_model="my-linker")
+    _finish_fake_reward_model(cfg)
+    schemas: dict[str, list[str]] = {}  # the schema part of every prompt, by who saw it
+
+    def schema_part(messages) -> str:
+        return messages[-1]["content"].split("Question:")[0]
+
+    class Linker:
+        def generate(self, messages_batch, **kwargs):
+            schemas.setdefault("linker", []).extend(schema_part(m) for m in messages_batch)
+            return [['{"tables": ["items"], "columns": ["items.name"]}'] for _ in messages_batch]
+
+    class Recording(ScriptedGenerator):
+        def __init__(self, name):
+            super().__init__("sft", [])  # both systems answer as the scripted sft does
+            self.name = name
+
+        def generate(self, messages_batch, **kwargs):
+            schemas.setdefault(self.name, []).extend(schema_part(m) for m in messages_batch)
+            return super().generate(messages_batch, **kwargs)
+
+    def factory(system, c):
+        if system.task == "schema_linking":
+            assert system.spec == "my-linker" and system.name == "sft+pruned:linker"
+            return Linker()
+        return Recording(system.name)
+
+    scorer = ScriptedScorer()
+    seen_by_scorer = []
+    original = scorer.score
+
+    def score(prompt_messages, sql_list, db_path=None):
+        seen_by_scorer.append(schema_part(prompt_messages))
+        return original(prompt_messages, sql_list, db_path=db_path)
+
+    scorer.score = score
+    stage = StageRun(cfg, "eval").start()
+    metrics = run_eval(cfg, stage, generator_factory=factory, scorer_factory=lambda c: scorer, progress=False)
+
+    assert len(schemas["linker"]) == len(GOLD)  # one linking answer per question
+    assert all("price" in text for text in schemas["linker"] + schemas["sft"])  # the whole schema
+    assert schemas["sft+pruned"] and all("price" not in text and "name" in text for text in schemas["sft+pruned"])
+    assert seen_by_scorer and all("price" not in text for text in seen_by_scorer)  # scored as generated
+    records = read_jsonl(stage.dir / "predictions_sft+pruned.jsonl")
+    assert all(rec["schema_keep"] == {"tables": ["items"], "columns": ["items.name"]} for rec in records)
+    assert {"sft/greedy", "sft+pruned/greedy", "sft+pruned/rm@4"} <= set(metrics["dev"])
+    report = (stage.dir / "report.md").read_text()
+    assert "schema pruned by the linking model `my-linker` (6 of 6 newly generated questions pruned" in report
+
+
 def test_constrained_decoding_is_refused_with_vllm(run_cfg):
     cfg = _bon_cfg(run_cfg, use_vllm=True)
     with pytest.raises(ValueError, match=r"'sft\+constrained' .*use_vllm: false"):

@@ -380,9 +380,21 @@ def _fmt(value: Any) -> str:
     return "-" if value is None else f"{100 * value:.1f}"
 
 
+def _variant_note(info: dict) -> str:
+    """How a system's prompts or decoding differ from its plain model's (empty when they don't)."""
+    notes = []
+    if info.get("constrained"):
+        notes.append("decoding constrained to the schema's names")
+    if info.get("linking_model"):
+        pruned = (f" ({info['pruned_questions']} of {info['generated']} newly generated questions pruned; "
+                  "the others show the whole schema)") if "pruned_questions" in info else ""
+        notes.append(f"schema pruned by the linking model `{info['linking_model']}`{pruned}")
+    return "; " + "; ".join(notes) if notes else ""
+
+
 def _run_section(cfg: EvalParams, gen_info: dict[str, dict], notes: list[str]) -> str:
     lines = ["## Run", "", f"Run `{cfg.run}` (profile {cfg.profile}). Systems:", ""]
-    lines += [f"- **{name}**: `{info['spec']}`" for name, info in gen_info.items()]
+    lines += [f"- **{name}**: `{info['spec']}`{_variant_note(info)}" for name, info in gen_info.items()]
     lines += ["", "Greedy decoding for every system; " + (
         f"best of {cfg.num_candidates} for {', '.join(cfg.best_of_n_systems)} (the greedy answer plus "
         f"{cfg.num_candidates - 1} samples at temperature {cfg.temperature}; strategies: "

@@ -70,6 +70,11 @@ class System:
     schema_render: dict | None = field(default=None, hash=False, compare=False)
     # Decoding constrained to the question's schema identifiers (nl2sql_lib.constrained).
     constrained: bool = False
+    # A schema-linking model whose predicted tables/columns prune each prompt's schema (the
+    # two-stage DTS-SQL way); None: the whole schema.
+    linking_model: str | None = None
+    # What the model answers: "sql", or "schema_linking" for a linking model (JSON, no SQL stop).
+    task: str = "sql"
 
     def schema(self) -> SchemaParams:
         return SchemaParams.model_validate(self.schema_render) if self.schema_render else SchemaParams()
@@ -109,6 +114,10 @@ def _stage_record(cfg: EvalParams, folder: str) -> dict[str, Any]:
             data = data.get(pick, {}) if pick else data
             if isinstance(data, dict):
                 record.update({k: v for k, v in data.items() if k in ("format", "schema_render") and v})
+                # SFT records its linking model as parameter prune_schema_with / metric pruned_with
+                pruned_with = data.get("pruned_with") or data.get("prune_schema_with")
+                if pruned_with:
+                    record["pruned_with"] = pruned_with
     return record
 
 
@@ -126,8 +135,11 @@ def _with_prompt_settings(system: "System", cfg: EvalParams) -> "System":
         schema = SchemaParams.model_validate(record["schema_render"])
     else:
         schema = schema_params_for(cfg)
+    # A model trained on pruned prompts is evaluated on pruned prompts (eval's linking_model, if
+    # set, replacing the linking model it trained with).
+    linking = (cfg.linking_model or record["pruned_with"]) if record.get("pruned_with") else system.linking_model
     return System(system.name, system.spec, system.stage, record.get("format") == "reasoning",
-                  schema.model_dump(mode="json"), system.constrained)
+                  schema.model_dump(mode="json"), system.constrained, linking)
 
 
 def _stage_output_exists(cfg: EvalParams, stage: str) -> bool:
@@ -138,24 +150,52 @@ def _stage_output_exists(cfg: EvalParams, stage: str) -> bool:
 
 
 CONSTRAINED_SUFFIX = "+constrained"
+PRUNED_SUFFIX = "+pruned"
+
+
+def _split_variants(entry: str) -> tuple[str, set[str]]:
+    """``sft+pruned+constrained`` -> (``sft``, {"+pruned", "+constrained"})."""
+    variants: set[str] = set()
+    while "=" not in entry:
+        suffix = next((s for s in (CONSTRAINED_SUFFIX, PRUNED_SUFFIX) if entry.endswith(s)), None)
+        if suffix is None:
+            break
+        variants.add(suffix)
+        entry = entry[: -len(suffix)]
+    return entry, variants
 
 
 def parse_system(entry: str, cfg: EvalParams) -> System:
     """``base`` | ``sft`` | ``grpo`` | ``dpo`` | ``name=spec`` -> :class:`System` (no checks).
 
-    Any of them with ``+constrained`` appended (``sft+constrained``) is the same model decoding
-    under the schema constraint of :mod:`nl2sql_lib.constrained`: it can only write the
-    question's own table and column names. It is reported as a system of its own.
+    Suffixes make variants of the same model, each reported as a system of its own:
+
+    - ``+constrained`` (``sft+constrained``): decoding under the schema constraint of
+      :mod:`nl2sql_lib.constrained`, which only lets it write the question's own names;
+    - ``+pruned`` (``sft+pruned``): each prompt shows only the tables and columns that the
+      schema-linking model ``linking_model`` predicts for the question (the whole schema where it
+      predicts nothing usable). A system whose SFT stage trained with ``prune_schema_with`` is
+      pruned without the suffix, as it was trained.
     """
     entry = entry.strip()
-    if entry.endswith(CONSTRAINED_SUFFIX) and "=" not in entry:
-        plain = parse_system(entry[: -len(CONSTRAINED_SUFFIX)], cfg)
-        if cfg.use_vllm:
+    base, variants = _split_variants(entry)
+    if variants:
+        plain = parse_system(base, cfg)
+        if CONSTRAINED_SUFFIX in variants and cfg.use_vllm:
             raise ValueError(
                 f"eval parameter 'systems': {entry!r} needs schema-constrained decoding, which runs "
                 "on the transformers path only: set use_vllm: false or drop the system"
             )
-        return replace(plain, name=plain.name + CONSTRAINED_SUFFIX, constrained=True)
+        linking = plain.linking_model
+        if PRUNED_SUFFIX in variants:
+            linking = cfg.linking_model or plain.linking_model
+            if not linking:
+                raise ValueError(
+                    f"eval parameter 'systems': {entry!r} needs a schema-linking model: set "
+                    "linking_model to its spec (a model trained by 02_sft with task: schema_linking)"
+                )
+        return replace(plain, name=plain.name + entry[len(base):], linking_model=linking,
+                       constrained=plain.constrained or CONSTRAINED_SUFFIX in variants)
     if "=" in entry:
         name, spec = (part.strip() for part in entry.split("=", 1))
         if not name or not spec or "/" in name:
@@ -247,15 +287,20 @@ def schema_params_for(cfg: EvalParams) -> SchemaParams:
 
 def build_messages(
     examples: Sequence[Example], schema: SchemaParams, *, reasoning: bool = False,
-    count_tokens: Callable[[str], int] | None = None,
+    count_tokens: Callable[[str], int] | None = None, keeps: Sequence[dict | None] | None = None,
 ) -> list[list[dict]]:
-    """The chat prompt of every example (schema text rendered as the training stages do)."""
+    """The chat prompt of every example (schema text rendered as the training stages do).
+
+    ``keeps``: per example, the tables/columns to show (a linking model's prediction) or None
+    for the whole schema.
+    """
     from ..data.prompts import sql_messages
     from ..data.schema import schema_text_for
 
+    keeps = keeps if keeps is not None else [None] * len(examples)
     return [
-        sql_messages(ex, schema_text_for(ex, schema, count_tokens=count_tokens), reasoning=reasoning)
-        for ex in examples
+        sql_messages(ex, schema_text_for(ex, schema, count_tokens=count_tokens, keep=keep), reasoning=reasoning)
+        for ex, keep in zip(examples, keeps)
     ]
 
 
@@ -285,6 +330,7 @@ def fingerprint(system: System, cfg: EvalParams, n_candidates: int) -> dict[str,
         "seed": cfg.seed,
         "schema_render": system.schema_render,
         "constrained": system.constrained,
+        "linking_model": system.linking_model,
     }
 
 
@@ -337,6 +383,10 @@ def generate_predictions(
         if not _complete(cached.get(record_key(ds.name, ex)), best_of_n and ds.best_of_n, n_candidates)
     ]
     info: dict[str, Any] = {"system": system.name, "spec": system.spec, "reused": len(records)}
+    if system.linking_model:
+        info["linking_model"] = system.linking_model
+    if system.constrained:
+        info["constrained"] = True
     started = time.perf_counter()
     if todo:
         # Start the file afresh with the complete records kept, then append batch by batch.
@@ -346,9 +396,12 @@ def generate_predictions(
         records = {rec["key"]: rec for rec in keep}
         write_jsonl(path, keep)
         write_json(path.with_suffix(".meta.json"), meta)
+        keeps = _predict_keeps(system, todo, cfg, make_generator) if system.linking_model else {}
+        if system.linking_model:
+            info["pruned_questions"] = sum(keep is not None for keep in keeps.values())
         generator = make_generator(system, cfg)
         try:
-            _generate_missing(generator, todo, system, cfg, n_candidates, path, records, progress)
+            _generate_missing(generator, todo, system, cfg, n_candidates, path, records, progress, keeps)
         finally:
             del generator
             free_memory()
@@ -361,6 +414,25 @@ def generate_predictions(
         ds.name: [records[record_key(ds.name, ex)] for ex in ds.examples] for ds in datasets
     }
     return by_dataset, info
+
+
+def _predict_keeps(system: System, todo: list[tuple[Dataset, Example]], cfg: EvalParams,
+                   make_generator: GeneratorFactory) -> dict[str, dict | None]:
+    """The linking model's tables/columns for each question to generate, by record key.
+
+    The linking model is loaded through the same factory as the systems (a System named
+    ``<system>:linker``) and freed before the system's own model loads.
+    """
+    from ..train.sft import predict_links
+
+    linker = make_generator(System(f"{system.name}:linker", system.linking_model, task="schema_linking"), cfg)
+    try:
+        examples = [ex for _, ex in todo]
+        keeps = predict_links(linker, examples, system.schema())
+    finally:
+        del linker
+        free_memory()
+    return {record_key(ds.name, ex): keep for (ds, ex), keep in zip(todo, keeps)}
 
 
 def _complete(record: dict | None, wants_pool: bool, n_candidates: int) -> bool:
@@ -378,6 +450,7 @@ def _generate_missing(
     path: Path,
     records: dict[str, dict],
     progress: bool,
+    keeps: dict[str, dict | None] | None = None,
 ) -> None:
     """Generate greedy answers, then the sampled rest of each pool, appending as it goes.
 
@@ -391,7 +464,8 @@ def _generate_missing(
     bar = _progress(len(todo), f"generate {system.name}", progress)
     for batch in batches:
         examples = [ex for _, ex in batch]
-        messages = build_messages(examples, schema, reasoning=system.reasoning)
+        batch_keeps = [keeps.get(record_key(ds.name, ex)) for ds, ex in batch] if keeps else None
+        messages = build_messages(examples, schema, reasoning=system.reasoning, keeps=batch_keeps)
         # Constrained systems pass each question's database: its identifiers are the vocabulary.
         constraint = {"schemas": [ex.db_path for ex in examples]} if system.constrained else {}
         greedy = generator.generate(
@@ -408,6 +482,8 @@ def _generate_missing(
             samples = dict(zip(pool_rows, sampled))
         for i, (ds, ex) in enumerate(batch):
             record = _record(ds.name, ex, greedy[i][0], samples.get(i))
+            if system.linking_model:
+                record["schema_keep"] = batch_keeps[i]  # what the prompt showed (None: everything)
             records[record["key"]] = record
             append_jsonl(path, record)
         bar.update(len(batch))
@@ -461,11 +537,12 @@ def free_memory() -> None:
 
 def default_generator_factory(system: System, cfg: EvalParams) -> GeneratorLike:
     """A transformers (or vLLM) generator for the system's model, from nl2sql_lib.generate."""
-    from ..generate import make_generator
+    from ..generate import DEFAULT_STOP, make_generator
 
     return make_generator(
         ModelParams(spec=system.spec), run_dir=cfg.run_dir, use_vllm=cfg.use_vllm,
         batch_size=cfg.batch_size, progress=False, seed=cfg.seed,
+        stop_strings=DEFAULT_STOP if system.task == "sql" else None,  # a linking model answers JSON
     )
 
 
@@ -525,7 +602,9 @@ def rm_scores(scorer, records: list[dict], examples: list[Example], system: Syst
     failed query in the vote, it can only be picked when no candidate has SQL. The question's
     database goes along, so a reward model trained with execution feedback can run each candidate.
     """
-    messages = build_messages(examples, system.schema(), reasoning=system.reasoning)
+    # The prompt the candidates answered: pruned as it was when they were generated.
+    keeps = [rec.get("schema_keep") for rec in records] if system.linking_model else None
+    messages = build_messages(examples, system.schema(), reasoning=system.reasoning, keeps=keeps)
     out = []
     for msgs, rec, ex in zip(messages, records, examples):
         sqls = [sql for sql in rec["candidates"] if sql]
