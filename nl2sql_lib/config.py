@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 STAGES = ("data", "sft", "grpo", "tree", "reward_model", "eval")
 NOTEBOOK_OF_STAGE = {
@@ -194,6 +194,8 @@ class RewardWeights(_Strict):
     partial: float = 0.3
     syntax: float = 0.0
     format: float = 0.0
+    reward_model: float = Field(0.0, ge=0, description="weight of the trained reward model's score "
+                                "(GRPO's reward_model parameter names the model)")
 
 
 class GRPOParams(StageParams):
@@ -221,6 +223,20 @@ class GRPOParams(StageParams):
         None, description="prompt schema rendering; None: the data stage's settings (as trained)"
     )
     num_samples_shown: int = Field(8, ge=0, description="completions kept for the start/end table")
+    reward_model: str | None = Field(
+        None, description="a trained reward model scoring each completion when rewards.reward_model "
+        "> 0: stage:reward_model (this run's 05_reward_model, so GRPO re-runs after it), a "
+        "reward_model stage folder of another run, or an adapter folder",
+    )
+
+    @model_validator(mode="after")
+    def _reward_model_named(self) -> "GRPOParams":
+        if self.rewards.reward_model > 0 and not self.reward_model:
+            raise ValueError(
+                "rewards.reward_model > 0 needs the parameter reward_model: the trained reward "
+                "model (e.g. stage:reward_model after 05_reward_model ran, or outputs/<run>/reward_model)"
+            )
+        return self
 
 
 class TreeParams(StageParams):

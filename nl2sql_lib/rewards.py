@@ -14,6 +14,8 @@ messages); both work.
     syntax      1 when sqlglot parses the extracted SQL
     format      1 when the completion is ``<think>...</think>`` then exactly one SQL statement
                 (reasoning format) or exactly one SQL statement and nothing else (plain format)
+    reward_model  sigmoid of a trained reward model's score (05_reward_model), in (0, 1); 0 for
+                a completion without SQL (:class:`RewardModelReward`, optional)
 
 The functions return unweighted scores; the weights go to TRL (``GRPOConfig.reward_weights``) so
 that each curve in the logs (``rewards/<name>/mean``) reads as a rate: ``rewards/execution/mean``
@@ -37,6 +39,8 @@ import re
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
+
+import math
 
 from .sql.execute import ErrorKind, ExecResult, execute_sql
 from .sql.extract import extract_sql as _extract_sql
@@ -382,21 +386,91 @@ syntax_reward = _DefaultScorerReward("syntax")
 format_reward = _DefaultScorerReward("format")
 
 
+MODEL_REWARD = "reward_model"
+
+
+class RewardModelReward:
+    """A trained reward model's opinion of each completion, as a reward in (0, 1).
+
+    Scored by :class:`nl2sql_lib.scoring.RewardScorer`, through the very text the model was
+    trained on: the prompt, the SQL and - for a model trained with execution feedback - the SQL's
+    outcome on the question's database (``db_path`` column). That is why this wraps the scorer
+    instead of handing TRL the model itself: TRL would score the bare completion text. The score
+    goes through a sigmoid so that its scale matches the other rewards; a completion without SQL
+    gets 0. The model loads on first use (``spec`` as :meth:`RewardScorer.from_spec` takes it).
+    """
+
+    __name__ = MODEL_REWARD
+
+    def __init__(self, spec: str | None = None, *, run_dir: Any = None, scorer: Any = None):
+        if spec is None and scorer is None:
+            raise ValueError("RewardModelReward needs a reward model spec or a scorer")
+        self.spec, self.run_dir, self._scorer = spec, run_dir, scorer
+
+    @property
+    def scorer(self) -> Any:
+        if self._scorer is None:
+            from .scoring import RewardScorer
+
+            self._scorer = RewardScorer.from_spec(self.spec, run_dir=self.run_dir)
+        return self._scorer
+
+    def __repr__(self) -> str:
+        return f"RewardModelReward({self.spec!r})"
+
+    def __call__(self, prompts: Sequence[Any] | None, completions: Sequence[Any], **kwargs: Any) -> list[float]:
+        n = len(completions)
+        sqls = [extract_sql(completion_text(c)) for c in completions]
+        db_paths = _column(kwargs, ("db_path",), n, MODEL_REWARD)
+        if prompts is None or len(prompts) != n:
+            raise ValueError(f"reward {MODEL_REWARD!r} needs one prompt per completion")
+        rewards = [0.0] * n
+        scored = [i for i, sql in enumerate(sqls) if sql]
+        if scored:
+            values = self.scorer.score_conversations(
+                [_as_messages(prompts[i]) for i in scored], [sqls[i] for i in scored],
+                db_paths=[db_paths[i] for i in scored],
+            )
+            for i, value in zip(scored, values):
+                rewards[i] = _sigmoid(float(value))
+        return rewards
+
+
+def _as_messages(prompt: Any) -> list[dict]:
+    """A TRL prompt as chat messages (conversational prompts already are)."""
+    return [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
+
+
+def _sigmoid(x: float) -> float:
+    return 1.0 / (1.0 + math.exp(-x)) if x >= 0 else math.exp(x) / (1.0 + math.exp(x))
+
+
 def build_rewards(
-    weights: Any, *, scorer: ExecutionScorer | None = None, reasoning: bool = False
-) -> tuple[list[RewardFunction], list[float]]:
+    weights: Any, *, scorer: ExecutionScorer | None = None, reasoning: bool = False,
+    reward_model: RewardModelReward | None = None,
+) -> tuple[list[Callable], list[float]]:
     """The enabled reward functions (weight > 0) and their weights, in REWARD_NAMES order.
 
     ``weights`` is a :class:`~nl2sql_lib.config.RewardWeights` (or any object/dict with the five
-    names). The functions share ``scorer`` so that a candidate is executed once per batch.
+    names, and optionally ``reward_model``). The functions share ``scorer`` so that a candidate
+    is executed once per batch. A ``reward_model`` weight > 0 appends ``reward_model`` (a
+    :class:`RewardModelReward`) last.
     """
-    values = weights if isinstance(weights, dict) else {n: getattr(weights, n) for n in REWARD_NAMES}
-    unknown = set(values) - set(REWARD_NAMES)
+    names = (*REWARD_NAMES, MODEL_REWARD)
+    values = weights if isinstance(weights, dict) else {n: getattr(weights, n, 0.0) for n in names}
+    unknown = set(values) - set(names)
     if unknown:
-        raise ValueError(f"unknown reward(s) {sorted(unknown)}; known: {', '.join(REWARD_NAMES)}")
+        raise ValueError(f"unknown reward(s) {sorted(unknown)}; known: {', '.join(names)}")
     enabled = [(name, float(values.get(name, 0.0))) for name in REWARD_NAMES if values.get(name, 0.0) > 0]
-    if not enabled:
+    model_weight = float(values.get(MODEL_REWARD, 0.0))
+    if not enabled and model_weight <= 0:
         raise ValueError("every reward weight is 0: set rewards.execution (and others) > 0 in the parameter file")
     scorer = scorer or ExecutionScorer()
-    funcs = [RewardFunction(name, scorer, reasoning=reasoning) for name, _ in enabled]
-    return funcs, [w for _, w in enabled]
+    funcs: list[Callable] = [RewardFunction(name, scorer, reasoning=reasoning) for name, _ in enabled]
+    weights_out = [w for _, w in enabled]
+    if model_weight > 0:
+        if reward_model is None:
+            raise ValueError("rewards.reward_model > 0 but no reward model was given: set the parameter reward_model")
+        funcs.append(reward_model)
+        weights_out.append(model_weight)
+    return funcs, weights_out

@@ -203,6 +203,33 @@ def test_smoke_grpo_on_tiny_model_trains_saves_and_resumes(tmp_path):
     assert again["resumed_from"].endswith("checkpoint-2") and again["steps"] == 3
 
 
+@pytest.mark.slow
+def test_smoke_grpo_with_a_trained_reward_model_as_a_reward(tmp_path):
+    """rewards.reward_model > 0: 05's model scores every completion, logged as its own curve."""
+    from nl2sql_lib.config import RewardWeights
+    from nl2sql_lib.runs import StageRun
+    from nl2sql_lib.train.grpo import run_grpo
+    from nl2sql_lib.train.reward_model import run_reward_model
+    from tests.test_reward_model import planted_database, planted_pairs, smoke_cfg
+
+    db = planted_database(tmp_path / "planted.sqlite")
+    rm_cfg = smoke_cfg(tmp_path, "rm", planted_pairs(16, 0, db_path=db), planted_pairs(8, 1, db_path=db))
+    rm_cfg.training.max_steps = 2
+    rm_stage = StageRun(rm_cfg, "reward_model").start()
+    rm_stage.finish(run_reward_model(rm_cfg, rm_stage))
+
+    cfg = _tiny_run(tmp_path, max_steps=1).model_copy(update={
+        "rewards": RewardWeights(execution=1.0, executable=0.0, partial=0.0, reward_model=0.5),
+        "reward_model": str(rm_stage.dir),  # another run's reward_model stage folder
+    })
+    stage = StageRun(cfg, "grpo").start()
+    metrics = run_grpo(cfg, stage)
+    assert metrics["rewards"] == {"execution": 1.0, "reward_model": 0.5}
+    points = metrics["curves"]["rewards/reward_model/mean"]
+    assert [p[0] for p in points] == [1] and 0.0 <= points[0][1] < 1.0
+    assert "reward_model" in metrics["samples"]["start"][0]  # shown beside each sampled completion
+
+
 def test_records_carry_the_reward_columns_and_long_prompts_are_dropped(tmp_path):
     from nl2sql_lib.config import SchemaParams
     from nl2sql_lib.data.example import read_examples

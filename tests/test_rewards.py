@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sqlite3
 import time
 from pathlib import Path
@@ -12,6 +13,7 @@ from nl2sql_lib.config import RewardWeights
 from nl2sql_lib.rewards import (
     REWARD_NAMES,
     RewardFunction,
+    RewardModelReward,
     ExecutionScorer,
     build_rewards,
     completion_text,
@@ -238,3 +240,62 @@ def test_module_level_functions_have_their_names(db):
         func = getattr(rewards, f"{name}_reward")
         assert func.__name__ == name
     assert rewards.execution_reward(prompts=None, completions=[RIGHT], db_path=[db], sql=[GOLD]) == [1.0]
+
+
+# ---- the trained reward model as a reward ------------------------------------------------------
+
+
+class FakeScorer:
+    """Stands in for nl2sql_lib.scoring.RewardScorer: scores by length, records what it saw."""
+
+    def __init__(self):
+        self.calls = []
+
+    def score_conversations(self, prompts, sqls, *, db_paths=None, outcomes=None):
+        self.calls.append((prompts, sqls, db_paths))
+        return [len(sql) / 10 - 4.0 for sql in sqls]
+
+
+def test_reward_model_reward_scores_the_sql_with_its_prompt_and_database(db):
+    scorer = FakeScorer()
+    reward = RewardModelReward(scorer=scorer)
+    prompt = [{"role": "user", "content": "Singers from France?"}]
+    completions = [
+        [{"role": "assistant", "content": RIGHT}],  # conversational
+        MALFORMED,  # no SQL: 0, never shown to the model
+        "```sql\n" + WRONG + "\n```",
+    ]
+    values = reward([prompt] * 3, completions, db_path=[db] * 3, sql=[GOLD] * 3)
+    prompts, sqls, db_paths = scorer.calls[0]
+    assert sqls == [RIGHT.rstrip(";"), WRONG] and db_paths == [db, db] and prompts == [prompt, prompt]
+    expected = [1 / (1 + math.exp(-(len(sql) / 10 - 4.0))) for sql in sqls]
+    assert values == [pytest.approx(expected[0]), 0.0, pytest.approx(expected[1])]
+    assert all(0.0 < v < 1.0 for v in (values[0], values[2]))
+    assert reward.__name__ == "reward_model"
+    # a plain-text prompt becomes one user message; the database column is required
+    reward(["Singers?"], [RIGHT], db_path=[db])
+    assert scorer.calls[-1][0] == [[{"role": "user", "content": "Singers?"}]]
+    with pytest.raises(KeyError, match="reward 'reward_model' needs the dataset column 'db_path'"):
+        reward([prompt], [RIGHT])
+
+
+def test_build_rewards_appends_the_reward_model_when_weighted():
+    model_reward = RewardModelReward(scorer=FakeScorer())
+    funcs, weights = build_rewards(RewardWeights(execution=1.0, executable=0, partial=0, reward_model=0.5),
+                                   reward_model=model_reward)
+    assert [f.__name__ for f in funcs] == ["execution", "reward_model"] and weights == [1.0, 0.5]
+    assert funcs[-1] is model_reward
+    with pytest.raises(ValueError, match="no reward model was given: set the parameter reward_model"):
+        build_rewards(RewardWeights(reward_model=0.5))
+    # weight 0: the model is not used even when given
+    funcs, _ = build_rewards(RewardWeights(), reward_model=model_reward)
+    assert model_reward not in funcs
+
+
+def test_grpo_params_name_the_missing_reward_model():
+    from nl2sql_lib.config import ParamsError, parse_params
+
+    with pytest.raises(ParamsError, match="rewards.reward_model > 0 needs the parameter reward_model"):
+        parse_params("grpo", {"profile": "smoke", "rewards": {"execution": 1.0, "reward_model": 0.5}})
+    cfg = parse_params("grpo", {"profile": "smoke", "rewards": {"reward_model": 0.5}, "reward_model": "stage:reward_model"})
+    assert cfg.rewards.reward_model == 0.5 and cfg.reward_model == "stage:reward_model"

@@ -36,7 +36,7 @@ from typing import Any, Sequence
 
 from ..config import GRPOParams, SchemaParams, params_as_dict
 from ..io import write_json
-from ..rewards import ExecutionScorer, RewardFunction, build_rewards, completion_text
+from ..rewards import ExecutionScorer, RewardFunction, RewardModelReward, build_rewards, completion_text
 from .. import runs
 from ..runs import StageRun, require_output
 from .common import (
@@ -376,7 +376,13 @@ def run_grpo(cfg: GRPOParams, stage: StageRun) -> dict[str, Any]:
         )
 
     scorer = ExecutionScorer(semantics=cfg.semantics, timeout=cfg.sql_timeout, batch_budget=cfg.sql_batch_budget)
-    funcs, weights = build_rewards(cfg.rewards, scorer=scorer, reasoning=cfg.format == "reasoning")
+    model_reward = None
+    if cfg.rewards.reward_model > 0:
+        model_reward = RewardModelReward(cfg.reward_model, run_dir=cfg.run_dir)
+        with stage.timer("load_reward_model"):
+            _ = model_reward.scorer  # load now: a wrong spec fails before training starts
+    funcs, weights = build_rewards(cfg.rewards, scorer=scorer, reasoning=cfg.format == "reasoning",
+                                   reward_model=model_reward)
     reward_names = [f.__name__ for f in funcs]
     recorder = SampleRecorder(keep=cfg.num_samples_shown)
 
