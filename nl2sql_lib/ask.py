@@ -27,8 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-STRATEGIES = ("greedy", "vote", "rm", "rm_vote")
-NEEDS_SCORER = ("rm", "rm_vote")
+from .evaluate.selection import RM_STRATEGIES
+
+STRATEGIES = ("greedy", "vote", *RM_STRATEGIES)
 
 
 class AskError(ValueError):
@@ -105,7 +106,7 @@ def ask(
 
     if strategy not in STRATEGIES:
         raise AskError(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
-    if strategy in NEEDS_SCORER and scorer is None:
+    if strategy in RM_STRATEGIES and scorer is None:
         raise AskError(f"strategy {strategy!r} needs a reward model (scorer)")
     if n < 1:
         raise AskError(f"n must be at least 1, got {n}")
@@ -219,7 +220,7 @@ def main(argv: Sequence[str] | None = None, *, generator: Any = None, scorer: An
         schema_params = _schema_params(args.run_dir)
         if generator is None:
             generator = _load_generator(args)
-        if args.strategy in NEEDS_SCORER and scorer is None:
+        if args.strategy in RM_STRATEGIES and scorer is None:
             from .scoring import RewardScorer
 
             scorer = RewardScorer.from_spec(args.reward_model, run_dir=args.run_dir)

@@ -40,8 +40,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
-import math
-
 from .sql.execute import ErrorKind, ExecResult, execute_sql
 from .sql.extract import extract_sql as _extract_sql
 from .sql.judge import Judge
@@ -431,18 +429,16 @@ class RewardModelReward:
                 [_as_messages(prompts[i]) for i in scored], [sqls[i] for i in scored],
                 db_paths=[db_paths[i] for i in scored],
             )
+            from .scoring import sigmoid
+
             for i, value in zip(scored, values):
-                rewards[i] = _sigmoid(float(value))
+                rewards[i] = sigmoid(float(value))
         return rewards
 
 
 def _as_messages(prompt: Any) -> list[dict]:
     """A TRL prompt as chat messages (conversational prompts already are)."""
     return [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
-
-
-def _sigmoid(x: float) -> float:
-    return 1.0 / (1.0 + math.exp(-x)) if x >= 0 else math.exp(x) / (1.0 + math.exp(x))
 
 
 def build_rewards(

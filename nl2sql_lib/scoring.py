@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -58,6 +59,13 @@ SCORER_CONFIG = "reward_model.json"
 INPUT_FORMAT_FILE = "input_format.json"
 # Tokens tried, in order, as a padding token distinct from end-of-sequence.
 _PAD_CANDIDATES = ("<|endoftext|>", "<|finetune_right_pad_id|>", "<pad>", "<unk>")
+
+
+def sigmoid(score: float) -> float:
+    """A reward-model score as a weight in [0, 1] (-inf, for "no SQL", gives 0)."""
+    if score >= 0:
+        return 1.0 / (1.0 + math.exp(-score))
+    return math.exp(score) / (1.0 + math.exp(score))  # no overflow for very negative scores
 
 
 class RewardModelNotFound(FileNotFoundError):

@@ -18,13 +18,16 @@ Each ``select_*`` returns the chosen SQL string ("" for an empty list).
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Callable, Sequence
 
+from ..scoring import sigmoid
 from ..sql.compare import results_match
 
-__all__ = ["select_greedy", "select_vote", "select_by_score", "select_weighted_vote", "oracle_correct",
+# The selection strategies that need a reward model's scores (06_eval and ask).
+RM_STRATEGIES = ("rm", "rm_vote")
+
+__all__ = ["RM_STRATEGIES", "select_greedy", "select_vote", "select_by_score", "select_weighted_vote", "oracle_correct",
            "vote_groups"]
 
 
@@ -72,12 +75,6 @@ def select_by_score(cands: Sequence[str], scores: Sequence[float] | Callable[[st
     return cands[best]
 
 
-def _sigmoid(x: float) -> float:
-    if x == float("-inf"):
-        return 0.0
-    return 1.0 / (1.0 + math.exp(-x)) if x >= 0 else math.exp(x) / (1.0 + math.exp(x))
-
-
 def select_weighted_vote(cands: Sequence[str], scores: Sequence[float], db_path: str | Path, judge) -> str:
     """Majority vote over execution results where each candidate votes with ``sigmoid(score)``.
 
@@ -90,7 +87,7 @@ def select_weighted_vote(cands: Sequence[str], scores: Sequence[float], db_path:
     groups = vote_groups(cands, db_path, judge)
     if not groups:
         return select_by_score(cands, scores)
-    weight = [_sigmoid(float(s)) for s in scores]
+    weight = [sigmoid(float(s)) for s in scores]
     best = max(groups, key=lambda members: (sum(weight[i] for i in members), -members[0]))
     return cands[max(best, key=lambda i: (scores[i], -i))]
 

@@ -27,6 +27,7 @@ from ..config import EvalParams, SourceParams
 from ..data.example import Example, read_examples
 from ..io import atomic_write_text, write_json, write_jsonl
 from ..runs import StageRun, require_output
+from .selection import RM_STRATEGIES
 from .systems import (
     Dataset,
     GeneratorFactory,
@@ -40,7 +41,6 @@ from .systems import (
     pick_vote,
     predictions_path,
     resolve_systems,
-    RM_STRATEGIES,
     STRATEGIES,
     rm_scores,
     strategy_key,

@@ -467,9 +467,10 @@ def _generate_missing(
         batch_keeps = [keeps.get(record_key(ds.name, ex)) for ds, ex in batch] if keeps else None
         messages = build_messages(examples, schema, reasoning=system.reasoning, keeps=batch_keeps)
         # Constrained systems pass each question's database: its identifiers are the vocabulary.
-        constraint = {"schemas": [ex.db_path for ex in examples]} if system.constrained else {}
+        schemas = [ex.db_path for ex in examples] if system.constrained else None
         greedy = generator.generate(
-            messages, n=1, temperature=0.0, max_new_tokens=cfg.max_new_tokens, **constraint
+            messages, n=1, temperature=0.0, max_new_tokens=cfg.max_new_tokens,
+            **({"schemas": schemas} if schemas else {}),
         )
         pool_rows = [i for i, (ds, _) in enumerate(batch) if ds.best_of_n and n_candidates > 1]
         samples: dict[int, list[str]] = {}
@@ -477,7 +478,7 @@ def _generate_missing(
             sampled = generator.generate(
                 [messages[i] for i in pool_rows], n=n_candidates - 1,
                 temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens,
-                **({"schemas": [examples[i].db_path for i in pool_rows]} if system.constrained else {}),
+                **({"schemas": [schemas[i] for i in pool_rows]} if schemas else {}),
             )
             samples = dict(zip(pool_rows, sampled))
         for i, (ds, ex) in enumerate(batch):
@@ -551,7 +552,6 @@ def default_generator_factory(system: System, cfg: EvalParams) -> GeneratorLike:
 # --------------------------------------------------------------------------------------------
 
 STRATEGIES = ("greedy", "vote", "rm", "rm_vote", "oracle")
-RM_STRATEGIES = ("rm", "rm_vote")  # the strategies that need reward-model scores
 
 
 def strategy_key(system: str, strategy: str, n: int) -> str:
