@@ -212,10 +212,14 @@ def _foreign_keys(conn: sqlite3.Connection, table: str, columns: list[Column]) -
 
 
 def _samples(conn: sqlite3.Connection, table: str, column: str, k: int, max_chars: int) -> tuple[str, ...]:
-    """Up to ``k`` distinct non-null values among the first rows of a column."""
+    """Up to ``k`` distinct non-null values among the first rows of a column.
+
+    NULLs are dropped after the bounded scan, not before it: a mostly-NULL column would
+    otherwise make SQLite read the whole table looking for values.
+    """
     sql = (
         f"SELECT DISTINCT v FROM (SELECT {_quote(column)} AS v FROM {_quote(table)} "
-        f"WHERE {_quote(column)} IS NOT NULL LIMIT {_SAMPLE_SCAN_ROWS}) LIMIT {int(k)}"
+        f"LIMIT {_SAMPLE_SCAN_ROWS}) WHERE v IS NOT NULL LIMIT {int(k)}"
     )
     try:
         rows = conn.execute(sql).fetchall()
