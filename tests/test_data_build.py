@@ -52,7 +52,7 @@ def test_run_data_writes_splits_stats_and_links(tmp_path):
     assert stats["schema"]["debit_card"]["schema_tokens"] <= 200
     assert stats["prompt_tokens"]["dev"]["n"] == 5 and stats["token_counter"] == "chars/3 estimate"
     assert stats["sources"]["create_context"]["skipped"] and stats["sources"]["bird"]["missing_db"] == 0
-    assert str(bird / "dev.json") in stage.inputs  # inputs recorded for the manifest
+    assert str(bird / "dev" / "dev.json") in stage.inputs  # inputs recorded for the manifest
     assert not any("databases" in path for path in stage.inputs)  # create-context dbs are outputs
     # the plots render from the stats alone
     paths = save_plots(stats, tmp_path / "plots")

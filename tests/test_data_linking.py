@@ -14,7 +14,7 @@ from tests.fixtures.bird.build_fixture import build_bird_fixture
 @pytest.fixture(scope="module")
 def schema(tmp_path_factory):
     root = build_bird_fixture(tmp_path_factory.mktemp("bird"))
-    return read_schema(root / "dev_databases" / "debit_card" / "debit_card.sqlite", sample_values=0)
+    return read_schema(root / "dev" / "dev_databases" / "debit_card" / "debit_card.sqlite", sample_values=0)
 
 
 def test_aliases_resolve_to_tables_in_the_schemas_spelling(schema):

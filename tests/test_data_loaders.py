@@ -147,24 +147,58 @@ def test_bird_fixture_loads_and_round_trips_through_jsonl(bird_dir, tmp_path):
     assert dev[0].evidence == "Czech koruna refers to Currency = 'CZK'"
     assert dev[2].evidence == ""
     assert dev[1].sql.startswith("SELECT SUM(T1.Amount)")
-    assert Path(dev[3].db_path) == bird_dir / "dev_databases" / "toxicology" / "toxicology.sqlite"
-    assert Path(train[0].db_path) == bird_dir / "train_databases" / "movie_platform" / "movie_platform.sqlite"
-    # every gold query executes on its database
+    assert Path(dev[3].db_path) == bird_dir / "dev" / "dev_databases" / "toxicology" / "toxicology.sqlite"
+    assert Path(train[0].db_path) == bird_dir / "train" / "train_databases" / "movie_platform" / "movie_platform.sqlite"
+    # every gold query executes on its database and returns what BIRD's gold file expects
+    results = {}
     for example in dev + train:
         conn = sqlite3.connect(f"file:{example.db_path}?mode=ro", uri=True)
-        assert conn.execute(example.sql).fetchall() is not None
+        results[example.question_id] = conn.execute(example.sql).fetchall()
         conn.close()
-    path = write_examples(tmp_path / "dev.jsonl", dev)
-    assert read_examples(path) == dev
+    assert results["bird-dev-0"] == [(1,)]  # customer 4: SME paying in CZK
+    assert sorted(results["bird-dev-3"]) == [("c",), ("cl",)]
+    assert all(results.values())
+    # both splits survive a trip through JSONL unchanged
+    for split, examples in (("dev", dev), ("train", train)):
+        path = write_examples(tmp_path / f"{split}.jsonl", examples)
+        assert read_examples(path) == examples
+
+
+def test_bird_split_folders_and_the_folder_above_them_load_alike(bird_dir, tmp_path):
+    whole = load_source(SourceParams(type="bird", path=str(bird_dir)), tmp_path)
+    dev_only = load_source(SourceParams(type="bird", path=str(bird_dir / "dev")), tmp_path)
+    train_only = load_source(SourceParams(type="bird", path=str(bird_dir / "train")), tmp_path)
+    assert dev_only["dev"] == whole["dev"] and dev_only["train"] == []
+    assert train_only["train"] == whole["train"] and train_only["dev"] == []
+    # the gold file BIRD ships beside dev.json agrees with the loaded SQL
+    gold = (bird_dir / "dev" / "dev.sql").read_text().splitlines()
+    assert [line.split("\t") for line in gold] == [[e.sql, e.db_id] for e in whole["dev"]]
+
+
+def test_bird_db_id_missing_from_tables_json_names_file_and_record(bird_dir, tmp_path):
+    tables_path = bird_dir / "dev" / "dev_tables.json"
+    tables = [t for t in json.loads(tables_path.read_text()) if t["db_id"] != "toxicology"]
+    tables_path.write_text(json.dumps(tables))
+    with pytest.raises(DataFileError) as info:
+        load_source(SourceParams(type="bird", path=str(bird_dir)), tmp_path)
+    message = str(info.value)
+    assert str(bird_dir / "dev" / "dev.json") in message and "record 3" in message
+    assert "'toxicology'" in message and "dev_tables.json" in message
+
+
+def test_bird_folder_without_question_files_says_where_it_looked(tmp_path):
+    (tmp_path / "bird" / "dev").mkdir(parents=True)
+    with pytest.raises(DataFileError, match="no BIRD train.json or dev.json"):
+        load_source(SourceParams(type="bird", path=str(tmp_path / "bird")), tmp_path)
 
 
 def test_bird_single_file_path_and_split_override(bird_dir, tmp_path):
-    loaded = load_source(SourceParams(type="bird", path=str(bird_dir / "dev.json"), split="train"), tmp_path)
+    loaded = load_source(SourceParams(type="bird", path=str(bird_dir / "dev" / "dev.json"), split="train"), tmp_path)
     assert len(loaded["train"]) == 5 and loaded["dev"] == []
 
 
 def test_bird_missing_database_names_db_and_path_and_creates_nothing(bird_dir, tmp_path):
-    db = bird_dir / "dev_databases" / "toxicology" / "toxicology.sqlite"
+    db = bird_dir / "dev" / "dev_databases" / "toxicology" / "toxicology.sqlite"
     db.unlink()
     with pytest.raises(MissingDatabase) as info:
         load_source(SourceParams(type="bird", path=str(bird_dir)), tmp_path)
@@ -173,7 +207,7 @@ def test_bird_missing_database_names_db_and_path_and_creates_nothing(bird_dir, t
 
 
 def test_malformed_json_names_the_file_and_line(bird_dir, tmp_path):
-    bad = bird_dir / "dev.json"
+    bad = bird_dir / "dev" / "dev.json"
     bad.write_text('[\n  {"db_id": "debit_card",\n   "question": "x" "SQL": 1}\n]')
     with pytest.raises(DataFileError) as info:
         load_source(SourceParams(type="bird", path=str(bird_dir)), tmp_path)
@@ -181,12 +215,12 @@ def test_malformed_json_names_the_file_and_line(bird_dir, tmp_path):
 
 
 def test_record_without_sql_names_the_file_and_record(bird_dir, tmp_path):
-    records = json.loads((bird_dir / "dev.json").read_text())
+    records = json.loads((bird_dir / "dev" / "dev.json").read_text())
     del records[3]["SQL"]
-    (bird_dir / "dev.json").write_text(json.dumps(records))
+    (bird_dir / "dev" / "dev.json").write_text(json.dumps(records))
     with pytest.raises(DataFileError) as info:
         load_source(SourceParams(type="bird", path=str(bird_dir)), tmp_path)
-    assert str(bird_dir / "dev.json") in str(info.value) and "record 3" in str(info.value)
+    assert str(bird_dir / "dev" / "dev.json") in str(info.value) and "record 3" in str(info.value)
     assert "SQL" in str(info.value)
 
 
@@ -272,10 +306,15 @@ def test_limit_keeps_a_seeded_sample_in_file_order(bird_dir, tmp_path):
 
 def test_create_context_limit_samples_before_materializing(tmp_path):
     source = SourceParams(type="create_context", path=str(FIXTURES / "create_context.jsonl"), limit=2)
-    loaded = load_source(source, tmp_path, seed=3)
-    created = list((tmp_path / "databases").glob("*/*.sqlite"))
-    assert len(loaded["train"]) <= 2
-    assert len(created) == len({e.db_id for e in loaded["train"]}) <= 2
+    # seed 4 draws records 2 and 3, which share one context: one database, not the file's three
+    loaded = load_source(source, tmp_path / "a", seed=4)
+    assert [e.question_id for e in loaded["train"]] == ["ctx-create_context-2", "ctx-create_context-3"]
+    created = list((tmp_path / "a" / "databases").glob("*/*.sqlite"))
+    assert [p.parent.name for p in created] == [loaded["train"][0].db_id]
+    # seed 1 draws records 1 and 2: two contexts, two databases, the sampled ones only
+    loaded = load_source(source, tmp_path / "b", seed=1)
+    created = sorted(p.parent.name for p in (tmp_path / "b" / "databases").glob("*/*.sqlite"))
+    assert created == sorted(e.db_id for e in loaded["train"]) and len(created) == 2
 
 
 @pytest.mark.parametrize("context", [

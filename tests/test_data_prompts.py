@@ -109,7 +109,7 @@ def test_prompts_fit_a_384_token_budget_with_smollm2s_tokenizer(tmp_path):
     tokenizer = load_tokenizer("tiny:smollm2")
     count = lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])  # noqa: E731
     root = build_bird_fixture(tmp_path / "bird")
-    db = root / "dev_databases" / "debit_card" / "debit_card.sqlite"
+    db = root / "dev" / "dev_databases" / "debit_card" / "debit_card.sqlite"
     example = Example(
         "q", "debit_card", str(db),
         "What is the total amount spent at premium gas stations in the Czech Republic?",

@@ -26,7 +26,7 @@ def bird_dir(tmp_path) -> Path:
 
 
 def _db(bird_dir: Path, name: str) -> Path:
-    return bird_dir / "dev_databases" / name / f"{name}.sqlite"
+    return bird_dir / "dev" / "dev_databases" / name / f"{name}.sqlite"
 
 
 def test_read_schema_finds_tables_keys_samples_and_descriptions(bird_dir):
@@ -188,7 +188,7 @@ def test_schema_text_for_an_example_follows_schema_params(bird_dir):
 
 
 def test_keep_never_leaves_a_table_without_columns(bird_dir):
-    schema = read_schema(bird_dir / "train_databases" / "movie_platform" / "movie_platform.sqlite")
+    schema = read_schema(bird_dir / "train" / "train_databases" / "movie_platform" / "movie_platform.sqlite")
     # ratings has no primary key; its only linked column is not in the schema
     text = render_schema(schema, style="compact", keep={"columns": ["ratings.made_up"]})
     assert text == "ratings(movie_id, rating_score, user_id)"

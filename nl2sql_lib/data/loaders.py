@@ -7,7 +7,9 @@ Layouts read (``path`` is the folder, or one of its JSON files):
 - ``bird``: ``train.json`` / ``dev.json`` (``question_id`` assigned where missing, ``SQL``,
   ``evidence``, ``difficulty``), ``<split>_databases/<db>/<db>.sqlite`` (any
   ``*_databases`` folder is searched), ``<db>/database_description/*.csv`` (read by the
-  schema module).
+  schema module), ``<split>_tables.json`` (db_ids checked against it when present). ``path``
+  is a question file, a folder holding them, or the folder above BIRD's unpacked
+  ``train/`` and ``dev/`` archives.
 - ``spider``: ``dev.json`` -> dev, ``train_spider.json`` (+ ``train_others.json``) -> train,
   ``tables.json``, ``database/<db>/<db>.sqlite``. Hardness is not in the files: it is derived
   from the SQL's structure as Spider's evaluator does (:func:`spider_hardness`).
@@ -150,9 +152,7 @@ def _split_of_file(path: Path) -> str:
 
 def load_bird(source, work_dir: Path, *, seed: int = 0, on_missing_db: str = "error") -> LoadedSource:
     root = Path(source.path)
-    files = [root] if root.is_file() else [root / f"{s}.json" for s in SPLITS if (root / f"{s}.json").is_file()]
-    if not files:
-        raise DataFileError(f"{root}: no BIRD train.json or dev.json found")
+    files = _bird_files(root)
     result = LoadedSource()
     for path in files:
         split = _split_of_file(path)
@@ -160,9 +160,14 @@ def load_bird(source, work_dir: Path, *, seed: int = 0, on_missing_db: str = "er
         db_roots = [folder / f"{split}_databases"] + sorted(
             p for p in folder.glob("*_databases") if p.is_dir() and p.name != f"{split}_databases"
         )
+        known_dbs = _spider_tables(folder / f"{path.stem}_tables.json")
         result.report["files"].append(str(path))
         for index, record in enumerate(_records(path)):
             db_id = _field(record, ("db_id",), path, index)
+            if known_dbs is not None and db_id not in known_dbs:
+                raise DataFileError(
+                    f"{path}: record {index}: db_id {db_id!r} is not in {folder / f'{path.stem}_tables.json'}"
+                )
             qid = record.get("question_id")
             example = Example(
                 question_id=f"bird-{split}-{qid if qid is not None else index}",
@@ -176,6 +181,27 @@ def load_bird(source, work_dir: Path, *, seed: int = 0, on_missing_db: str = "er
             )
             result[split].append(check_database(example, on_missing_db, f"{path}: record {index}"))
     return result
+
+
+def _bird_files(root: Path) -> list[Path]:
+    """BIRD's question files under ``root``: the file itself, ``<split>.json`` in the folder, or
+    ``<split>.json`` in its split folders as BIRD's archives unpack (``train/``, ``dev/`` or
+    ``dev_20240627/``)."""
+    if root.is_file():
+        return [root]
+    files = [root / f"{s}.json" for s in SPLITS if (root / f"{s}.json").is_file()]
+    if not files:
+        for split in SPLITS:
+            for folder in sorted(p for p in root.glob(f"{split}*") if p.is_dir()):
+                if (folder / f"{split}.json").is_file():
+                    files.append(folder / f"{split}.json")
+                    break
+    if not files:
+        raise DataFileError(
+            f"{root}: no BIRD train.json or dev.json found (looked in the folder and in its "
+            f"train*/ and dev*/ folders)"
+        )
+    return files
 
 
 def _find_db(roots: list[Path], db_id: str) -> Path:
