@@ -50,10 +50,35 @@ def read_json(path: str | Path) -> Any:
     path = Path(path)
     if not path.is_file():
         raise DataFileError(f"{path}: file not found")
+    text = path.read_text(encoding="utf-8")
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise DataFileError(f"{path}: not valid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
+        record = _failing_record(text)
+        where = f" (in record {record} of the list)" if record is not None else ""
+        raise DataFileError(
+            f"{path}: not valid JSON at line {exc.lineno}, column {exc.colno}{where}: {exc.msg}"
+        ) from None
+
+
+def _failing_record(text: str) -> int | None:
+    """For a top-level JSON list that does not parse: the index of the element that fails."""
+    decoder = json.JSONDecoder()
+    position = len(text) - len(text.lstrip())
+    if not text.startswith("[", position):
+        return None
+    position += 1
+    index = 0
+    while True:
+        while position < len(text) and text[position] in " \t\r\n,":
+            position += 1
+        if position >= len(text) or text[position] == "]":
+            return None
+        try:
+            _, position = decoder.raw_decode(text, position)
+        except json.JSONDecodeError:
+            return index
+        index += 1
 
 
 def iter_jsonl(path: str | Path) -> Iterator[dict[str, Any]]:

@@ -206,12 +206,17 @@ def test_bird_missing_database_names_db_and_path_and_creates_nothing(bird_dir, t
     assert not db.exists()
 
 
-def test_malformed_json_names_the_file_and_line(bird_dir, tmp_path):
+def test_malformed_json_names_the_file_line_and_record(bird_dir, tmp_path):
     bad = bird_dir / "dev" / "dev.json"
-    bad.write_text('[\n  {"db_id": "debit_card",\n   "question": "x" "SQL": 1}\n]')
+    records = json.loads(bad.read_text())
+    text = json.dumps(records, indent=2)
+    broken = text.replace('"question_id": 2,', '"question_id": 2', 1)  # a missing comma in record 2
+    bad.write_text(broken)
+    line = broken[: broken.index('"question_id": 2')].count("\n") + 2
     with pytest.raises(DataFileError) as info:
         load_source(SourceParams(type="bird", path=str(bird_dir)), tmp_path)
-    assert str(bad) in str(info.value) and "line 3" in str(info.value)
+    message = str(info.value)
+    assert str(bad) in message and f"line {line}," in message and "record 2" in message
 
 
 def test_record_without_sql_names_the_file_and_record(bird_dir, tmp_path):
