@@ -111,13 +111,16 @@ class TrainingParams(_Strict):
 class SourceParams(_Strict):
     """One data source for 01_data."""
 
-    type: Literal["bundled", "spider", "bird", "create_context", "jsonl"]
+    type: Literal["bundled", "spider", "bird", "create_context", "jsonl", "sqlite"]
     path: str | None = Field(None, description="file or folder; not needed for 'bundled'")
     split: Literal["train", "dev", "auto"] = Field(
         "auto", description="where its examples go; auto: the source's own split"
     )
     limit: int | None = Field(None, ge=1)
     name: str | None = Field(None, description="dataset name in reports (default: the type)")
+    pairs_per_database: int = Field(
+        200, ge=1, description="sqlite: question/SQL pairs to generate for each database"
+    )
     on_missing_db: Literal["error", "report"] | None = Field(
         None,
         description="a question whose database file is missing: stop (error) or keep it marked "

@@ -334,3 +334,51 @@ def test_create_context_accepts_only_plain_create_table(tmp_path, context):
     assert materialize_context(context, tmp_path, "ctx") is None
     assert not list(tmp_path.rglob("*.sqlite"))
     assert materialize_context("CREATE TABLE t (a INT, b TEXT)", tmp_path, "ok") is not None
+
+
+# --------------------------------------------------------------------------------------------
+# Your own SQLite databases: generated pairs, verified by execution
+# --------------------------------------------------------------------------------------------
+
+
+def test_sqlite_source_generates_verified_pairs_for_each_database(tmp_path):
+    from tests.test_bundled import _small_db
+
+    folder = tmp_path / "mine"
+    (folder / "branch").mkdir(parents=True)
+    _small_db(folder / "shop.sqlite")
+    _small_db(folder / "branch" / "branch.sqlite")
+    before = {p: p.read_bytes() for p in folder.rglob("*.sqlite")}
+    loaded = load_source(SourceParams(type="sqlite", path=str(folder), pairs_per_database=30), tmp_path / "work")
+    assert loaded["dev"] == [] and loaded.report["files"] == [
+        str(folder / "branch" / "branch.sqlite"), str(folder / "shop.sqlite")
+    ]
+    by_db = collections.Counter(e.db_id for e in loaded["train"])
+    assert set(by_db) == {"shop", "branch"} and all(20 <= n <= 30 for n in by_db.values()), by_db
+    for example in loaded["train"]:
+        conn = sqlite3.connect(f"file:{example.db_path}?mode=ro", uri=True)
+        assert conn.execute(example.sql).fetchall(), example.sql  # executes and returns rows
+        conn.close()
+    assert {p: p.read_bytes() for p in folder.rglob("*.sqlite")} == before  # read-only
+    assert not list((tmp_path / "work").glob("**/*.sqlite"))  # nothing copied or created
+
+
+def test_own_database_command_writes_pairs_that_reload(tmp_path, capsys):
+    from nl2sql_lib.data.bundled.own_db import main
+    from tests.test_bundled import _small_db
+
+    db = tmp_path / "shop.sqlite"
+    _small_db(db)
+    out = tmp_path / "pairs.jsonl"
+    assert main([str(db), "--out", str(out), "--n", "25"]) == 0
+    assert "wrote" in capsys.readouterr().out
+    written = read_examples(out)
+    assert 15 <= len(written) <= 25 and {e.source for e in written} == {"generated"}
+    again = load_source(SourceParams(type="jsonl", path=str(out)), tmp_path)
+    assert [e.sql for e in again["train"]] == [e.sql for e in written]
+
+
+def test_sqlite_source_with_no_database_says_so(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataFileError, match="no \\*.sqlite"):
+        load_source(SourceParams(type="sqlite", path=str(tmp_path / "empty")), tmp_path)

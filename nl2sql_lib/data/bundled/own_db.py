@@ -52,3 +52,35 @@ def generate_pairs_for_database(db_path: str | Path, *, n: int = 200, seed: int 
                 source="generated", extra={"shape": d.shape})
         for i, d in enumerate(drafts, 1)
     ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m nl2sql_lib.data.bundled.own_db DB [DB ...] --out pairs.jsonl [--n 200]``"""
+    import argparse
+
+    from ..example import write_examples
+    from ..loaders import sqlite_files
+
+    parser = argparse.ArgumentParser(
+        prog="python -m nl2sql_lib.data.bundled.own_db",
+        description="Write execution-verified question/SQL pairs for your own SQLite databases "
+        "(one Example per line; 01_data reads them with a 'jsonl' source, or use a 'sqlite' source).",
+    )
+    parser.add_argument("databases", nargs="+", help=".sqlite files, or folders of them")
+    parser.add_argument("--out", required=True, help="the JSONL file to write")
+    parser.add_argument("--n", type=int, default=200, help="pairs per database (default 200)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    examples = []
+    for given in args.databases:
+        for db_path in sqlite_files(Path(given)):
+            pairs = generate_pairs_for_database(db_path, n=args.n, seed=args.seed)
+            print(f"{db_path}: {len(pairs)} pairs")
+            examples.extend(pairs)
+    write_examples(args.out, examples)
+    print(f"wrote {len(examples)} pairs to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
