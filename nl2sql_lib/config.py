@@ -52,8 +52,8 @@ class StageParams(_Strict):
     output_root: str = Field("outputs", description="where runs live")
     seed: int = 0
     profile: str = Field("cpu", description="informational: smoke | cpu | gpu")
-    # Colab/Kaggle only: where the first notebook cell installs the project from
-    # (a git URL or a path). Ignored everywhere else.
+    # Colab/Kaggle only: where the notebooks' install cell (second code cell) installs the project from
+    # (a git URL or an existing folder). Ignored everywhere else.
     install_from: str = "git+https://github.com/nl2sql-lab/nl2sql-lab.git"
 
     @property
