@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import types
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator,
+)
 
 STAGES = ("data", "sft", "grpo", "tree", "reward_model", "eval")
 NOTEBOOK_OF_STAGE = {
@@ -38,6 +40,28 @@ class ParamsError(ValueError):
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+
+
+def _path_exists(value: str | None, what_to_do: str = "give an existing file or folder") -> str | None:
+    """An input path that must exist. A relative one is relative to the working directory: the
+    project root under ``make pipeline``, papermill and a notebook (params_from_notebook moves
+    there from notebooks/)."""
+    if value is not None and not Path(value).exists():
+        where = "" if Path(value).is_absolute() else f" (relative to {Path.cwd()}: {Path(value).resolve()})"
+        raise ValueError(f"path does not exist: {value!r}{where}; {what_to_do}")
+    return value
+
+
+def _input_path(what_to_do: str) -> AfterValidator:
+    """Annotate an optional path field: None passes, anything else must exist."""
+    return AfterValidator(lambda value: _path_exists(value, what_to_do))
+
+
+def _input_path_or_stage(what_to_do: str) -> AfterValidator:
+    """Like _input_path, but ``stage:<name>`` (a stage of this run, made later) passes."""
+    return AfterValidator(
+        lambda value: value if value is None or value.startswith("stage:") else _path_exists(value, what_to_do)
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -112,7 +136,9 @@ class SourceParams(_Strict):
     """One data source for 01_data."""
 
     type: Literal["bundled", "spider", "bird", "create_context", "jsonl"]
-    path: str | None = Field(None, description="file or folder; not needed for 'bundled'")
+    path: Annotated[str | None, _input_path("give an existing file or folder")] = Field(
+        None, description="file or folder; not needed for 'bundled'"
+    )
     split: Literal["train", "dev", "auto"] = Field(
         "auto", description="where its examples go; auto: the source's own split"
     )
@@ -124,13 +150,6 @@ class SourceParams(_Strict):
         "missing_db (report); default: report for spider (its public dev set lacks wta_1), "
         "error for the others",
     )
-
-    @field_validator("path")
-    @classmethod
-    def _path_exists(cls, value: str | None) -> str | None:
-        if value is not None and not Path(value).exists():
-            raise ValueError(f"path does not exist: {value!r} (give an existing file or folder)")
-        return value
 
 
 class SchemaParams(_Strict):
@@ -223,7 +242,9 @@ class GRPOParams(StageParams):
         None, description="prompt schema rendering; None: the data stage's settings (as trained)"
     )
     num_samples_shown: int = Field(8, ge=0, description="completions kept for the start/end table")
-    reward_model: str | None = Field(
+    reward_model: Annotated[str | None, _input_path_or_stage(
+        "give stage:reward_model, a reward_model stage folder of another run or an adapter folder"
+    )] = Field(
         None, description="a trained reward model scoring each completion when rewards.reward_model "
         "> 0: stage:reward_model (this run's 05_reward_model, so GRPO re-runs after it), a "
         "reward_model stage folder of another run, or an adapter folder",
@@ -286,8 +307,12 @@ class RewardModelParams(StageParams):
         "question's database (error class and message, or row count, columns and first rows; never "
         "gold information); false: prompt + SQL only. Recorded in the model's input_format.json",
     )
-    pairs_train: str | None = Field(None, description="pairs JSONL; None: tree/pairs_train.jsonl of this run")
-    pairs_test: str | None = Field(None, description="pairs JSONL; None: tree/pairs_test.jsonl of this run")
+    pairs_train: Annotated[str | None, _input_path(
+        "give an existing pairs JSONL, or set pairs_train: null for this run's tree/pairs_train.jsonl"
+    )] = Field(None, description="pairs JSONL; None: tree/pairs_train.jsonl of this run")
+    pairs_test: Annotated[str | None, _input_path(
+        "give an existing pairs JSONL, or set pairs_test: null for this run's tree/pairs_test.jsonl"
+    )] = Field(None, description="pairs JSONL; None: tree/pairs_test.jsonl of this run")
     max_train_pairs: int | None = Field(None, ge=1, description="use only the first N training pairs")
     max_test_pairs: int | None = Field(None, ge=1, description="evaluate only the first N test pairs")
     plots: bool = True
@@ -311,7 +336,10 @@ class EvalParams(StageParams):
     base_model: str = "embedded:smollm2-135m-instruct"
     semantics: Literal["bird", "spider"] = "bird"
     max_dev_examples: int | None = Field(None, ge=1)
-    spider_path: str | None = Field(None, description="a Spider dev folder to evaluate on too")
+    spider_path: Annotated[str | None, _input_path(
+        "set spider_path: null to skip Spider (on a command line: --set spider_path=null), or "
+        "give a Spider dev folder (dev.json, tables.json, database/)"
+    )] = Field(None, description="a Spider dev folder to evaluate on too")
     spider_limit: int | None = Field(None, ge=1)
     spider_semantics: Literal["bird", "spider"] = "spider"
     best_of_n_on_spider: bool = Field(False, description="also run best-of-N on the Spider set")
@@ -393,7 +421,7 @@ def _format_errors(exc: ValidationError, model: type[StageParams], origin: str) 
             lines.append(f"  - unknown key '{key}'; valid keys here: {', '.join(valid)}")
         else:
             got = err.get("input")
-            got_text = "" if isinstance(got, dict) else f" (got {got!r})"
+            got_text = "" if isinstance(got, dict) or repr(got) in err["msg"] else f" (got {got!r})"
             lines.append(f"  - key '{key}': {err['msg']}{got_text}")
     return "\n".join(lines)
 
