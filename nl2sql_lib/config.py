@@ -458,6 +458,19 @@ def load_params(stage: str, path: str | Path, **overrides: Any) -> StageParams:
 
 # Names IPython itself puts into a notebook's namespace; everything else public is a parameter.
 _IPYTHON_NAMES = {"In", "Out", "get_ipython", "exit", "quit", "open"}
+# Where params_from_notebook remembers, in the notebook's namespace, the names it took for
+# parameters: a later call in the same kernel (the cell run again) tells them from the names the
+# notebook's own cells defined since.
+_SEEN_PARAMETERS = "_nl2sql_parameter_names"
+_RESTART = "Kernel > Restart Kernel and Run All Cells"
+
+
+def _is_notebook_object(value: Any) -> bool:
+    """Modules, functions, classes, and the objects the validation cell makes (cfg, stage)."""
+    from .runs import StageRun
+
+    return isinstance(value, (types.ModuleType, types.FunctionType, types.BuiltinFunctionType,
+                              types.MethodType, type, StageParams, StageRun))
 
 
 def params_from_notebook(stage: str, namespace: dict[str, Any]) -> StageParams:
@@ -468,24 +481,50 @@ def params_from_notebook(stage: str, namespace: dict[str, Any]) -> StageParams:
     The special name ``params_file`` (a YAML path) is read first and the other names override
     its keys: that is how a notebook opened in JupyterLab picks a profile.
 
+    Modules, functions, classes, ``StageParams`` and ``StageRun`` objects (``cfg``, ``stage``)
+    are never parameters. Called again in the same kernel (JupyterLab: the cell run again after
+    the cells below it), the names that appeared since the first successful call are the
+    notebook's own (``metrics``, ``fig``...) and are skipped with a printed note, unless they are
+    keys of the stage's model (a parameter added to the parameters cell).
+
     Opened from ``notebooks/`` (JupyterLab's default), the working directory moves to the
     project's root so that relative paths mean the same as under ``make pipeline``.
     """
     _chdir_to_project_root()
+    model = _model_for(stage)
     values = {
         name: value
         for name, value in namespace.items()
-        if not name.startswith("_")
-        and name not in _IPYTHON_NAMES
-        and not isinstance(value, (types.ModuleType, types.FunctionType, type))
+        if not name.startswith("_") and name not in _IPYTHON_NAMES and not _is_notebook_object(value)
     }
+    seen = namespace.get(_SEEN_PARAMETERS)
+    skipped = []
+    if isinstance(seen, (set, frozenset)):
+        skipped = sorted(n for n in values if n not in seen and n not in model.model_fields and n != "params_file")
+        for name in skipped:
+            del values[name]
+    names = set(values)
     params_file = values.pop("params_file", None)
     if params_file:
         values = {**read_yaml(params_file), **values}
         origin = f"{params_file} (with notebook parameters of stage '{stage}')"
     else:
         origin = f"notebook parameters of stage '{stage}'"
-    return parse_params(stage, values, origin=origin)
+    try:
+        params = parse_params(stage, values, origin=origin)
+    except ParamsError as exc:
+        unknown = [n for n in names if n not in model.model_fields and n != "params_file"]
+        if unknown or seen is not None:
+            raise ParamsError(
+                f"{exc}\n  if a cell of this kernel defined such a name (cells run out of order, or "
+                f"a cell below this one reusing a parameter's name): {_RESTART}"
+            ) from None
+        raise
+    namespace[_SEEN_PARAMETERS] = frozenset(names | (seen or set()))
+    if skipped:
+        print(f"not checked as parameters (defined in this kernel after the first run of this cell): "
+              f"{', '.join(skipped)}; to check every name again: {_RESTART}")
+    return params
 
 
 def _chdir_to_project_root() -> None:

@@ -138,6 +138,73 @@ def test_notebook_params_file_is_read_and_overridden(tmp_path):
     assert (params.run, params.seed) == ("nb", 7)
 
 
+def _notebook_namespace(**parameters):
+    """What a kernel holds after the parameters cell and the install cell."""
+    import os
+    import subprocess
+    import sys
+
+    namespace = {"In": [], "Out": {}, "_": None, "_i1": "", "os": os, "subprocess": subprocess, "sys": sys,
+                 "params_file": None, "run": "lab",
+                 "install_from": "git+https://github.com/nl2sql-lab/nl2sql-lab.git"}
+    namespace.update(parameters)
+    return namespace
+
+
+def _run_later_cells(namespace, cfg, tmp_path):
+    """What the validation cell and the cells after it leave in the kernel (02_sft's names)."""
+    from nl2sql_lib.runs import StageRun
+
+    namespace.update(
+        params_from_notebook=params_from_notebook, StageRun=StageRun, cfg=cfg,
+        stage=StageRun(cfg.model_copy(update={"output_root": str(tmp_path)}), "sft"),
+        metrics={"train_loss": 0.4}, fig=object(), ax=object(), curve=[1.0, 0.5], headline="ok",
+    )
+
+
+def test_rerunning_the_validation_cell_ignores_what_the_notebook_defined(tmp_path, capsys):
+    namespace = _notebook_namespace(training={"max_steps": 3})
+    cfg = params_from_notebook("sft", namespace)
+    _run_later_cells(namespace, cfg, tmp_path)
+    # JupyterLab: edit the parameters cell, then run it and the cells below again
+    namespace.update(run="lab2", seed=5)
+    again = params_from_notebook("sft", namespace)
+    assert (again.run, again.seed, again.training.max_steps) == ("lab2", 5, 3)
+    out = capsys.readouterr().out
+    for name in ("metrics", "fig", "ax", "curve", "headline"):
+        assert name in out  # said, not silently dropped
+    assert "Restart Kernel and Run All Cells" in out
+
+
+def test_stage_objects_are_never_parameters(tmp_path):
+    from nl2sql_lib.runs import StageRun
+
+    cfg = SFTParams(run="nb")
+    namespace = _notebook_namespace(cfg=cfg, stage=StageRun(cfg, "sft"), other_cfg=SFTParams())
+    assert params_from_notebook("sft", namespace).run == "lab"
+
+
+def test_unknown_notebook_name_suggests_restart_and_run_all():
+    namespace = _notebook_namespace(metrics={"train_loss": 0.4})  # a later cell ran first
+    with pytest.raises(ParamsError) as err:
+        params_from_notebook("sft", namespace)
+    message = str(err.value)
+    assert "unknown key 'metrics'" in message and "Restart Kernel and Run All Cells" in message
+    with pytest.raises(ParamsError) as err:
+        params_from_notebook("sft", _notebook_namespace(training={"max_stpes": 3}))
+    assert "Restart" not in str(err.value)  # a nested typo is a typo, not the kernel's state
+
+
+def test_a_later_cell_reusing_a_parameter_name_is_caught_on_a_rerun(tmp_path):
+    namespace = _notebook_namespace()
+    cfg = params_from_notebook("sft", namespace)
+    _run_later_cells(namespace, cfg, tmp_path)
+    namespace["model"] = object()  # a later cell named its loaded model like the parameter
+    with pytest.raises(ParamsError) as err:
+        params_from_notebook("sft", namespace)
+    assert "key 'model'" in str(err.value) and "Restart Kernel and Run All Cells" in str(err.value)
+
+
 @pytest.mark.parametrize("profile", ["smoke", "cpu", "gpu"])
 def test_committed_parameter_files_are_valid(profile, monkeypatch):
     import os
