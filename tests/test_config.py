@@ -45,7 +45,9 @@ def test_wrong_type_names_key_and_value(tmp_path):
     path = write(tmp_path, "training:\n  max_steps: lots\n")
     with pytest.raises(ParamsError) as err:
         load_params("sft", path)
-    assert "training.max_steps" in str(err.value) and "'lots'" in str(err.value)
+    message = str(err.value)
+    assert str(path) in message
+    assert "training.max_steps" in message and "'lots'" in message
 
 
 def test_wrong_choice_lists_the_choices(tmp_path):
@@ -59,7 +61,11 @@ def test_missing_source_path_is_reported(tmp_path):
     path = write(tmp_path, "sources:\n  - type: spider\n    path: /no/such/spider\n")
     with pytest.raises(ParamsError) as err:
         load_params("data", path)
-    assert "sources.0.path" in str(err.value) and "/no/such/spider" in str(err.value)
+    message = str(err.value)
+    assert str(path) in message  # the file
+    assert "key 'sources.0.path'" in message  # the key
+    assert "path does not exist: '/no/such/spider'" in message  # the path
+    assert "give an existing file or folder" in message  # what to do
 
 
 def test_missing_spider_path_names_file_key_path_and_the_way_out(tmp_path):
