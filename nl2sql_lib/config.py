@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import types
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator,
+)
 
 STAGES = ("data", "sft", "grpo", "tree", "reward_model", "eval")
 NOTEBOOK_OF_STAGE = {
@@ -40,6 +42,28 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
 
 
+def _path_exists(value: str | None, what_to_do: str = "give an existing file or folder") -> str | None:
+    """An input path that must exist. A relative one is relative to the working directory: the
+    project root under ``make pipeline``, papermill and a notebook (params_from_notebook moves
+    there from notebooks/)."""
+    if value is not None and not Path(value).exists():
+        where = "" if Path(value).is_absolute() else f" (relative to {Path.cwd()}: {Path(value).resolve()})"
+        raise ValueError(f"path does not exist: {value!r}{where}; {what_to_do}")
+    return value
+
+
+def _input_path(what_to_do: str) -> AfterValidator:
+    """Annotate an optional path field: None passes, anything else must exist."""
+    return AfterValidator(lambda value: _path_exists(value, what_to_do))
+
+
+def _input_path_or_stage(what_to_do: str) -> AfterValidator:
+    """Like _input_path, but ``stage:<name>`` (a stage of this run, made later) passes."""
+    return AfterValidator(
+        lambda value: value if value is None or value.startswith("stage:") else _path_exists(value, what_to_do)
+    )
+
+
 # --------------------------------------------------------------------------------------------
 # Shared groups
 # --------------------------------------------------------------------------------------------
@@ -52,8 +76,8 @@ class StageParams(_Strict):
     output_root: str = Field("outputs", description="where runs live")
     seed: int = 0
     profile: str = Field("cpu", description="informational: smoke | cpu | gpu")
-    # Colab/Kaggle only: where the first notebook cell installs the project from
-    # (a git URL or a path). Ignored everywhere else.
+    # Colab/Kaggle only: where the notebooks' install cell (second code cell) installs the project from
+    # (a git URL or an existing folder). Ignored everywhere else.
     install_from: str = "git+https://github.com/nl2sql-lab/nl2sql-lab.git"
 
     @property
@@ -112,7 +136,9 @@ class SourceParams(_Strict):
     """One data source for 01_data."""
 
     type: Literal["bundled", "spider", "bird", "create_context", "jsonl", "sqlite"]
-    path: str | None = Field(None, description="file or folder; not needed for 'bundled'")
+    path: Annotated[str | None, _input_path("give an existing file or folder")] = Field(
+        None, description="file or folder; not needed for 'bundled'"
+    )
     split: Literal["train", "dev", "auto"] = Field(
         "auto", description="where its examples go; auto: the source's own split"
     )
@@ -127,13 +153,6 @@ class SourceParams(_Strict):
         "missing_db (report); default: report for spider (its public dev set lacks wta_1), "
         "error for the others",
     )
-
-    @field_validator("path")
-    @classmethod
-    def _path_exists(cls, value: str | None) -> str | None:
-        if value is not None and not Path(value).exists():
-            raise ValueError(f"path does not exist: {value!r} (give an existing file or folder)")
-        return value
 
 
 class SchemaParams(_Strict):
@@ -226,7 +245,9 @@ class GRPOParams(StageParams):
         None, description="prompt schema rendering; None: the data stage's settings (as trained)"
     )
     num_samples_shown: int = Field(8, ge=0, description="completions kept for the start/end table")
-    reward_model: str | None = Field(
+    reward_model: Annotated[str | None, _input_path_or_stage(
+        "give stage:reward_model, a reward_model stage folder of another run or an adapter folder"
+    )] = Field(
         None, description="a trained reward model scoring each completion when rewards.reward_model "
         "> 0: stage:reward_model (this run's 05_reward_model, so GRPO re-runs after it), a "
         "reward_model stage folder of another run, or an adapter folder",
@@ -289,8 +310,12 @@ class RewardModelParams(StageParams):
         "question's database (error class and message, or row count, columns and first rows; never "
         "gold information); false: prompt + SQL only. Recorded in the model's input_format.json",
     )
-    pairs_train: str | None = Field(None, description="pairs JSONL; None: tree/pairs_train.jsonl of this run")
-    pairs_test: str | None = Field(None, description="pairs JSONL; None: tree/pairs_test.jsonl of this run")
+    pairs_train: Annotated[str | None, _input_path(
+        "give an existing pairs JSONL, or set pairs_train: null for this run's tree/pairs_train.jsonl"
+    )] = Field(None, description="pairs JSONL; None: tree/pairs_train.jsonl of this run")
+    pairs_test: Annotated[str | None, _input_path(
+        "give an existing pairs JSONL, or set pairs_test: null for this run's tree/pairs_test.jsonl"
+    )] = Field(None, description="pairs JSONL; None: tree/pairs_test.jsonl of this run")
     max_train_pairs: int | None = Field(None, ge=1, description="use only the first N training pairs")
     max_test_pairs: int | None = Field(None, ge=1, description="evaluate only the first N test pairs")
     plots: bool = True
@@ -314,7 +339,10 @@ class EvalParams(StageParams):
     base_model: str = "embedded:smollm2-135m-instruct"
     semantics: Literal["bird", "spider"] = "bird"
     max_dev_examples: int | None = Field(None, ge=1)
-    spider_path: str | None = Field(None, description="a Spider dev folder to evaluate on too")
+    spider_path: Annotated[str | None, _input_path(
+        "set spider_path: null to skip Spider (on a command line: --set spider_path=null), or "
+        "give a Spider dev folder (dev.json, tables.json, database/)"
+    )] = Field(None, description="a Spider dev folder to evaluate on too")
     spider_limit: int | None = Field(None, ge=1)
     spider_semantics: Literal["bird", "spider"] = "spider"
     best_of_n_on_spider: bool = Field(False, description="also run best-of-N on the Spider set")
@@ -396,7 +424,7 @@ def _format_errors(exc: ValidationError, model: type[StageParams], origin: str) 
             lines.append(f"  - unknown key '{key}'; valid keys here: {', '.join(valid)}")
         else:
             got = err.get("input")
-            got_text = "" if isinstance(got, dict) else f" (got {got!r})"
+            got_text = "" if isinstance(got, dict) or repr(got) in err["msg"] else f" (got {got!r})"
             lines.append(f"  - key '{key}': {err['msg']}{got_text}")
     return "\n".join(lines)
 
@@ -433,6 +461,19 @@ def load_params(stage: str, path: str | Path, **overrides: Any) -> StageParams:
 
 # Names IPython itself puts into a notebook's namespace; everything else public is a parameter.
 _IPYTHON_NAMES = {"In", "Out", "get_ipython", "exit", "quit", "open"}
+# Where params_from_notebook remembers, in the notebook's namespace, the names it took for
+# parameters: a later call in the same kernel (the cell run again) tells them from the names the
+# notebook's own cells defined since.
+_SEEN_PARAMETERS = "_nl2sql_parameter_names"
+_RESTART = "Kernel > Restart Kernel and Run All Cells"
+
+
+def _is_notebook_object(value: Any) -> bool:
+    """Modules, functions, classes, and the objects the validation cell makes (cfg, stage)."""
+    from .runs import StageRun
+
+    return isinstance(value, (types.ModuleType, types.FunctionType, types.BuiltinFunctionType,
+                              types.MethodType, type, StageParams, StageRun))
 
 
 def params_from_notebook(stage: str, namespace: dict[str, Any]) -> StageParams:
@@ -443,24 +484,50 @@ def params_from_notebook(stage: str, namespace: dict[str, Any]) -> StageParams:
     The special name ``params_file`` (a YAML path) is read first and the other names override
     its keys: that is how a notebook opened in JupyterLab picks a profile.
 
+    Modules, functions, classes, ``StageParams`` and ``StageRun`` objects (``cfg``, ``stage``)
+    are never parameters. Called again in the same kernel (JupyterLab: the cell run again after
+    the cells below it), the names that appeared since the first successful call are the
+    notebook's own (``metrics``, ``fig``...) and are skipped with a printed note, unless they are
+    keys of the stage's model (a parameter added to the parameters cell).
+
     Opened from ``notebooks/`` (JupyterLab's default), the working directory moves to the
     project's root so that relative paths mean the same as under ``make pipeline``.
     """
     _chdir_to_project_root()
+    model = _model_for(stage)
     values = {
         name: value
         for name, value in namespace.items()
-        if not name.startswith("_")
-        and name not in _IPYTHON_NAMES
-        and not isinstance(value, (types.ModuleType, types.FunctionType, type))
+        if not name.startswith("_") and name not in _IPYTHON_NAMES and not _is_notebook_object(value)
     }
+    seen = namespace.get(_SEEN_PARAMETERS)
+    skipped = []
+    if isinstance(seen, (set, frozenset)):
+        skipped = sorted(n for n in values if n not in seen and n not in model.model_fields and n != "params_file")
+        for name in skipped:
+            del values[name]
+    names = set(values)
     params_file = values.pop("params_file", None)
     if params_file:
         values = {**read_yaml(params_file), **values}
         origin = f"{params_file} (with notebook parameters of stage '{stage}')"
     else:
         origin = f"notebook parameters of stage '{stage}'"
-    return parse_params(stage, values, origin=origin)
+    try:
+        params = parse_params(stage, values, origin=origin)
+    except ParamsError as exc:
+        unknown = [n for n in names if n not in model.model_fields and n != "params_file"]
+        if unknown or seen is not None:
+            raise ParamsError(
+                f"{exc}\n  if a cell of this kernel defined such a name (cells run out of order, or "
+                f"a cell below this one reusing a parameter's name): {_RESTART}"
+            ) from None
+        raise
+    namespace[_SEEN_PARAMETERS] = frozenset(names | (seen or set()))
+    if skipped:
+        print(f"not checked as parameters (defined in this kernel after the first run of this cell): "
+              f"{', '.join(skipped)}; to check every name again: {_RESTART}")
+    return params
 
 
 def _chdir_to_project_root() -> None:

@@ -1,6 +1,7 @@
 """Build and strip the numbered notebooks.
 
 Every notebook starts the same way, so that papermill, JupyterLab, Colab and Kaggle all run it:
+a markdown title, then
 
 1. a code cell tagged ``parameters`` (papermill injects the YAML keys after it);
 2. a cell that installs the project, only on Colab or Kaggle;
@@ -28,10 +29,16 @@ params_file = None
 run = "lab"
 install_from = "git+https://github.com/nl2sql-lab/nl2sql-lab.git"'''
 
-INSTALL_CELL = '''# On Colab or Kaggle only: install the project (with the GPU extra) from `install_from`.
+# It runs before the project is installed, so its logic lives in the cell itself. pip wants a
+# local folder as "<path>[gpu]" ("nl2sql_lib[gpu] @ <path>" fails: "No scheme supplied") and a URL
+# as "nl2sql_lib[gpu] @ <url>". Only underscored names: params_from_notebook would take a public
+# one for a parameter.
+INSTALL_CELL = '''# On Colab or Kaggle only: install the project (with the GPU extra) from `install_from`,
+# a git URL or an existing folder (e.g. an uploaded clone).
 import os, subprocess, sys
 if "google.colab" in sys.modules or "KAGGLE_KERNEL_RUN_TYPE" in os.environ:
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", f"nl2sql_lib[gpu] @ {install_from}"], check=True)'''
+    _target = f"{install_from}[gpu]" if os.path.exists(install_from) else f"nl2sql_lib[gpu] @ {install_from}"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", _target], check=True)'''
 
 CONFIG_CELL = '''from nl2sql_lib.config import params_from_notebook
 from nl2sql_lib.runs import StageRun

@@ -14,6 +14,7 @@ outputs, and ``--from <stage>`` resumes there.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -88,7 +89,10 @@ def plan(profile: str, run: str, first: str, last: str, output_root: str = "outp
             continue
         params_file = root / PROFILE_DIRS[profile] / f"{stage}.yaml"
         overrides = {"run": run, "output_root": output_root, "profile": profile}
-        load_params(stage, params_file, **overrides)  # validate now; raises with file and key
+        # validate now (raises with file and key), from the root: papermill runs the notebooks
+        # there, so a relative input path means the same to the check and to the stage
+        with contextlib.chdir(root):
+            load_params(stage, params_file, **overrides)
         parameters = {**read_yaml(params_file), **overrides}
         planned.append(PlannedStage(stage, notebook, params_file, parameters))
     return planned

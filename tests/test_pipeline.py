@@ -61,3 +61,18 @@ def test_failing_stage_names_notebook_and_cell_and_keeps_earlier_outputs(tmp_pat
     assert "| 01_data |" in table and "n 1" in table
     assert "| 02_sft | not finished" not in table
     assert "| 03_grpo | not finished |" in table
+
+
+def test_relative_input_paths_are_checked_from_the_project_root(tmp_path, monkeypatch):
+    """papermill runs the notebooks in the project root, so validation looks there too."""
+    root = make_project(tmp_path / "project", "stage.finish({})")
+    (root / "data").mkdir()
+    (root / "data" / "questions.jsonl").write_text("")
+    (root / "params" / "smoke" / "data.yaml").write_text(
+        "sources:\n  - type: jsonl\n    path: data/questions.jsonl\n")
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert [item.stage for item in plan("smoke", "r", "01_data", "02_sft", root=root)] == ["data", "sft"]
+    (root / "data" / "questions.jsonl").unlink()
+    with pytest.raises(ParamsError, match=r"data\.yaml(.|\n)*sources\.0\.path(.|\n)*data/questions\.jsonl"):
+        plan("smoke", "r", "01_data", "02_sft", root=root)

@@ -1,11 +1,15 @@
 """Stage folders and manifests."""
 
 import json
+import re
+from pathlib import Path
 
 import pytest
 
 from nl2sql_lib.config import SFTParams
 from nl2sql_lib.runs import MissingStageOutput, StageRun, require_output
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_manifest_records_parameters_versions_inputs_timings(tmp_path):
@@ -26,6 +30,24 @@ def test_manifest_records_parameters_versions_inputs_timings(tmp_path):
     )
     assert "train" in on_disk["timings_s"] and on_disk["metrics"] == {"loss": 0.5}
     assert on_disk["peak_memory_mb"]["rss"] > 0
+    # the commit of the project's checkout (+ "-dirty" with uncommitted changes to tracked
+    # files); None only where the project is not a git checkout
+    assert "git_commit" in on_disk
+    if (PROJECT_ROOT / ".git").exists():
+        assert re.fullmatch(r"[0-9a-f]{40}(-dirty)?", on_disk["git_commit"]), on_disk["git_commit"]
+    else:
+        assert on_disk["git_commit"] is None
+
+
+def test_manifest_git_commit_is_none_outside_a_git_checkout(tmp_path, monkeypatch):
+    from nl2sql_lib import runs
+
+    outside = tmp_path / "not-a-checkout"
+    outside.mkdir()
+    monkeypatch.setattr(runs, "PROJECT_ROOT", outside)
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path))  # git must not find a parent repo
+    manifest = StageRun(SFTParams(run="r", output_root=str(tmp_path)), "sft").start().finish()
+    assert "git_commit" in manifest and manifest["git_commit"] is None
 
 
 def test_restart_removes_the_manifest_but_keeps_other_files(tmp_path):
