@@ -20,6 +20,7 @@ from nl2sql_lib.data.bundled import (DEV_DBS, DOMAINS, TRAIN_DBS, build_bundled,
                                      generate_pairs_for_database)
 from nl2sql_lib.data.bundled.generate_db import build_database, domain
 from nl2sql_lib.data.bundled.questions import tied_at_cut
+from nl2sql_lib.data.bundled.schema_info import pluralize, singularize
 from nl2sql_lib.data.example import Example
 
 
@@ -54,6 +55,21 @@ def test_regenerates_identically_and_reuses_identical_files(bench, tmp_path):
         assert build_database(item, tmp_path, seed=0) == again.databases[item.db_id]
     assert {db: p.stat().st_mtime_ns for db, p in again.databases.items()} == stamps
     assert not [p for p in tmp_path.rglob("*") if p.is_file() and not p.name.endswith(".sqlite")]
+
+
+def test_singularize_and_pluralize():
+    cases = {"movies": "movie", "cookies": "cookie", "categories": "category", "cities": "city",
+             "companies": "company", "properties": "property", "agencies": "agency",
+             "ties": "tie", "user movies": "user movie", "sales": "sale", "boxes": "box",
+             "matches": "match", "addresses": "address", "species": "species"}
+    for plural, singular in cases.items():
+        assert singularize(plural) == singular, plural
+        assert pluralize(singular) == plural, singular
+    assert singularize("order") == "order"  # already singular
+
+
+def test_no_question_says_movy(examples):
+    assert not [ex.question for ex in examples if re.search(r"\bmovy\b", ex.question, re.I)]
 
 
 def test_other_seed_gives_other_data(bench, tmp_path):

@@ -55,7 +55,7 @@ def build_movies(conn: sqlite3.Connection, rng: random.Random) -> None:
 MOVIES = {
     "directors": A(plurals=("directors", "filmmakers"), label="name", columns={
         "nationality": {"forms": ("from {v}",)}, "birth_year": {"phrase": "birth year"}}),
-    "movies": A(plurals=("movies", "films"), label="title", columns={
+    "movies": A(singular="movie", plurals=("movies", "films"), label="title", columns={
         "genre": {"forms": ("in the {v} genre", "of genre {v}")},
         "release_year": {"phrase": "release year", "thresholds": (("recent", ">=", 2015), ("older", "<", 1990))},
         "runtime_min": {"phrase": "runtime in minutes", "thresholds": (("long", ">", 150),)},

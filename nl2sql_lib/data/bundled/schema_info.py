@@ -46,8 +46,23 @@ def humanize(name: str) -> str:
     return re.sub(r"\s+", " ", spaced).strip().lower()
 
 
+# Plurals in "-ies" whose singular ends in "-ie" (not "-y" like categories -> category), and
+# nouns whose singular and plural are the same word.
+_IE_PLURALS = ("movies", "cookies", "rookies", "bookies", "calories", "zombies", "brownies",
+               "selfies", "hippies", "goalies", "smoothies", "hoodies", "pixies", "genies",
+               "aunties", "sorties", "prairies", "freebies", "newbies")
+_SAME_PLURAL = ("species", "series")
+
+
 def singularize(noun: str) -> str:
-    if noun.endswith("ies") and len(noun) > 4:
+    """'categories' -> 'category', 'movies' -> 'movie', 'sales' -> 'sale' (the last word of a
+    phrase: 'user movies' -> 'user movie')."""
+    last = noun.rsplit(" ", 1)[-1].lower()
+    if last in _SAME_PLURAL:
+        return noun
+    if last in _IE_PLURALS:
+        return noun[:-1]
+    if noun.endswith("ies") and len(last) > 4:
         return noun[:-3] + "y"
     if noun.endswith(("sses", "xes", "ches", "shes")):
         return noun[:-2]
@@ -57,6 +72,8 @@ def singularize(noun: str) -> str:
 
 
 def pluralize(noun: str) -> str:
+    if noun.rsplit(" ", 1)[-1].lower() in _SAME_PLURAL:
+        return noun
     if noun.endswith("y") and noun[-2:-1] not in "aeiou":
         return noun[:-1] + "ies"
     if noun.endswith(("s", "x", "ch", "sh")):
