@@ -19,7 +19,7 @@ import sqlglot
 from nl2sql_lib.data.bundled import (DEV_DBS, DOMAINS, TRAIN_DBS, build_bundled,
                                      generate_pairs_for_database)
 from nl2sql_lib.data.bundled.generate_db import build_database, domain
-from nl2sql_lib.data.bundled.questions import tied_at_cut
+from nl2sql_lib.data.bundled.questions import tied_at_cut, with_noun
 from nl2sql_lib.data.bundled.schema_info import pluralize, singularize
 from nl2sql_lib.data.example import Example
 
@@ -70,6 +70,17 @@ def test_singularize_and_pluralize():
 
 def test_no_question_says_movy(examples):
     assert not [ex.question for ex in examples if re.search(r"\bmovy\b", ex.question, re.I)]
+
+
+def test_no_question_repeats_a_word_or_its_label_noun(examples):
+    assert with_noun("property", "property type") == "property type"
+    assert with_noun("project", "'Project River'") == "'Project River'"
+    assert with_noun("author", "Ann Lee") == "author Ann Lee"
+    assert with_noun("casting credit", "Credit Suisse") == "Credit Suisse"
+    doubled = [ex.question for ex in examples if re.search(r"\b(\w+) '?\1\b", ex.question, re.I)]
+    assert not doubled  # "for each property property type", "the project Project River"
+    # "give the titles of titles": a table's plural is not its label's words
+    assert not [ex.question for ex in examples if re.search(r"\b(\w+) of (the )?\1\b", ex.question)]
 
 
 def test_other_seed_gives_other_data(bench, tmp_path):

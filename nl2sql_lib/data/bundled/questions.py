@@ -89,7 +89,11 @@ class Ctx:
             (t.label if need == "label" else t.of_kind(need)) for need in needs)]
 
     def noun(self, table: Table, plural: bool = True) -> str:
-        return self.choice(table.plurals) if plural else table.singular
+        if not plural:
+            return table.singular
+        # not the label's own words ("titles" for books): no "the titles of titles"
+        label = _label_words(table) if table.label else None
+        return self.choice([p for p in table.plurals if p != label] or table.plurals)
 
     def say(self, templates: list[str], **slots) -> str:
         text = self.choice(templates).format(**slots)
@@ -195,6 +199,14 @@ class Ctx:
 def _a(phrase: str) -> str:
     """'an order date', 'a price'."""
     return f"{'an' if phrase[:1].lower() in 'aeiou' else 'a'} {phrase}"
+
+
+def with_noun(noun: str, words: str) -> str:
+    """``noun`` before ``words`` unless ``words`` already starts with it: 'author' + 'Ann Lee' ->
+    'author Ann Lee', but 'property' + 'property type' -> 'property type' and 'project' +
+    "'Project River'" -> "'Project River'" (no "property property type")."""
+    first = words.lstrip("'\"").split(" ", 1)[0].lower()
+    return words if first == noun.rsplit(" ", 1)[-1].lower() else f"{noun} {words}"
 
 
 def _evidence(*conds: Cond | str) -> str:
@@ -317,10 +329,12 @@ def s_lookup(ctx: Ctx) -> Draft:
     t = ctx.choice(ctx.tables("label"))
     col = ctx.choice([c for c in t.columns.values() if c.kind in ("numeric", "category", "date")])
     value = ctx.value(t.name, t.label)
-    q = ctx.say(["What is the {p} of {v}?", "Tell me the {p} of the {sg} {v}.",
-                 "For the {sg} {v}, what is the {p}?", "Look up the {p} of {sg} {v}.",
-                 "What is {v}'s {p}?", "Give the {p} for {sg} '{raw}'."],
-                p=col.phrase, v=ctx.show(value), sg=t.singular, raw=value)
+    shown = ctx.show(value)
+    q = ctx.say(["What is the {p} of {v}?", "Tell me the {p} of the {sv}.",
+                 "For the {sv}, what is the {p}?", "Look up the {p} of {sv}.",
+                 "What is {v}'s {p}?", "Give the {p} for {sq}."],
+                p=col.phrase, v=shown, sv=with_noun(t.singular, shown),
+                sq=with_noun(t.singular, f"'{value}'"))
     hint = col.hint() if ctx.chance(0.5) else ""
     return Draft(q, f"SELECT {qi(col.name)} FROM {qi(t.name)} WHERE {qi(t.label)} = {lit(value)}", hint)
 
@@ -347,11 +361,12 @@ def m_join_list(ctx: Ctx) -> Draft:
     fk = ctx.fk(child_label=True, uses_verb=True)
     child, parent = ctx.tab(fk.child), ctx.tab(fk.parent)
     value = ctx.value(parent.name, parent.label)
-    q = ctx.say(["List the {lw} of {cpl} {verb} {psg} {v}.", "Which {cpl} are {verb} {v}?",
+    shown = ctx.show(value)
+    q = ctx.say(["List the {lw} of {cpl} {verb} {pv}.", "Which {cpl} are {verb} {v}?",
                  "Show all {cpl} {verb} the {psg} named {v}.",
-                 "Give the {lw} of every {csg} {verb} {v}.", "What {cpl} are {verb} {psg} {v}?"],
+                 "Give the {lw} of every {csg} {verb} {v}.", "What {cpl} are {verb} {pv}?"],
                 lw=_label_words(child), cpl=ctx.noun(child), csg=child.singular, verb=fk.verb,
-                psg=parent.singular, v=ctx.show(value))
+                psg=parent.singular, v=shown, pv=with_noun(parent.singular, shown))
     sql = (f"SELECT T1.{qi(child.label)} FROM {qi(child.name)} AS T1 INNER JOIN {qi(parent.name)} AS T2 "
            f"ON {_on(fk)} WHERE T2.{qi(parent.label)} = {lit(value)}")
     return Draft(q, sql, "")
@@ -362,7 +377,7 @@ def m_join_count(ctx: Ctx) -> Draft:
     child, parent = ctx.tab(fk.child), ctx.tab(fk.parent)
     if parent.label and ctx.chance(0.4):
         value = ctx.value(parent.name, parent.label)
-        target = f"{parent.singular} {ctx.show(value)}"
+        target = with_noun(parent.singular, ctx.show(value))
         where, ev = f"T2.{qi(parent.label)} = {lit(value)}", ""
     else:
         c = ctx.cond(parent, "T2.")
@@ -512,12 +527,12 @@ def m_join_group_category(ctx: Ctx) -> Draft:
     fk = ctx.fk(parent_label=False, parent_kinds=("category",))
     child, parent = ctx.tab(fk.child), ctx.tab(fk.parent)
     col = ctx.choice(parent.of_kind("category"))
-    q = ctx.say(["How many {cpl} are there for each {psg} {p}?",
+    q = ctx.say(["How many {cpl} are there for each {pp}?",
                  "Count the {cpl} per {p} of their {psg}.",
-                 "For each {psg} {p}, how many {cpl} are {verb} such {ppl}?",
+                 "For each {pp}, how many {cpl} are {verb} such {ppl}?",
                  "Break down {cpl} by the {p} of the {psg} they are {verb}."],
                 cpl=ctx.noun(child), psg=parent.singular, ppl=ctx.noun(parent), p=col.phrase,
-                verb=fk.verb)
+                pp=with_noun(parent.singular, col.phrase), verb=fk.verb)
     sql = (f"SELECT T2.{qi(col.name)}, COUNT(*) FROM {qi(child.name)} AS T1 INNER JOIN {qi(parent.name)} "
            f"AS T2 ON {_on(fk)} GROUP BY T2.{qi(col.name)}")
     return Draft(q, sql, "")
