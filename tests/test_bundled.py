@@ -19,7 +19,7 @@ import sqlglot
 from nl2sql_lib.data.bundled import (DEV_DBS, DOMAINS, TRAIN_DBS, build_bundled,
                                      generate_pairs_for_database)
 from nl2sql_lib.data.bundled.generate_db import build_database, domain
-from nl2sql_lib.data.bundled.questions import tied_at_cut, with_noun
+from nl2sql_lib.data.bundled.questions import extreme_is_tied, tied_at_cut, with_noun
 from nl2sql_lib.data.bundled.schema_info import pluralize, singularize
 from nl2sql_lib.data.example import Example
 
@@ -156,6 +156,24 @@ def test_top_k_gold_answers_do_not_depend_on_tie_order(examples, tmp_path):
     for ex in top_k:
         conn = connections.setdefault(ex.db_path, _readonly(ex.db_path))
         assert not tied_at_cut(conn, ex.sql, 5.0), ex.sql
+    for conn in connections.values():
+        conn.close()
+
+
+def test_the_extreme_parent_of_a_question_is_a_single_row(examples, tmp_path):
+    conn = sqlite3.connect(tmp_path / "extreme.sqlite")
+    conn.executescript("CREATE TABLE authors (name TEXT, birth_year INT);"
+                       "INSERT INTO authors VALUES ('a', 1950), ('b', 1950), ('c', 1990);")
+    assert extreme_is_tied(conn, "authors", "birth_year", "MIN")
+    assert not extreme_is_tied(conn, "authors", "birth_year", "MAX")
+    conn.close()
+    extreme = [ex for ex in examples if ex.extra["shape"] == "c_of_extreme_parent"]
+    assert extreme
+    connections: dict[str, sqlite3.Connection] = {}
+    for ex in extreme:
+        match = re.search(r"WHERE T2\.(\S+) = \(SELECT (MAX|MIN)\(\S+\) FROM (\S+)\)$", ex.sql)
+        conn = connections.setdefault(ex.db_path, _readonly(ex.db_path))
+        assert not extreme_is_tied(conn, match[3], match[1], match[2]), ex.question
     for conn in connections.values():
         conn.close()
 

@@ -718,6 +718,14 @@ def c_difference(ctx: Ctx) -> Draft:
     return Draft(q, sql, hint)
 
 
+def extreme_is_tied(conn: sqlite3.Connection, table: str, column: str, agg: str) -> bool:
+    """Whether more than one row of ``table`` holds the MAX/MIN of ``column``; then "the author
+    whose birth year is the highest" names no single author."""
+    t, c = qi(table), qi(column)
+    count = conn.execute(f"SELECT COUNT(*) FROM {t} WHERE {c} = (SELECT {agg}({c}) FROM {t})").fetchone()[0]
+    return count > 1
+
+
 def c_of_extreme_parent(ctx: Ctx) -> Draft:
     fk = ctx.fk(child_label=True, parent_kinds=("numeric",), uses_verb=True)
     child, parent = ctx.tab(fk.child), ctx.tab(fk.parent)
@@ -726,12 +734,14 @@ def c_of_extreme_parent(ctx: Ctx) -> Draft:
     col = ctx.choice(parent.of_kind("numeric"))
     high = ctx.chance(0.6)
     word = "highest" if high else "lowest"
+    agg = "MAX" if high else "MIN"
+    if extreme_is_tied(ctx.conn, parent.name, col.name, agg):
+        raise Skip
     q = ctx.say(["List the {cpl} {verb} the {psg} with the {w} {p}.",
                  "Which {cpl} are {verb} the {psg} whose {p} is the {w}?",
                  "Give the {lw} of {cpl} {verb} the {psg} that has the {w} {p}."],
                 cpl=ctx.noun(child), verb=fk.verb, psg=parent.singular, w=word, p=col.phrase,
                 lw=_label_words(child))
-    agg = "MAX" if high else "MIN"
     sql = (f"SELECT T1.{qi(child.label)} FROM {qi(child.name)} AS T1 INNER JOIN {qi(parent.name)} AS T2 "
            f"ON {_on(fk)} WHERE T2.{qi(col.name)} = (SELECT {agg}({qi(col.name)}) FROM {qi(parent.name)})")
     hint = f"{word} {col.phrase} refers to {agg}({col.name})" if ctx.chance(0.5) else ""
