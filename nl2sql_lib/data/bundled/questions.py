@@ -446,7 +446,7 @@ def m_group_aggregate(ctx: Ctx) -> Draft:
     pl = ctx.noun(t)
     if ctx.chance(0.5):
         q = ctx.say(["What is the {w} {n} of {pl} in each {c}?", "For each {c}, show the {w} {n} of {pl}.",
-                     "Give the {w} {n} per {c} for {pl}.", "List every {c} with the {w} {n} of its {pl}."],
+                     "Give the {w} {n} per {c} for {pl}.", "For every {c}, give the {w} {n} among its {pl}."],
                     w=word, n=num.phrase, c=cat.phrase, pl=pl)
         sql = f"SELECT {qi(cat.name)}, {agg}({qi(num.name)}) FROM {qi(t.name)} GROUP BY {qi(cat.name)}"
     else:
