@@ -83,6 +83,14 @@ def test_no_question_repeats_a_word_or_its_label_noun(examples):
     assert not [ex.question for ex in examples if re.search(r"\b(\w+) of (the )?\1\b", ex.question)]
 
 
+def test_questions_name_a_label_that_is_not_the_row(examples):
+    """sales are labelled by buyer_name: 'List the buyer names of sales ...', not 'Which sales?'"""
+    returned = [(m[1], ex.question) for ex in examples
+                if (m := re.match(r"SELECT (?:T\d\.)?(buyer_name|character_name|visitor_name)\b", ex.sql))]
+    assert len(returned) >= 10
+    assert not [q for label, q in returned if label.replace("_", " ") not in q]
+
+
 def test_other_seed_gives_other_data(bench, tmp_path):
     path = build_database(domain("retail"), tmp_path, seed=1)
     assert _sha256(path) != _sha256(bench.databases["retail"])

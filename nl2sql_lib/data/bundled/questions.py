@@ -95,7 +95,12 @@ class Ctx:
         label = _label_words(table) if table.label else None
         return self.choice([p for p in table.plurals if p != label] or table.plurals)
 
-    def say(self, templates: list[str], **slots) -> str:
+    def say(self, templates: list[str], label_of: Table | None = None, **slots) -> str:
+        """One template filled in. ``label_of``: the table whose label the SQL returns; when that
+        label is not the row itself (buyer_name of sales), only templates that name it
+        ({lw}, {lp}) fit - "List the buyer names of sales ...", not "Which sales ...?"."""
+        if label_of is not None and not label_of.label_names_row:
+            templates = [t for t in templates if "{lw}" in t or "{lp}" in t]
         text = self.choice(templates).format(**slots)
         text = re.sub(r"\s+([?.,])", r"\1", " ".join(text.split()))
         return text[0].upper() + text[1:]
@@ -248,11 +253,11 @@ def s_list(ctx: Ctx) -> Draft:
     q = ctx.say(["List the {lw} of {np}.", "What are the {lw} of the {np}?",
                  "Show the {lw} of all {np}.", "Name the {np}.", "Give me the {lw} of {np}.",
                  "Which {np} are there? List their {lw}.", "Find all {np}.",
-                 "Please list {np}.", "Return the {lw} of every {sg} {post}."],
+                 "Please list {np}.", "Return the {lw} of every {sg} {post}."], label_of=t,
                 lw=_label_words(t), np=c.noun(ctx.noun(t)), sg=t.singular, post=c.post or "in the data"
                 ) if c.post else ctx.say(
                 ["List the {lw} of {np}.", "What are the {lw} of the {np}?", "Name the {np}.",
-                 "Show all {np}.", "Give me the {lw} of {np}."],
+                 "Show all {np}.", "Give me the {lw} of {np}."], label_of=t,
                 lw=_label_words(t), np=c.noun(ctx.noun(t)))
     return Draft(q, f"SELECT {qi(t.label)} FROM {qi(t.name)} WHERE {c.sql}", _evidence(c))
 
@@ -269,7 +274,7 @@ def s_two_filters(ctx: Ctx) -> Draft:
     joiner = " and " if first.post else " "
     np = first.noun(ctx.noun(t)) + joiner + second.post
     q = ctx.say(["List the {lw} of {np}.", "Which {np} are there? Give their {lw}.",
-                 "Show the {lw} of {np}.", "Find the {np}."], lw=_label_words(t), np=np)
+                 "Show the {lw} of {np}.", "Find the {np}."], label_of=t, lw=_label_words(t), np=np)
     return Draft(q, f"SELECT {qi(t.label)} FROM {qi(t.name)} WHERE {a.sql} AND {b.sql}",
                  _evidence(a, b))
 
@@ -310,14 +315,14 @@ def s_top(ctx: Ctx) -> Draft:
         q = ctx.say(["Which {sg} has the {w} {p}?", "Name the {sg} with the {w} {p}.",
                      "What is the {lp} of the {sg} with the {w} {p}?",
                      "Find the {sg} whose {p} is the {w}.", "Tell me which {sg} has the {w} {p}."],
-                    sg=t.singular, w=word, p=col.phrase, lp=t.columns[t.label].phrase)
+                    label_of=t, sg=t.singular, w=word, p=col.phrase, lp=t.columns[t.label].phrase)
         hint = f"{word} {col.phrase} refers to {'MAX' if high else 'MIN'}({col.name})" \
             if ctx.chance(0.35) else ""
         sql = f"SELECT {qi(t.label)} FROM {qi(t.name)} ORDER BY {qi(col.name)} {order} LIMIT 1"
         return Draft(q, sql, hint)
     q = ctx.say(["List the {k} {pl} with the {w} {p}.", "Which {k} {pl} have the {w} {p}?",
                  "Show the top {k} {pl} by {p} ({w} first), with their {p}.",
-                 "Give the {lw} and {p} of the {k} {pl} with the {w} {p}."],
+                 "Give the {lw} and {p} of the {k} {pl} with the {w} {p}."], label_of=t,
                 k=k, pl=pl, w=word, p=col.phrase, lw=lw)
     with_value = "with their" in q or " and " in q
     cols = f"{qi(t.label)}, {qi(col.name)}" if with_value else qi(t.label)
@@ -364,7 +369,8 @@ def m_join_list(ctx: Ctx) -> Draft:
     shown = ctx.show(value)
     q = ctx.say(["List the {lw} of {cpl} {verb} {pv}.", "Which {cpl} are {verb} {v}?",
                  "Show all {cpl} {verb} the {psg} named {v}.",
-                 "Give the {lw} of every {csg} {verb} {v}.", "What {cpl} are {verb} {pv}?"],
+                 "Give the {lw} of every {csg} {verb} {v}.", "What {cpl} are {verb} {pv}?",
+                 "What are the {lw} of {cpl} {verb} {pv}?"], label_of=child,
                 lw=_label_words(child), cpl=ctx.noun(child), csg=child.singular, verb=fk.verb,
                 psg=parent.singular, v=shown, pv=with_noun(parent.singular, shown))
     sql = (f"SELECT T1.{qi(child.label)} FROM {qi(child.name)} AS T1 INNER JOIN {qi(parent.name)} AS T2 "
@@ -494,7 +500,7 @@ def m_in_subquery(ctx: Ctx) -> Draft:
     c = ctx.cond(child)
     q = ctx.say(["Which {ppl} have {cnp}? Give their {lw}.", "List the {lw} of {ppl} with {cnp}.",
                  "Find {ppl} that have at least one {csg_np}.",
-                 "Name the {ppl} having {cnp}."],
+                 "Name the {ppl} having {cnp}."], label_of=parent,
                 ppl=ctx.noun(parent), cnp=c.noun(ctx.noun(child)), lw=_label_words(parent),
                 csg_np=c.noun(child.singular))
     sql = (f"SELECT {qi(parent.label)} FROM {qi(parent.name)} WHERE {qi(fk.parent_column)} IN "
@@ -509,13 +515,13 @@ def m_join_group(ctx: Ctx) -> Draft:
     cpl = ctx.noun(child)
     if k == 1:
         q = ctx.say(["Which {psg} has the most {cpl}?", "Name the {psg} with the largest number of {cpl}.",
-                     "What is the {lp} of the {psg} that has the most {cpl}?"],
+                     "What is the {lp} of the {psg} that has the most {cpl}?"], label_of=parent,
                     psg=parent.singular, cpl=cpl, lp=parent.columns[parent.label].phrase)
         sel = f"T2.{qi(parent.label)}"
     else:
         q = ctx.say(["List the {k} {ppl} with the most {cpl} and how many each has.",
                      "Show the top {k} {ppl} by number of {cpl}, with the counts.",
-                     "Which {k} {ppl} have the most {cpl}? Include the number."],
+                     "Which {k} {ppl} have the most {cpl}? Include the number."], label_of=parent,
                     k=k, ppl=ctx.noun(parent), cpl=cpl)
         sel = f"T2.{qi(parent.label)}, COUNT(*)"
     sql = (f"SELECT {sel} FROM {qi(child.name)} AS T1 INNER JOIN {qi(parent.name)} AS T2 ON {_on(fk)} "
@@ -552,12 +558,12 @@ def c_above_average(ctx: Ctx) -> Draft:
     if c:
         q = ctx.say(["Among {np}, which have {ap} {rel} the average {p} of all {pl}?",
                      "List the {lw} of {np} whose {p} is {rel} the overall average.",
-                     "Which {np} have {ap} {rel} average? Compare against all {pl}."],
+                     "Which {np} have {ap} {rel} average? Compare against all {pl}."], label_of=t,
                     np=c.noun(pl), p=col.phrase, ap=_a(col.phrase), rel=rel, pl=pl, lw=_label_words(t))
     else:
         q = ctx.say(["Which {pl} have {ap} {rel} the average?",
                      "List the {lw} of {pl} whose {p} is {rel} the average {p}.",
-                     "Find all {pl} with {ap} {rel} the mean {p} of all {pl}."],
+                     "Find all {pl} with {ap} {rel} the mean {p} of all {pl}."], label_of=t,
                     pl=pl, p=col.phrase, ap=_a(col.phrase), rel=rel, lw=_label_words(t))
     op = ">" if above else "<"
     extra = f" AND {c.sql}" if c else ""
@@ -614,7 +620,7 @@ def c_set_operation(ctx: Ctx) -> Draft:
                    "Find {ppl} that have {a} yet none {b_post}."],
         "UNION": ["Which {ppl} have either {a} or {b}?", "List {ppl} with {a} or {b}."],
     }
-    q = ctx.say(templates[op], ppl=ctx.noun(parent), a=a.noun(cpl), b=b.noun(cpl),
+    q = ctx.say(templates[op], label_of=parent, ppl=ctx.noun(parent), a=a.noun(cpl), b=b.noun(cpl),
                 b_post=b.noun(cpl) if b.pre else (b.post or cpl))
     base = (f"SELECT T2.{qi(parent.label)} FROM {qi(child.name)} AS T1 INNER JOIN {qi(parent.name)} "
             f"AS T2 ON {_on(fk)} WHERE ")
@@ -643,7 +649,7 @@ def c_bridge_having(ctx: Ctx) -> Draft:
     n = _count_threshold(ctx, f"SELECT COUNT(*) {joins} GROUP BY {_key(p1, 'T2')}")
     q = ctx.say(["Which {p1pl} have more than {n} {cpl} {verb} {p2np}?",
                  "List the {lw} of {p1pl} with over {n} {cpl} {verb} {p2np}.",
-                 "Find {p1pl} that have more than {n} {cpl} {verb} {p2np}."],
+                 "Find {p1pl} that have more than {n} {cpl} {verb} {p2np}."], label_of=p1,
                 p1pl=ctx.noun(p1), n=n, cpl=ctx.noun(child), verb=two.verb,
                 p2np=c.noun(ctx.noun(p2)), lw=_label_words(p1))
     sql = f"SELECT T2.{qi(p1.label)} {joins} GROUP BY {_key(p1, 'T2')} HAVING COUNT(*) > {n}"
@@ -661,7 +667,8 @@ def c_chain_top(ctx: Ctx) -> Draft:
     c = ctx.cond(mid, "T2.") if ctx.chance(0.5) else None
     target = f"{ctx.noun(child)} (through {c.noun(ctx.noun(mid))})" if c else ctx.noun(child)
     q = ctx.say(["Which {tsg} has the most {t}?", "Name the {tsg} with the largest number of {t}.",
-                 "Counting {t}, which {tsg} comes first?"], tsg=top.singular, t=target)
+                 "Counting {t}, which {tsg} comes first?"],
+                label_of=top, tsg=top.singular, t=target)
     where = f" WHERE {c.sql}" if c else ""
     sql = (f"SELECT T3.{qi(top.label)} FROM {qi(child.name)} AS T1 INNER JOIN {qi(mid.name)} AS T2 "
            f"ON {_on(first)} INNER JOIN {qi(top.name)} AS T3 ON {_on(second, 'T2', 'T3')}{where} "
@@ -677,7 +684,7 @@ def c_top_total(ctx: Ctx) -> Draft:
     word = "total" if agg == "SUM" else "average"
     q = ctx.say(["Which {psg} has the highest {w} {p} across its {cpl}?",
                  "Name the {psg} whose {cpl} have the greatest {w} {p}.",
-                 "Among all {ppl}, which one has the largest {w} {p} of {cpl}?"],
+                 "Among all {ppl}, which one has the largest {w} {p} of {cpl}?"], label_of=parent,
                 psg=parent.singular, ppl=ctx.noun(parent), w=word, p=col.phrase, cpl=ctx.noun(child))
     sql = (f"SELECT T2.{qi(parent.label)} FROM {qi(child.name)} AS T1 INNER JOIN {qi(parent.name)} AS T2 "
            f"ON {_on(fk)} GROUP BY {_key(parent, 'T2')} ORDER BY {agg}(T1.{qi(col.name)}) DESC LIMIT 1")
@@ -692,7 +699,7 @@ def c_not_in(ctx: Ctx) -> Draft:
         raise Skip
     c = ctx.cond(child)
     q = ctx.say(["Which {ppl} have no {cnp}?", "List the {lw} of {ppl} without any {cnp}.",
-                 "Find the {ppl} that never had {cnp}."],
+                 "Find the {ppl} that never had {cnp}."], label_of=parent,
                 ppl=ctx.noun(parent), cnp=c.noun(ctx.noun(child)), lw=_label_words(parent))
     sql = (f"SELECT {qi(parent.label)} FROM {qi(parent.name)} WHERE {qi(fk.parent_column)} NOT IN "
            f"(SELECT {qi(fk.column)} FROM {qi(child.name)} WHERE {qi(fk.column)} IS NOT NULL AND {c.sql})")
@@ -739,7 +746,7 @@ def c_of_extreme_parent(ctx: Ctx) -> Draft:
         raise Skip
     q = ctx.say(["List the {cpl} {verb} the {psg} with the {w} {p}.",
                  "Which {cpl} are {verb} the {psg} whose {p} is the {w}?",
-                 "Give the {lw} of {cpl} {verb} the {psg} that has the {w} {p}."],
+                 "Give the {lw} of {cpl} {verb} the {psg} that has the {w} {p}."], label_of=child,
                 cpl=ctx.noun(child), verb=fk.verb, psg=parent.singular, w=word, p=col.phrase,
                 lw=_label_words(child))
     sql = (f"SELECT T1.{qi(child.label)} FROM {qi(child.name)} AS T1 INNER JOIN {qi(parent.name)} AS T2 "

@@ -128,6 +128,9 @@ class Table:
     pk: str | None
     rows: int
     label: str | None = None
+    # False when the label is not the row itself (sales labelled by buyer_name): questions then
+    # say "the buyer names of sales ...", never "which sales ...?"
+    label_names_row: bool = True
 
     def of_kind(self, kind: str) -> list[Column]:
         return [c for c in self.columns.values() if c.kind == kind]
@@ -140,6 +143,7 @@ class Annotation:
     singular: str | None = None
     plurals: tuple[str, ...] = ()
     label: str | None = None
+    label_names_row: bool = True  # see Table.label_names_row
     columns: dict[str, dict] = field(default_factory=dict)  # column -> Column field overrides
     verbs: dict[str, str] = field(default_factory=dict)  # fk column -> verb phrase
 
@@ -226,7 +230,7 @@ def introspect(conn: sqlite3.Connection, annotations: dict[str, Annotation] | No
         singular = note.singular or singularize(noun)
         plurals = note.plurals or (noun if noun != singular else pluralize(noun),)
         tables[name] = Table(name, singular, tuple(plurals), columns,
-                             pks[0] if len(pks) == 1 else None, rows, label)
+                             pks[0] if len(pks) == 1 else None, rows, label, note.label_names_row)
         for r in fk_rows:
             parent_col = r[4]
             if parent_col is None:  # "REFERENCES parent" without a column means its primary key
