@@ -19,7 +19,8 @@ import sqlglot
 from nl2sql_lib.data.bundled import (DEV_DBS, DOMAINS, TRAIN_DBS, build_bundled,
                                      generate_pairs_for_database)
 from nl2sql_lib.data.bundled.generate_db import build_database, domain
-from nl2sql_lib.data.bundled.questions import extreme_is_tied, tied_at_cut, with_noun
+from nl2sql_lib.data.bundled.questions import (extreme_is_tied, shared_values, tied_at_cut,
+                                               with_noun)
 from nl2sql_lib.data.bundled.schema_info import pluralize, singularize
 from nl2sql_lib.data.example import Example
 
@@ -182,6 +183,33 @@ def test_the_extreme_parent_of_a_question_is_a_single_row(examples, tmp_path):
         match = re.search(r"WHERE T2\.(\S+) = \(SELECT (MAX|MIN)\(\S+\) FROM (\S+)\)$", ex.sql)
         conn = connections.setdefault(ex.db_path, _readonly(ex.db_path))
         assert not extreme_is_tied(conn, match[3], match[1], match[2]), ex.question
+    for conn in connections.values():
+        conn.close()
+
+
+def test_look_ups_name_a_single_row(examples, tmp_path):
+    conn = sqlite3.connect(tmp_path / "names.sqlite")
+    conn.executescript("CREATE TABLE casting (character_name TEXT, role_type TEXT);"
+                       "INSERT INTO casting VALUES ('Chef Allen', 'lead'), ('Chef Allen', 'cameo'),"
+                       " ('Spy Moss', 'lead');")
+    assert shared_values(conn, "casting", "character_name") == {"Chef Allen"}
+    conn.close()
+    lookups = []
+    for ex in examples:
+        if ex.extra["shape"] == "s_lookup":
+            match = re.fullmatch(r"SELECT \S+ FROM (\S+) WHERE (\S+) = (.+)", ex.sql)
+        elif ex.extra["shape"] == "m_join_list":
+            match = re.search(r"INNER JOIN (\S+) AS T2 ON .* WHERE T2\.(\S+) = (.+)$", ex.sql)
+        else:
+            continue
+        lookups.append((ex, match))
+    assert len(lookups) >= 100
+    connections: dict[str, sqlite3.Connection] = {}
+    for ex, match in lookups:
+        conn = connections.setdefault(ex.db_path, _readonly(ex.db_path))
+        table, column, value = match.groups()
+        count = conn.execute(f"SELECT COUNT(*) FROM {table} WHERE {column} = {value}").fetchone()[0]
+        assert count == 1, ex.question
     for conn in connections.values():
         conn.close()
 

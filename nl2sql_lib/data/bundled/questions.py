@@ -60,6 +60,7 @@ class Ctx:
         self.schema = schema
         self.rng = rng
         self._distinct: dict[tuple[str, str], list] = {}
+        self._shared: dict[tuple[str, str], set] = {}
 
     # --- drawing things -------------------------------------------------------------------
     def choice(self, options):
@@ -82,6 +83,17 @@ class Ctx:
 
     def value(self, table: str, col: str):
         return self.choice(self.values(table, col))
+
+    def label_value(self, table: Table):
+        """A label value that names one row: 'casting credit Chef Allen' matching 8 rows would
+        make 'the role type of casting credit Chef Allen' ambiguous, so such draws are skipped."""
+        value = self.value(table.name, table.label)
+        key = (table.name, table.label)
+        if key not in self._shared:
+            self._shared[key] = shared_values(self.conn, table.name, table.label)
+        if value in self._shared[key]:
+            raise Skip
+        return value
 
     def tables(self, *needs: str) -> list[Table]:
         """Tables having every listed column kind ('label', 'numeric', 'category', ...)."""
@@ -204,6 +216,12 @@ class Ctx:
 def _a(phrase: str) -> str:
     """'an order date', 'a price'."""
     return f"{'an' if phrase[:1].lower() in 'aeiou' else 'a'} {phrase}"
+
+
+def shared_values(conn: sqlite3.Connection, table: str, column: str) -> set:
+    """The values of ``column`` that more than one row of ``table`` holds."""
+    return {r[0] for r in conn.execute(
+        f"SELECT {qi(column)} FROM {qi(table)} GROUP BY {qi(column)} HAVING COUNT(*) > 1")}
 
 
 def with_noun(noun: str, words: str) -> str:
@@ -333,7 +351,7 @@ def s_top(ctx: Ctx) -> Draft:
 def s_lookup(ctx: Ctx) -> Draft:
     t = ctx.choice(ctx.tables("label"))
     col = ctx.choice([c for c in t.columns.values() if c.kind in ("numeric", "category", "date")])
-    value = ctx.value(t.name, t.label)
+    value = ctx.label_value(t)
     shown = ctx.show(value)
     q = ctx.say(["What is the {p} of {v}?", "Tell me the {p} of the {sv}.",
                  "For the {sv}, what is the {p}?", "Look up the {p} of {sv}.",
@@ -365,7 +383,7 @@ def s_distinct(ctx: Ctx) -> Draft:
 def m_join_list(ctx: Ctx) -> Draft:
     fk = ctx.fk(child_label=True, uses_verb=True)
     child, parent = ctx.tab(fk.child), ctx.tab(fk.parent)
-    value = ctx.value(parent.name, parent.label)
+    value = ctx.label_value(parent)
     shown = ctx.show(value)
     q = ctx.say(["List the {lw} of {cpl} {verb} {pv}.", "Which {cpl} are {verb} {v}?",
                  "Show all {cpl} {verb} the {psg} named {v}.",
@@ -382,7 +400,7 @@ def m_join_count(ctx: Ctx) -> Draft:
     fk = ctx.fk(parent_label=False, uses_verb=True)
     child, parent = ctx.tab(fk.child), ctx.tab(fk.parent)
     if parent.label and ctx.chance(0.4):
-        value = ctx.value(parent.name, parent.label)
+        value = ctx.label_value(parent)
         target = with_noun(parent.singular, ctx.show(value))
         where, ev = f"T2.{qi(parent.label)} = {lit(value)}", ""
     else:
