@@ -82,6 +82,7 @@ def test_no_question_repeats_a_word_or_its_label_noun(examples):
     assert not doubled  # "for each property property type", "the project Project River"
     # "give the titles of titles": a table's plural is not its label's words
     assert not [ex.question for ex in examples if re.search(r"\b(\w+) of (the )?\1\b", ex.question)]
+    assert not [ex.question for ex in examples if "''s " in ex.question]  # "What is 'X''s price?"
 
 
 def test_questions_name_a_label_that_is_not_the_row(examples):

@@ -355,8 +355,8 @@ def s_lookup(ctx: Ctx) -> Draft:
     shown = ctx.show(value)
     q = ctx.say(["What is the {p} of {v}?", "Tell me the {p} of the {sv}.",
                  "For the {sv}, what is the {p}?", "Look up the {p} of {sv}.",
-                 "What is {v}'s {p}?", "Give the {p} for {sq}."],
-                p=col.phrase, v=shown, sv=with_noun(t.singular, shown),
+                 "What is {raw}'s {p}?", "Give the {p} for {sq}."],
+                p=col.phrase, v=shown, raw=value, sv=with_noun(t.singular, shown),
                 sq=with_noun(t.singular, f"'{value}'"))
     hint = col.hint() if ctx.chance(0.5) else ""
     return Draft(q, f"SELECT {qi(col.name)} FROM {qi(t.name)} WHERE {qi(t.label)} = {lit(value)}", hint)
