@@ -19,7 +19,9 @@ import sqlglot
 from nl2sql_lib.data.bundled import (DEV_DBS, DOMAINS, TRAIN_DBS, build_bundled,
                                      generate_pairs_for_database)
 from nl2sql_lib.data.bundled.generate_db import build_database, domain
-from nl2sql_lib.data.bundled.questions import tied_at_cut
+from nl2sql_lib.data.bundled.questions import (extreme_is_tied, shared_values, tied_at_cut,
+                                               with_noun)
+from nl2sql_lib.data.bundled.schema_info import pluralize, singularize
 from nl2sql_lib.data.example import Example
 
 
@@ -54,6 +56,41 @@ def test_regenerates_identically_and_reuses_identical_files(bench, tmp_path):
         assert build_database(item, tmp_path, seed=0) == again.databases[item.db_id]
     assert {db: p.stat().st_mtime_ns for db, p in again.databases.items()} == stamps
     assert not [p for p in tmp_path.rglob("*") if p.is_file() and not p.name.endswith(".sqlite")]
+
+
+def test_singularize_and_pluralize():
+    cases = {"movies": "movie", "cookies": "cookie", "categories": "category", "cities": "city",
+             "companies": "company", "properties": "property", "agencies": "agency",
+             "ties": "tie", "user movies": "user movie", "sales": "sale", "boxes": "box",
+             "matches": "match", "addresses": "address", "species": "species"}
+    for plural, singular in cases.items():
+        assert singularize(plural) == singular, plural
+        assert pluralize(singular) == plural, singular
+    assert singularize("order") == "order"  # already singular
+
+
+def test_no_question_says_movy(examples):
+    assert not [ex.question for ex in examples if re.search(r"\bmovy\b", ex.question, re.I)]
+
+
+def test_no_question_repeats_a_word_or_its_label_noun(examples):
+    assert with_noun("property", "property type") == "property type"
+    assert with_noun("project", "'Project River'") == "'Project River'"
+    assert with_noun("author", "Ann Lee") == "author Ann Lee"
+    assert with_noun("casting credit", "Credit Suisse") == "Credit Suisse"
+    doubled = [ex.question for ex in examples if re.search(r"\b(\w+) '?\1\b", ex.question, re.I)]
+    assert not doubled  # "for each property property type", "the project Project River"
+    # "give the titles of titles": a table's plural is not its label's words
+    assert not [ex.question for ex in examples if re.search(r"\b(\w+) of (the )?\1\b", ex.question)]
+    assert not [ex.question for ex in examples if "''s " in ex.question]  # "What is 'X''s price?"
+
+
+def test_questions_name_a_label_that_is_not_the_row(examples):
+    """sales are labelled by buyer_name: 'List the buyer names of sales ...', not 'Which sales?'"""
+    returned = [(m[1], ex.question) for ex in examples
+                if (m := re.match(r"SELECT (?:T\d\.)?(buyer_name|character_name|visitor_name)\b", ex.sql))]
+    assert len(returned) >= 10
+    assert not [q for label, q in returned if label.replace("_", " ") not in q]
 
 
 def test_other_seed_gives_other_data(bench, tmp_path):
@@ -129,6 +166,51 @@ def test_top_k_gold_answers_do_not_depend_on_tie_order(examples, tmp_path):
     for ex in top_k:
         conn = connections.setdefault(ex.db_path, _readonly(ex.db_path))
         assert not tied_at_cut(conn, ex.sql, 5.0), ex.sql
+    for conn in connections.values():
+        conn.close()
+
+
+def test_the_extreme_parent_of_a_question_is_a_single_row(examples, tmp_path):
+    conn = sqlite3.connect(tmp_path / "extreme.sqlite")
+    conn.executescript("CREATE TABLE authors (name TEXT, birth_year INT);"
+                       "INSERT INTO authors VALUES ('a', 1950), ('b', 1950), ('c', 1990);")
+    assert extreme_is_tied(conn, "authors", "birth_year", "MIN")
+    assert not extreme_is_tied(conn, "authors", "birth_year", "MAX")
+    conn.close()
+    extreme = [ex for ex in examples if ex.extra["shape"] == "c_of_extreme_parent"]
+    assert extreme
+    connections: dict[str, sqlite3.Connection] = {}
+    for ex in extreme:
+        match = re.search(r"WHERE T2\.(\S+) = \(SELECT (MAX|MIN)\(\S+\) FROM (\S+)\)$", ex.sql)
+        conn = connections.setdefault(ex.db_path, _readonly(ex.db_path))
+        assert not extreme_is_tied(conn, match[3], match[1], match[2]), ex.question
+    for conn in connections.values():
+        conn.close()
+
+
+def test_look_ups_name_a_single_row(examples, tmp_path):
+    conn = sqlite3.connect(tmp_path / "names.sqlite")
+    conn.executescript("CREATE TABLE casting (character_name TEXT, role_type TEXT);"
+                       "INSERT INTO casting VALUES ('Chef Allen', 'lead'), ('Chef Allen', 'cameo'),"
+                       " ('Spy Moss', 'lead');")
+    assert shared_values(conn, "casting", "character_name") == {"Chef Allen"}
+    conn.close()
+    lookups = []
+    for ex in examples:
+        if ex.extra["shape"] == "s_lookup":
+            match = re.fullmatch(r"SELECT \S+ FROM (\S+) WHERE (\S+) = (.+)", ex.sql)
+        elif ex.extra["shape"] == "m_join_list":
+            match = re.search(r"INNER JOIN (\S+) AS T2 ON .* WHERE T2\.(\S+) = (.+)$", ex.sql)
+        else:
+            continue
+        lookups.append((ex, match))
+    assert len(lookups) >= 100
+    connections: dict[str, sqlite3.Connection] = {}
+    for ex, match in lookups:
+        conn = connections.setdefault(ex.db_path, _readonly(ex.db_path))
+        table, column, value = match.groups()
+        count = conn.execute(f"SELECT COUNT(*) FROM {table} WHERE {column} = {value}").fetchone()[0]
+        assert count == 1, ex.question
     for conn in connections.values():
         conn.close()
 

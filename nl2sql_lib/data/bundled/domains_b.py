@@ -55,7 +55,7 @@ def build_movies(conn: sqlite3.Connection, rng: random.Random) -> None:
 MOVIES = {
     "directors": A(plurals=("directors", "filmmakers"), label="name", columns={
         "nationality": {"forms": ("from {v}",)}, "birth_year": {"phrase": "birth year"}}),
-    "movies": A(plurals=("movies", "films"), label="title", columns={
+    "movies": A(singular="movie", plurals=("movies", "films"), label="title", columns={
         "genre": {"forms": ("in the {v} genre", "of genre {v}")},
         "release_year": {"phrase": "release year", "thresholds": (("recent", ">=", 2015), ("older", "<", 1990))},
         "runtime_min": {"phrase": "runtime in minutes", "thresholds": (("long", ">", 150),)},
@@ -66,7 +66,8 @@ MOVIES = {
     "actors": A(plurals=("actors", "performers"), label="name", columns={
         "gender": {"value_words": {"F": "female", "M": "male"}, "word_forms": ("who are {v}",)},
         "birth_year": {"phrase": "birth year"}, "nationality": {"forms": ("from {v}",)}}),
-    "casting": A(singular="casting credit", plurals=("casting credits", "roles"), label="character_name", columns={
+    "casting": A(singular="casting credit", plurals=("casting credits", "roles"), label="character_name",
+                 label_names_row=False, columns={
         "role_type": {"phrase": "role type", "forms": ("that are {v} roles", "of type {v}")},
         "character_name": {"phrase": "character name"},
     }, verbs={"movie_id": "in", "actor_id": "played by"}),
@@ -386,14 +387,14 @@ REAL_ESTATE = {
         "year_built": {"phrase": "construction year", "thresholds": (("historic", "<", 1930), ("new-build", ">=", 2020))},
         "list_price": {"phrase": "list price", "unit": "dollars", "thresholds": (("luxury", ">", 1500000), ("affordable", "<", 250000))},
     }, verbs={"agent_id": "listed by"}),
-    "sales": A(plurals=("sales", "transactions"), label="buyer_name", columns={
+    "sales": A(plurals=("sales", "transactions"), label="buyer_name", label_names_row=False, columns={
         "buyer_name": {"phrase": "buyer name"},
         "sale_date": {"phrase": "sale date", "forms": ("closed in {v}", "completed in {v}")},
         "sale_price": {"phrase": "sale price", "unit": "dollars", "thresholds": (("million-dollar", ">=", 1000000),)},
         "financing": {"value_words": {"cash": "all-cash"}, "word_forms": ("that were {v}",),
                       "forms": ("financed with {v}", "paid by {v}")},
     }, verbs={"property_id": "of", "agent_id": "handled by"}),
-    "viewings": A(plurals=("viewings", "showings"), columns={
+    "viewings": A(plurals=("viewings", "showings"), label_names_row=False, columns={
         "viewing_date": {"phrase": "viewing date", "forms": ("held in {v}",)},
         "visitor_name": {"phrase": "visitor name", "kind": "text"},
         "interest_level": {"phrase": "interest level", "forms": ("with {v} interest",)},

@@ -60,6 +60,7 @@ class Ctx:
         self.schema = schema
         self.rng = rng
         self._distinct: dict[tuple[str, str], list] = {}
+        self._shared: dict[tuple[str, str], set] = {}
 
     # --- drawing things -------------------------------------------------------------------
     def choice(self, options):
@@ -83,15 +84,35 @@ class Ctx:
     def value(self, table: str, col: str):
         return self.choice(self.values(table, col))
 
+    def label_value(self, table: Table):
+        """A label value that names one row: 'casting credit Chef Allen' matching 8 rows would
+        make 'the role type of casting credit Chef Allen' ambiguous, so such draws are skipped."""
+        value = self.value(table.name, table.label)
+        key = (table.name, table.label)
+        if key not in self._shared:
+            self._shared[key] = shared_values(self.conn, table.name, table.label)
+        if value in self._shared[key]:
+            raise Skip
+        return value
+
     def tables(self, *needs: str) -> list[Table]:
         """Tables having every listed column kind ('label', 'numeric', 'category', ...)."""
         return [t for t in self.schema.tables.values() if t.rows and all(
             (t.label if need == "label" else t.of_kind(need)) for need in needs)]
 
     def noun(self, table: Table, plural: bool = True) -> str:
-        return self.choice(table.plurals) if plural else table.singular
+        if not plural:
+            return table.singular
+        # not the label's own words ("titles" for books): no "the titles of titles"
+        label = _label_words(table) if table.label else None
+        return self.choice([p for p in table.plurals if p != label] or table.plurals)
 
-    def say(self, templates: list[str], **slots) -> str:
+    def say(self, templates: list[str], label_of: Table | None = None, **slots) -> str:
+        """One template filled in. ``label_of``: the table whose label the SQL returns; when that
+        label is not the row itself (buyer_name of sales), only templates that name it
+        ({lw}, {lp}) fit - "List the buyer names of sales ...", not "Which sales ...?"."""
+        if label_of is not None and not label_of.label_names_row:
+            templates = [t for t in templates if "{lw}" in t or "{lp}" in t]
         text = self.choice(templates).format(**slots)
         text = re.sub(r"\s+([?.,])", r"\1", " ".join(text.split()))
         return text[0].upper() + text[1:]
@@ -197,6 +218,20 @@ def _a(phrase: str) -> str:
     return f"{'an' if phrase[:1].lower() in 'aeiou' else 'a'} {phrase}"
 
 
+def shared_values(conn: sqlite3.Connection, table: str, column: str) -> set:
+    """The values of ``column`` that more than one row of ``table`` holds."""
+    return {r[0] for r in conn.execute(
+        f"SELECT {qi(column)} FROM {qi(table)} GROUP BY {qi(column)} HAVING COUNT(*) > 1")}
+
+
+def with_noun(noun: str, words: str) -> str:
+    """``noun`` before ``words`` unless ``words`` already starts with it: 'author' + 'Ann Lee' ->
+    'author Ann Lee', but 'property' + 'property type' -> 'property type' and 'project' +
+    "'Project River'" -> "'Project River'" (no "property property type")."""
+    first = words.lstrip("'\"").split(" ", 1)[0].lower()
+    return words if first == noun.rsplit(" ", 1)[-1].lower() else f"{noun} {words}"
+
+
 def _evidence(*conds: Cond | str) -> str:
     parts = [c.evidence if isinstance(c, Cond) else c for c in conds]
     return "; ".join(p for p in parts if p)
@@ -236,11 +271,11 @@ def s_list(ctx: Ctx) -> Draft:
     q = ctx.say(["List the {lw} of {np}.", "What are the {lw} of the {np}?",
                  "Show the {lw} of all {np}.", "Name the {np}.", "Give me the {lw} of {np}.",
                  "Which {np} are there? List their {lw}.", "Find all {np}.",
-                 "Please list {np}.", "Return the {lw} of every {sg} {post}."],
+                 "Please list {np}.", "Return the {lw} of every {sg} {post}."], label_of=t,
                 lw=_label_words(t), np=c.noun(ctx.noun(t)), sg=t.singular, post=c.post or "in the data"
                 ) if c.post else ctx.say(
                 ["List the {lw} of {np}.", "What are the {lw} of the {np}?", "Name the {np}.",
-                 "Show all {np}.", "Give me the {lw} of {np}."],
+                 "Show all {np}.", "Give me the {lw} of {np}."], label_of=t,
                 lw=_label_words(t), np=c.noun(ctx.noun(t)))
     return Draft(q, f"SELECT {qi(t.label)} FROM {qi(t.name)} WHERE {c.sql}", _evidence(c))
 
@@ -257,7 +292,7 @@ def s_two_filters(ctx: Ctx) -> Draft:
     joiner = " and " if first.post else " "
     np = first.noun(ctx.noun(t)) + joiner + second.post
     q = ctx.say(["List the {lw} of {np}.", "Which {np} are there? Give their {lw}.",
-                 "Show the {lw} of {np}.", "Find the {np}."], lw=_label_words(t), np=np)
+                 "Show the {lw} of {np}.", "Find the {np}."], label_of=t, lw=_label_words(t), np=np)
     return Draft(q, f"SELECT {qi(t.label)} FROM {qi(t.name)} WHERE {a.sql} AND {b.sql}",
                  _evidence(a, b))
 
@@ -298,14 +333,14 @@ def s_top(ctx: Ctx) -> Draft:
         q = ctx.say(["Which {sg} has the {w} {p}?", "Name the {sg} with the {w} {p}.",
                      "What is the {lp} of the {sg} with the {w} {p}?",
                      "Find the {sg} whose {p} is the {w}.", "Tell me which {sg} has the {w} {p}."],
-                    sg=t.singular, w=word, p=col.phrase, lp=t.columns[t.label].phrase)
+                    label_of=t, sg=t.singular, w=word, p=col.phrase, lp=t.columns[t.label].phrase)
         hint = f"{word} {col.phrase} refers to {'MAX' if high else 'MIN'}({col.name})" \
             if ctx.chance(0.35) else ""
         sql = f"SELECT {qi(t.label)} FROM {qi(t.name)} ORDER BY {qi(col.name)} {order} LIMIT 1"
         return Draft(q, sql, hint)
     q = ctx.say(["List the {k} {pl} with the {w} {p}.", "Which {k} {pl} have the {w} {p}?",
                  "Show the top {k} {pl} by {p} ({w} first), with their {p}.",
-                 "Give the {lw} and {p} of the {k} {pl} with the {w} {p}."],
+                 "Give the {lw} and {p} of the {k} {pl} with the {w} {p}."], label_of=t,
                 k=k, pl=pl, w=word, p=col.phrase, lw=lw)
     with_value = "with their" in q or " and " in q
     cols = f"{qi(t.label)}, {qi(col.name)}" if with_value else qi(t.label)
@@ -316,11 +351,13 @@ def s_top(ctx: Ctx) -> Draft:
 def s_lookup(ctx: Ctx) -> Draft:
     t = ctx.choice(ctx.tables("label"))
     col = ctx.choice([c for c in t.columns.values() if c.kind in ("numeric", "category", "date")])
-    value = ctx.value(t.name, t.label)
-    q = ctx.say(["What is the {p} of {v}?", "Tell me the {p} of the {sg} {v}.",
-                 "For the {sg} {v}, what is the {p}?", "Look up the {p} of {sg} {v}.",
-                 "What is {v}'s {p}?", "Give the {p} for {sg} '{raw}'."],
-                p=col.phrase, v=ctx.show(value), sg=t.singular, raw=value)
+    value = ctx.label_value(t)
+    shown = ctx.show(value)
+    q = ctx.say(["What is the {p} of {v}?", "Tell me the {p} of the {sv}.",
+                 "For the {sv}, what is the {p}?", "Look up the {p} of {sv}.",
+                 "What is {raw}'s {p}?", "Give the {p} for {sq}."],
+                p=col.phrase, v=shown, raw=value, sv=with_noun(t.singular, shown),
+                sq=with_noun(t.singular, f"'{value}'"))
     hint = col.hint() if ctx.chance(0.5) else ""
     return Draft(q, f"SELECT {qi(col.name)} FROM {qi(t.name)} WHERE {qi(t.label)} = {lit(value)}", hint)
 
@@ -346,12 +383,14 @@ def s_distinct(ctx: Ctx) -> Draft:
 def m_join_list(ctx: Ctx) -> Draft:
     fk = ctx.fk(child_label=True, uses_verb=True)
     child, parent = ctx.tab(fk.child), ctx.tab(fk.parent)
-    value = ctx.value(parent.name, parent.label)
-    q = ctx.say(["List the {lw} of {cpl} {verb} {psg} {v}.", "Which {cpl} are {verb} {v}?",
+    value = ctx.label_value(parent)
+    shown = ctx.show(value)
+    q = ctx.say(["List the {lw} of {cpl} {verb} {pv}.", "Which {cpl} are {verb} {v}?",
                  "Show all {cpl} {verb} the {psg} named {v}.",
-                 "Give the {lw} of every {csg} {verb} {v}.", "What {cpl} are {verb} {psg} {v}?"],
+                 "Give the {lw} of every {csg} {verb} {v}.", "What {cpl} are {verb} {pv}?",
+                 "What are the {lw} of {cpl} {verb} {pv}?"], label_of=child,
                 lw=_label_words(child), cpl=ctx.noun(child), csg=child.singular, verb=fk.verb,
-                psg=parent.singular, v=ctx.show(value))
+                psg=parent.singular, v=shown, pv=with_noun(parent.singular, shown))
     sql = (f"SELECT T1.{qi(child.label)} FROM {qi(child.name)} AS T1 INNER JOIN {qi(parent.name)} AS T2 "
            f"ON {_on(fk)} WHERE T2.{qi(parent.label)} = {lit(value)}")
     return Draft(q, sql, "")
@@ -361,8 +400,8 @@ def m_join_count(ctx: Ctx) -> Draft:
     fk = ctx.fk(parent_label=False, uses_verb=True)
     child, parent = ctx.tab(fk.child), ctx.tab(fk.parent)
     if parent.label and ctx.chance(0.4):
-        value = ctx.value(parent.name, parent.label)
-        target = f"{parent.singular} {ctx.show(value)}"
+        value = ctx.label_value(parent)
+        target = with_noun(parent.singular, ctx.show(value))
         where, ev = f"T2.{qi(parent.label)} = {lit(value)}", ""
     else:
         c = ctx.cond(parent, "T2.")
@@ -431,7 +470,7 @@ def m_group_aggregate(ctx: Ctx) -> Draft:
     pl = ctx.noun(t)
     if ctx.chance(0.5):
         q = ctx.say(["What is the {w} {n} of {pl} in each {c}?", "For each {c}, show the {w} {n} of {pl}.",
-                     "Give the {w} {n} per {c} for {pl}.", "List every {c} with the {w} {n} of its {pl}."],
+                     "Give the {w} {n} per {c} for {pl}.", "For every {c}, give the {w} {n} among its {pl}."],
                     w=word, n=num.phrase, c=cat.phrase, pl=pl)
         sql = f"SELECT {qi(cat.name)}, {agg}({qi(num.name)}) FROM {qi(t.name)} GROUP BY {qi(cat.name)}"
     else:
@@ -479,7 +518,7 @@ def m_in_subquery(ctx: Ctx) -> Draft:
     c = ctx.cond(child)
     q = ctx.say(["Which {ppl} have {cnp}? Give their {lw}.", "List the {lw} of {ppl} with {cnp}.",
                  "Find {ppl} that have at least one {csg_np}.",
-                 "Name the {ppl} having {cnp}."],
+                 "Name the {ppl} having {cnp}."], label_of=parent,
                 ppl=ctx.noun(parent), cnp=c.noun(ctx.noun(child)), lw=_label_words(parent),
                 csg_np=c.noun(child.singular))
     sql = (f"SELECT {qi(parent.label)} FROM {qi(parent.name)} WHERE {qi(fk.parent_column)} IN "
@@ -494,13 +533,13 @@ def m_join_group(ctx: Ctx) -> Draft:
     cpl = ctx.noun(child)
     if k == 1:
         q = ctx.say(["Which {psg} has the most {cpl}?", "Name the {psg} with the largest number of {cpl}.",
-                     "What is the {lp} of the {psg} that has the most {cpl}?"],
+                     "What is the {lp} of the {psg} that has the most {cpl}?"], label_of=parent,
                     psg=parent.singular, cpl=cpl, lp=parent.columns[parent.label].phrase)
         sel = f"T2.{qi(parent.label)}"
     else:
         q = ctx.say(["List the {k} {ppl} with the most {cpl} and how many each has.",
                      "Show the top {k} {ppl} by number of {cpl}, with the counts.",
-                     "Which {k} {ppl} have the most {cpl}? Include the number."],
+                     "Which {k} {ppl} have the most {cpl}? Include the number."], label_of=parent,
                     k=k, ppl=ctx.noun(parent), cpl=cpl)
         sel = f"T2.{qi(parent.label)}, COUNT(*)"
     sql = (f"SELECT {sel} FROM {qi(child.name)} AS T1 INNER JOIN {qi(parent.name)} AS T2 ON {_on(fk)} "
@@ -512,12 +551,12 @@ def m_join_group_category(ctx: Ctx) -> Draft:
     fk = ctx.fk(parent_label=False, parent_kinds=("category",))
     child, parent = ctx.tab(fk.child), ctx.tab(fk.parent)
     col = ctx.choice(parent.of_kind("category"))
-    q = ctx.say(["How many {cpl} are there for each {psg} {p}?",
+    q = ctx.say(["How many {cpl} are there for each {pp}?",
                  "Count the {cpl} per {p} of their {psg}.",
-                 "For each {psg} {p}, how many {cpl} are {verb} such {ppl}?",
+                 "For each {pp}, how many {cpl} are {verb} such {ppl}?",
                  "Break down {cpl} by the {p} of the {psg} they are {verb}."],
                 cpl=ctx.noun(child), psg=parent.singular, ppl=ctx.noun(parent), p=col.phrase,
-                verb=fk.verb)
+                pp=with_noun(parent.singular, col.phrase), verb=fk.verb)
     sql = (f"SELECT T2.{qi(col.name)}, COUNT(*) FROM {qi(child.name)} AS T1 INNER JOIN {qi(parent.name)} "
            f"AS T2 ON {_on(fk)} GROUP BY T2.{qi(col.name)}")
     return Draft(q, sql, "")
@@ -537,12 +576,12 @@ def c_above_average(ctx: Ctx) -> Draft:
     if c:
         q = ctx.say(["Among {np}, which have {ap} {rel} the average {p} of all {pl}?",
                      "List the {lw} of {np} whose {p} is {rel} the overall average.",
-                     "Which {np} have {ap} {rel} average? Compare against all {pl}."],
+                     "Which {np} have {ap} {rel} average? Compare against all {pl}."], label_of=t,
                     np=c.noun(pl), p=col.phrase, ap=_a(col.phrase), rel=rel, pl=pl, lw=_label_words(t))
     else:
         q = ctx.say(["Which {pl} have {ap} {rel} the average?",
                      "List the {lw} of {pl} whose {p} is {rel} the average {p}.",
-                     "Find all {pl} with {ap} {rel} the mean {p} of all {pl}."],
+                     "Find all {pl} with {ap} {rel} the mean {p} of all {pl}."], label_of=t,
                     pl=pl, p=col.phrase, ap=_a(col.phrase), rel=rel, lw=_label_words(t))
     op = ">" if above else "<"
     extra = f" AND {c.sql}" if c else ""
@@ -599,7 +638,7 @@ def c_set_operation(ctx: Ctx) -> Draft:
                    "Find {ppl} that have {a} yet none {b_post}."],
         "UNION": ["Which {ppl} have either {a} or {b}?", "List {ppl} with {a} or {b}."],
     }
-    q = ctx.say(templates[op], ppl=ctx.noun(parent), a=a.noun(cpl), b=b.noun(cpl),
+    q = ctx.say(templates[op], label_of=parent, ppl=ctx.noun(parent), a=a.noun(cpl), b=b.noun(cpl),
                 b_post=b.noun(cpl) if b.pre else (b.post or cpl))
     base = (f"SELECT T2.{qi(parent.label)} FROM {qi(child.name)} AS T1 INNER JOIN {qi(parent.name)} "
             f"AS T2 ON {_on(fk)} WHERE ")
@@ -628,7 +667,7 @@ def c_bridge_having(ctx: Ctx) -> Draft:
     n = _count_threshold(ctx, f"SELECT COUNT(*) {joins} GROUP BY {_key(p1, 'T2')}")
     q = ctx.say(["Which {p1pl} have more than {n} {cpl} {verb} {p2np}?",
                  "List the {lw} of {p1pl} with over {n} {cpl} {verb} {p2np}.",
-                 "Find {p1pl} that have more than {n} {cpl} {verb} {p2np}."],
+                 "Find {p1pl} that have more than {n} {cpl} {verb} {p2np}."], label_of=p1,
                 p1pl=ctx.noun(p1), n=n, cpl=ctx.noun(child), verb=two.verb,
                 p2np=c.noun(ctx.noun(p2)), lw=_label_words(p1))
     sql = f"SELECT T2.{qi(p1.label)} {joins} GROUP BY {_key(p1, 'T2')} HAVING COUNT(*) > {n}"
@@ -646,7 +685,8 @@ def c_chain_top(ctx: Ctx) -> Draft:
     c = ctx.cond(mid, "T2.") if ctx.chance(0.5) else None
     target = f"{ctx.noun(child)} (through {c.noun(ctx.noun(mid))})" if c else ctx.noun(child)
     q = ctx.say(["Which {tsg} has the most {t}?", "Name the {tsg} with the largest number of {t}.",
-                 "Counting {t}, which {tsg} comes first?"], tsg=top.singular, t=target)
+                 "Counting {t}, which {tsg} comes first?"],
+                label_of=top, tsg=top.singular, t=target)
     where = f" WHERE {c.sql}" if c else ""
     sql = (f"SELECT T3.{qi(top.label)} FROM {qi(child.name)} AS T1 INNER JOIN {qi(mid.name)} AS T2 "
            f"ON {_on(first)} INNER JOIN {qi(top.name)} AS T3 ON {_on(second, 'T2', 'T3')}{where} "
@@ -662,7 +702,7 @@ def c_top_total(ctx: Ctx) -> Draft:
     word = "total" if agg == "SUM" else "average"
     q = ctx.say(["Which {psg} has the highest {w} {p} across its {cpl}?",
                  "Name the {psg} whose {cpl} have the greatest {w} {p}.",
-                 "Among all {ppl}, which one has the largest {w} {p} of {cpl}?"],
+                 "Among all {ppl}, which one has the largest {w} {p} of {cpl}?"], label_of=parent,
                 psg=parent.singular, ppl=ctx.noun(parent), w=word, p=col.phrase, cpl=ctx.noun(child))
     sql = (f"SELECT T2.{qi(parent.label)} FROM {qi(child.name)} AS T1 INNER JOIN {qi(parent.name)} AS T2 "
            f"ON {_on(fk)} GROUP BY {_key(parent, 'T2')} ORDER BY {agg}(T1.{qi(col.name)}) DESC LIMIT 1")
@@ -677,7 +717,7 @@ def c_not_in(ctx: Ctx) -> Draft:
         raise Skip
     c = ctx.cond(child)
     q = ctx.say(["Which {ppl} have no {cnp}?", "List the {lw} of {ppl} without any {cnp}.",
-                 "Find the {ppl} that never had {cnp}."],
+                 "Find the {ppl} that never had {cnp}."], label_of=parent,
                 ppl=ctx.noun(parent), cnp=c.noun(ctx.noun(child)), lw=_label_words(parent))
     sql = (f"SELECT {qi(parent.label)} FROM {qi(parent.name)} WHERE {qi(fk.parent_column)} NOT IN "
            f"(SELECT {qi(fk.column)} FROM {qi(child.name)} WHERE {qi(fk.column)} IS NOT NULL AND {c.sql})")
@@ -703,6 +743,14 @@ def c_difference(ctx: Ctx) -> Draft:
     return Draft(q, sql, hint)
 
 
+def extreme_is_tied(conn: sqlite3.Connection, table: str, column: str, agg: str) -> bool:
+    """Whether more than one row of ``table`` holds the MAX/MIN of ``column``; then "the author
+    whose birth year is the highest" names no single author."""
+    t, c = qi(table), qi(column)
+    count = conn.execute(f"SELECT COUNT(*) FROM {t} WHERE {c} = (SELECT {agg}({c}) FROM {t})").fetchone()[0]
+    return count > 1
+
+
 def c_of_extreme_parent(ctx: Ctx) -> Draft:
     fk = ctx.fk(child_label=True, parent_kinds=("numeric",), uses_verb=True)
     child, parent = ctx.tab(fk.child), ctx.tab(fk.parent)
@@ -711,12 +759,14 @@ def c_of_extreme_parent(ctx: Ctx) -> Draft:
     col = ctx.choice(parent.of_kind("numeric"))
     high = ctx.chance(0.6)
     word = "highest" if high else "lowest"
+    agg = "MAX" if high else "MIN"
+    if extreme_is_tied(ctx.conn, parent.name, col.name, agg):
+        raise Skip
     q = ctx.say(["List the {cpl} {verb} the {psg} with the {w} {p}.",
                  "Which {cpl} are {verb} the {psg} whose {p} is the {w}?",
-                 "Give the {lw} of {cpl} {verb} the {psg} that has the {w} {p}."],
+                 "Give the {lw} of {cpl} {verb} the {psg} that has the {w} {p}."], label_of=child,
                 cpl=ctx.noun(child), verb=fk.verb, psg=parent.singular, w=word, p=col.phrase,
                 lw=_label_words(child))
-    agg = "MAX" if high else "MIN"
     sql = (f"SELECT T1.{qi(child.label)} FROM {qi(child.name)} AS T1 INNER JOIN {qi(parent.name)} AS T2 "
            f"ON {_on(fk)} WHERE T2.{qi(col.name)} = (SELECT {agg}({qi(col.name)}) FROM {qi(parent.name)})")
     hint = f"{word} {col.phrase} refers to {agg}({col.name})" if ctx.chance(0.5) else ""

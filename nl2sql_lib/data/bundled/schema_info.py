@@ -46,8 +46,23 @@ def humanize(name: str) -> str:
     return re.sub(r"\s+", " ", spaced).strip().lower()
 
 
+# Plurals in "-ies" whose singular ends in "-ie" (not "-y" like categories -> category), and
+# nouns whose singular and plural are the same word.
+_IE_PLURALS = ("movies", "cookies", "rookies", "bookies", "calories", "zombies", "brownies",
+               "selfies", "hippies", "goalies", "smoothies", "hoodies", "pixies", "genies",
+               "aunties", "sorties", "prairies", "freebies", "newbies")
+_SAME_PLURAL = ("species", "series")
+
+
 def singularize(noun: str) -> str:
-    if noun.endswith("ies") and len(noun) > 4:
+    """'categories' -> 'category', 'movies' -> 'movie', 'sales' -> 'sale' (the last word of a
+    phrase: 'user movies' -> 'user movie')."""
+    last = noun.rsplit(" ", 1)[-1].lower()
+    if last in _SAME_PLURAL:
+        return noun
+    if last in _IE_PLURALS:
+        return noun[:-1]
+    if noun.endswith("ies") and len(last) > 4:
         return noun[:-3] + "y"
     if noun.endswith(("sses", "xes", "ches", "shes")):
         return noun[:-2]
@@ -57,6 +72,8 @@ def singularize(noun: str) -> str:
 
 
 def pluralize(noun: str) -> str:
+    if noun.rsplit(" ", 1)[-1].lower() in _SAME_PLURAL:
+        return noun
     if noun.endswith("y") and noun[-2:-1] not in "aeiou":
         return noun[:-1] + "ies"
     if noun.endswith(("s", "x", "ch", "sh")):
@@ -111,6 +128,9 @@ class Table:
     pk: str | None
     rows: int
     label: str | None = None
+    # False when the label is not the row itself (sales labelled by buyer_name): questions then
+    # say "the buyer names of sales ...", never "which sales ...?"
+    label_names_row: bool = True
 
     def of_kind(self, kind: str) -> list[Column]:
         return [c for c in self.columns.values() if c.kind == kind]
@@ -123,6 +143,7 @@ class Annotation:
     singular: str | None = None
     plurals: tuple[str, ...] = ()
     label: str | None = None
+    label_names_row: bool = True  # see Table.label_names_row
     columns: dict[str, dict] = field(default_factory=dict)  # column -> Column field overrides
     verbs: dict[str, str] = field(default_factory=dict)  # fk column -> verb phrase
 
@@ -209,7 +230,7 @@ def introspect(conn: sqlite3.Connection, annotations: dict[str, Annotation] | No
         singular = note.singular or singularize(noun)
         plurals = note.plurals or (noun if noun != singular else pluralize(noun),)
         tables[name] = Table(name, singular, tuple(plurals), columns,
-                             pks[0] if len(pks) == 1 else None, rows, label)
+                             pks[0] if len(pks) == 1 else None, rows, label, note.label_names_row)
         for r in fk_rows:
             parent_col = r[4]
             if parent_col is None:  # "REFERENCES parent" without a column means its primary key
