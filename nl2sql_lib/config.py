@@ -343,6 +343,10 @@ class EvalParams(StageParams):
         "set spider_path: null to skip Spider (on a command line: --set spider_path=null), or "
         "give a Spider dev folder (dev.json, tables.json, database/)"
     )] = Field(None, description="a Spider dev folder to evaluate on too")
+    spider_if_missing: Literal["error", "skip"] = Field(
+        "error", description="spider_path names no folder: stop (error), or evaluate without "
+        "Spider and say so (skip; the cpu profile, whose ../shared/spider-dev a clone may lack)",
+    )
     spider_limit: int | None = Field(None, ge=1)
     spider_semantics: Literal["bird", "spider"] = "spider"
     best_of_n_on_spider: bool = Field(False, description="also run best-of-N on the Spider set")
@@ -368,6 +372,24 @@ class EvalParams(StageParams):
     )
     use_vllm: bool = Field(False, description="generate with vLLM (GPU only)")
     ves_repeats: int = Field(0, ge=0, description="0: skip VES")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _skip_a_missing_spider(cls, data: Any) -> Any:
+        """With spider_if_missing: skip, a spider_path that names no folder becomes None, loudly."""
+        if isinstance(data, dict) and data.get("spider_if_missing") == "skip":
+            spider = data.get("spider_path")
+            if spider and not Path(spider).exists():
+                import warnings
+
+                warnings.warn(
+                    f"spider_path {spider!r} does not exist (relative to {Path.cwd()}): 06_eval "
+                    "runs without Spider dev (spider_if_missing: skip). Put Spider's dev folder "
+                    "there (dev.json, tables.json, database/) to evaluate on it too.",
+                    stacklevel=2,
+                )
+                data = {**data, "spider_path": None}
+        return data
 
 
 PARAMS_MODEL: dict[str, type[StageParams]] = {

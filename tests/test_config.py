@@ -224,7 +224,8 @@ def test_committed_parameter_files_are_valid(profile, monkeypatch):
     for path in files:
         assert path.stem in STAGES, f"{path}: file name must be a stage name ({STAGES})"
         spider = read_yaml(path).get("spider_path")
-        if spider and not (PROJECT_ROOT / spider).exists() and not os.environ.get("CI"):
+        skips = read_yaml(path).get("spider_if_missing") == "skip"
+        if spider and not (PROJECT_ROOT / spider).exists() and not os.environ.get("CI") and not skips:
             # A clone without ../shared/spider-dev: the eval file stops, saying what to do.
             with pytest.raises(ParamsError, match="spider_path: null"):
                 load_params(path.stem, path)
@@ -250,3 +251,12 @@ def test_command_line_overrides_reach_nested_keys(tmp_path):
         params_from_args("sft", bad)
     with pytest.raises(ParamsError, match="KEY=VALUE"):
         params_from_args("sft", parser.parse_args(["--params", str(path), "--set", "nokey"]))
+
+
+def test_spider_if_missing_skip_evaluates_without_spider_and_says_so(tmp_path):
+    path = write(tmp_path, "spider_path: /no/such/spider-dev\nspider_if_missing: skip\n")
+    with pytest.warns(UserWarning, match="runs without Spider dev"):
+        assert load_params("eval", path).spider_path is None
+    spider = tmp_path / "spider"
+    spider.mkdir()
+    assert load_params("eval", path, spider_path=str(spider)).spider_path == str(spider)
