@@ -20,7 +20,8 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
-    AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator,
+    AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator,
+    model_validator,
 )
 
 STAGES = ("data", "sft", "grpo", "tree", "reward_model", "eval")
@@ -339,14 +340,12 @@ class EvalParams(StageParams):
     base_model: str = "embedded:smollm2-135m-instruct"
     semantics: Literal["bird", "spider"] = "bird"
     max_dev_examples: int | None = Field(None, ge=1)
-    spider_path: Annotated[str | None, _input_path(
-        "set spider_path: null to skip Spider (on a command line: --set spider_path=null), or "
-        "give a Spider dev folder (dev.json, tables.json, database/)"
-    )] = Field(None, description="a Spider dev folder to evaluate on too")
     spider_if_missing: Literal["error", "skip"] = Field(
         "error", description="spider_path names no folder: stop (error), or evaluate without "
-        "Spider and say so (skip; the cpu profile, whose ../shared/spider-dev a clone may lack)",
+        "Spider and say so in the report (skip; the cpu profile, whose ../shared/spider-dev a "
+        "clone may lack)",
     )
+    spider_path: str | None = Field(None, description="a Spider dev folder to evaluate on too")
     spider_limit: int | None = Field(None, ge=1)
     spider_semantics: Literal["bird", "spider"] = "spider"
     best_of_n_on_spider: bool = Field(False, description="also run best-of-N on the Spider set")
@@ -373,23 +372,16 @@ class EvalParams(StageParams):
     use_vllm: bool = Field(False, description="generate with vLLM (GPU only)")
     ves_repeats: int = Field(0, ge=0, description="0: skip VES")
 
-    @model_validator(mode="before")
+    @field_validator("spider_path")
     @classmethod
-    def _skip_a_missing_spider(cls, data: Any) -> Any:
-        """With spider_if_missing: skip, a spider_path that names no folder becomes None, loudly."""
-        if isinstance(data, dict) and data.get("spider_if_missing") == "skip":
-            spider = data.get("spider_path")
-            if spider and not Path(spider).exists():
-                import warnings
-
-                warnings.warn(
-                    f"spider_path {spider!r} does not exist (relative to {Path.cwd()}): 06_eval "
-                    "runs without Spider dev (spider_if_missing: skip). Put Spider's dev folder "
-                    "there (dev.json, tables.json, database/) to evaluate on it too.",
-                    stacklevel=2,
-                )
-                data = {**data, "spider_path": None}
-        return data
+    def _spider_exists(cls, value: str | None, info: ValidationInfo) -> str | None:
+        """Must exist, unless spider_if_missing: skip (06_eval then notes the skip)."""
+        if info.data.get("spider_if_missing") == "skip":
+            return value
+        return _path_exists(
+            value, "set spider_path: null to skip Spider (on a command line: --set spider_path=null) "
+            "or spider_if_missing: skip, or give a Spider dev folder (dev.json, tables.json, database/)",
+        )
 
 
 PARAMS_MODEL: dict[str, type[StageParams]] = {

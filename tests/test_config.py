@@ -253,10 +253,16 @@ def test_command_line_overrides_reach_nested_keys(tmp_path):
         params_from_args("sft", parser.parse_args(["--params", str(path), "--set", "nokey"]))
 
 
-def test_spider_if_missing_skip_evaluates_without_spider_and_says_so(tmp_path):
+def test_spider_if_missing_skip_keeps_the_path_and_06_eval_notes_the_skip(tmp_path):
+    from nl2sql_lib.evaluate.stage import spider_skipped
+
     path = write(tmp_path, "spider_path: /no/such/spider-dev\nspider_if_missing: skip\n")
-    with pytest.warns(UserWarning, match="runs without Spider dev"):
-        assert load_params("eval", path).spider_path is None
+    cfg = load_params("eval", path)
+    assert cfg.spider_path == "/no/such/spider-dev"  # kept, so the manifest shows what was asked
+    assert "/no/such/spider-dev" in spider_skipped(cfg) and "not evaluated" in spider_skipped(cfg)
+    cfg.spider_path = "/elsewhere"  # assignment is checked by the same rule
     spider = tmp_path / "spider"
     spider.mkdir()
-    assert load_params("eval", path, spider_path=str(spider)).spider_path == str(spider)
+    assert spider_skipped(load_params("eval", path, spider_path=str(spider))) is None
+    with pytest.raises(ParamsError, match="spider_if_missing: skip"):
+        load_params("eval", path, spider_if_missing="error")

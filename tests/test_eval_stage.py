@@ -501,6 +501,25 @@ def test_spider_dev_gold_scores_full_and_missing_databases_are_reported(run_cfg,
         assert "wta_1" in report and "database file is missing" in report
 
 
+def test_a_missing_spider_folder_with_skip_is_noted_not_evaluated(run_cfg, tmp_path):
+    missing = tmp_path / "no-spider"
+    cfg = _bon_cfg(run_cfg, systems=["base"], best_of_n_systems=[], max_dev_examples=2,
+                   spider_if_missing="skip", spider_path=str(missing))
+    stage = StageRun(cfg, "eval").start()
+    metrics = run_eval(cfg, stage, generator_factory=lambda s, c: GoldForSpiderless(), progress=False)
+    assert set(metrics) == {"dev"}
+    report = (stage.dir / "report.md").read_text()
+    assert "Spider dev not evaluated" in report and str(missing) in report
+    assert not missing.exists()
+
+
+class GoldForSpiderless:
+    """Answers every question with WRONG: only the datasets evaluated matter here."""
+
+    def generate(self, messages_batch, *, n=1, temperature=0.0, max_new_tokens=128):
+        return [[WRONG] * n for _ in messages_batch]
+
+
 @pytest.mark.slow
 def test_real_tiny_model_end_to_end(run_cfg):
     """The real generator path (tiny random model): predictions, metrics and report exist."""

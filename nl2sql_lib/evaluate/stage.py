@@ -20,6 +20,7 @@ Steps, in the order they run:
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any, Callable
 
@@ -77,9 +78,19 @@ def load_datasets(cfg: EvalParams, stage: StageRun) -> list[Dataset]:
             best_of_n=True, skipped=dev_skipped, total=len(dev_all),
         )
     ]
-    if cfg.spider_path:
+    if cfg.spider_path and not spider_skipped(cfg):
         datasets.append(load_spider(cfg, stage))
     return datasets
+
+
+def spider_skipped(cfg: EvalParams) -> str | None:
+    """Why Spider is not evaluated although spider_path names it (spider_if_missing: skip)."""
+    if cfg.spider_path and cfg.spider_if_missing == "skip" and not Path(cfg.spider_path).exists():
+        return (
+            f"Spider dev not evaluated: spider_path {cfg.spider_path!r} does not exist (relative to "
+            f"{Path.cwd()}) and spider_if_missing is skip; put Spider's dev folder there to add it"
+        )
+    return None
 
 
 def load_spider(cfg: EvalParams, stage: StageRun) -> Dataset:
@@ -159,6 +170,10 @@ def run_eval(
     with stage.timer("load_data"):
         datasets = load_datasets(cfg, stage)
     notes += _dataset_notes(datasets)
+    skipped_spider = spider_skipped(cfg)
+    if skipped_spider:
+        logging.getLogger(__name__).warning(skipped_spider)
+        notes.append(skipped_spider)
 
     # 1. Generation, one model at a time (each generator is freed before the next loads).
     pool_names = {entry.split("=", 1)[0].strip() for entry in cfg.best_of_n_systems}
