@@ -30,14 +30,15 @@ run = "lab"
 install_from = "git+https://github.com/nl2sql-lab/nl2sql-lab.git"'''
 
 # It runs before the project is installed, so its logic lives in the cell itself. pip wants a
-# local folder as "<path>[gpu]" ("nl2sql_lib[gpu] @ <path>" fails: "No scheme supplied") and a URL
-# as "nl2sql_lib[gpu] @ <url>". Only underscored names: params_from_notebook would take a public
+# local folder as "<path>[gpu]" ("nl2sql_lib[gpu] @ <path>" fails: "No scheme supplied"), made
+# absolute (a bare "nl2sql-lab[gpu]" would be looked up on PyPI), and a URL as
+# "nl2sql_lib[gpu] @ <url>". Only underscored names: params_from_notebook would take a public
 # one for a parameter.
 INSTALL_CELL = '''# On Colab or Kaggle only: install the project (with the GPU extra) from `install_from`,
 # a git URL or an existing folder (e.g. an uploaded clone).
 import os, subprocess, sys
 if "google.colab" in sys.modules or "KAGGLE_KERNEL_RUN_TYPE" in os.environ:
-    _target = f"{install_from}[gpu]" if os.path.exists(install_from) else f"nl2sql_lib[gpu] @ {install_from}"
+    _target = f"{os.path.abspath(install_from)}[gpu]" if os.path.exists(install_from) else f"nl2sql_lib[gpu] @ {install_from}"
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", _target], check=True)'''
 
 CONFIG_CELL = '''from nl2sql_lib.config import params_from_notebook

@@ -104,6 +104,12 @@ def test_install_cell_installs_a_local_folder_and_a_git_url_on_colab_and_kaggle(
     # with "No scheme supplied"
     commands, namespace = _run_install_cell(INSTALL_CELL, str(tmp_path), monkeypatch)
     assert commands == [[sys.executable, "-m", "pip", "install", "-q", f"{tmp_path}[gpu]"]]
+    # a relative folder ("nl2sql-lab", a clone beside the notebook) is made absolute: pip would
+    # look a bare "nl2sql-lab[gpu]" up on PyPI
+    (tmp_path / "nl2sql-lab").mkdir()
+    monkeypatch.chdir(tmp_path)
+    commands, _ = _run_install_cell(INSTALL_CELL, "nl2sql-lab", monkeypatch)
+    assert commands == [[sys.executable, "-m", "pip", "install", "-q", f"{tmp_path / 'nl2sql-lab'}[gpu]"]]
     url = "git+https://github.com/nl2sql-lab/nl2sql-lab.git"
     commands, _ = _run_install_cell(INSTALL_CELL, url, monkeypatch)
     assert commands == [[sys.executable, "-m", "pip", "install", "-q", f"nl2sql_lib[gpu] @ {url}"]]
