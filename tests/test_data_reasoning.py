@@ -148,7 +148,10 @@ class _ChatCompletionsServer:
         self.thread.join(timeout=5)
 
 
-def test_openai_teacher_talks_to_an_openai_compatible_endpoint(bird_dev):
+def test_openai_teacher_talks_to_an_openai_compatible_endpoint(bird_dev, monkeypatch):
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)  # the request must reach the loopback server
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
     gold = bird_dev[4]
     with _ChatCompletionsServer(_answer("1. Join molecule and bond.", gold.sql)) as server:
         teacher = openai_teacher("teacher-model", base_url=server.url, api_key="sk-test", max_tokens=77)
