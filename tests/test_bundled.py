@@ -23,6 +23,7 @@ from nl2sql_lib.data.bundled.questions import (extreme_is_tied, shared_values, t
                                                with_noun)
 from nl2sql_lib.data.bundled.schema_info import pluralize, singularize
 from nl2sql_lib.data.example import Example
+from tests.fixtures.own_db import small_shop_db
 
 
 def _sha256(path: Path) -> str:
@@ -239,26 +240,9 @@ def test_questions_are_phrased_in_varied_ways(examples):
     assert len({" ".join(ex.question.split()[:3]) for ex in examples}) >= 300
 
 
-def _small_db(path: Path) -> None:
-    conn = sqlite3.connect(path)
-    conn.executescript("""
-        CREATE TABLE shops (shop_id INTEGER PRIMARY KEY, shop_name TEXT, town TEXT, opened TEXT);
-        CREATE TABLE "sale lines" (id INTEGER PRIMARY KEY, shop_id INTEGER REFERENCES shops(shop_id),
-            fruit TEXT, kilos REAL, price INTEGER);
-    """)
-    towns, fruits = ["Leeds", "York", "Bath", "Hull"], ["apple", "pear", "plum", "fig", "kiwi"]
-    conn.executemany("INSERT INTO shops VALUES (?, ?, ?, ?)",
-                     [(i, f"Shop {i:02d}", towns[i % 4], f"20{10 + i % 12}-0{1 + i % 9}-15") for i in range(1, 31)])
-    conn.executemany('INSERT INTO "sale lines" VALUES (?, ?, ?, ?, ?)',
-                     [(i, 1 + i * 7 % 30, fruits[i % 5], round(0.5 + (i * 13 % 40) / 4, 2), 1 + i * 31 % 97)
-                      for i in range(1, 401)])
-    conn.commit()
-    conn.close()
-
-
 def test_generator_on_a_users_own_database(tmp_path):
     db = tmp_path / "my shop.sqlite"
-    _small_db(db)
+    small_shop_db(db)
     before = _sha256(db)
     pairs = generate_pairs_for_database(db, n=60, seed=3)
     assert _sha256(db) == before  # opened read-only, never changed

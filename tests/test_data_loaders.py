@@ -342,12 +342,12 @@ def test_create_context_accepts_only_plain_create_table(tmp_path, context):
 
 
 def test_sqlite_source_generates_verified_pairs_for_each_database(tmp_path):
-    from tests.test_bundled import _small_db
+    from tests.fixtures.own_db import small_shop_db
 
     folder = tmp_path / "mine"
     (folder / "branch").mkdir(parents=True)
-    _small_db(folder / "shop.sqlite")
-    _small_db(folder / "branch" / "branch.sqlite")
+    small_shop_db(folder / "shop.sqlite")
+    small_shop_db(folder / "branch" / "branch.sqlite")
     before = {p: p.read_bytes() for p in folder.rglob("*.sqlite")}
     loaded = load_source(SourceParams(type="sqlite", path=str(folder), pairs_per_database=30), tmp_path / "work")
     assert loaded["dev"] == [] and loaded.report["files"] == [
@@ -365,10 +365,10 @@ def test_sqlite_source_generates_verified_pairs_for_each_database(tmp_path):
 
 def test_own_database_command_writes_pairs_that_reload(tmp_path, capsys):
     from nl2sql_lib.data.bundled.own_db import main
-    from tests.test_bundled import _small_db
+    from tests.fixtures.own_db import small_shop_db
 
     db = tmp_path / "shop.sqlite"
-    _small_db(db)
+    small_shop_db(db)
     out = tmp_path / "pairs.jsonl"
     assert main([str(db), "--out", str(out), "--n", "25"]) == 0
     assert "wrote" in capsys.readouterr().out
@@ -382,3 +382,25 @@ def test_sqlite_source_with_no_database_says_so(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataFileError, match="no \\*.sqlite"):
         load_source(SourceParams(type="sqlite", path=str(tmp_path / "empty")), tmp_path)
+
+
+def test_two_databases_of_one_name_are_refused_naming_both(tmp_path):
+    from tests.fixtures.own_db import small_shop_db
+
+    (tmp_path / "mine" / "shop").mkdir(parents=True)
+    small_shop_db(tmp_path / "mine" / "shop.sqlite")
+    small_shop_db(tmp_path / "mine" / "shop" / "shop.sqlite")
+    with pytest.raises(DataFileError) as info:
+        load_source(SourceParams(type="sqlite", path=str(tmp_path / "mine")), tmp_path)
+    assert "'shop'" in str(info.value) and str(tmp_path / "mine" / "shop" / "shop.sqlite") in str(info.value)
+
+
+def test_own_database_command_reports_bad_input_without_a_traceback(tmp_path, capsys):
+    from nl2sql_lib.data.bundled.own_db import main
+
+    for argv, expected in (([str(tmp_path / "absent.sqlite")], "no such SQLite file"),
+                           ([str(tmp_path), "--n", "0"], "--n must be at least 1")):
+        with pytest.raises(SystemExit) as info:
+            main([*argv, "--out", str(tmp_path / "out.jsonl")])
+        assert info.value.code == 2 and expected in capsys.readouterr().err
+    assert not (tmp_path / "out.jsonl").exists()

@@ -510,29 +510,15 @@ def load_bundled(source, work_dir: Path, *, seed: int = 0, on_missing_db: str = 
 
 def load_sqlite(source, work_dir: Path, *, seed: int = 0, on_missing_db: str = "error") -> LoadedSource:
     """Generated, execution-verified pairs over the user's own SQLite files (train split)."""
-    from .bundled.own_db import generate_pairs_for_database
+    from .bundled.own_db import pairs_for_databases
 
-    databases = sqlite_files(Path(source.path))
     result = LoadedSource()
-    for db_path in databases:
+    for db_path, pairs in pairs_for_databases([source.path], n=source.pairs_per_database, seed=seed):
         result.report["files"].append(str(db_path))
-        pairs = generate_pairs_for_database(db_path, n=source.pairs_per_database, seed=seed)
         if not pairs:
             result.report["skipped"].append(f"{db_path}: the generator found no query that returns rows")
         result["train"].extend(pairs)
     return result
-
-
-def sqlite_files(path: Path) -> list[Path]:
-    """``path`` itself, or the ``*.sqlite`` and ``<db>/<db>.sqlite`` files of a folder."""
-    if not path.exists():
-        raise DataFileError(f"{path}: no such SQLite file or folder")
-    if path.is_file():
-        return [path]
-    found = sorted(set(path.glob("*.sqlite")) | {p for p in path.glob("*/*.sqlite") if p.stem == p.parent.name})
-    if not found:
-        raise DataFileError(f"{path}: no *.sqlite or <db>/<db>.sqlite files in this folder")
-    return found
 
 
 _LOADERS: dict[str, Callable[..., LoadedSource]] = {

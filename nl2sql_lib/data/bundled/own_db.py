@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
+from typing import Iterable
 from urllib.parse import quote
 
+from ...io import DataFileError
 from ..example import Example
 from .questions import generate_pairs
 from .schema_info import introspect
@@ -54,12 +56,44 @@ def generate_pairs_for_database(db_path: str | Path, *, n: int = 200, seed: int 
     ]
 
 
+def sqlite_files(path: str | Path) -> list[Path]:
+    """``path`` itself, or the ``*.sqlite`` and ``<db>/<db>.sqlite`` files of a folder."""
+    path = Path(path)
+    if not path.exists():
+        raise DataFileError(f"{path}: no such SQLite file or folder")
+    if path.is_file():
+        return [path]
+    found = sorted(set(path.glob("*.sqlite")) | {p for p in path.glob("*/*.sqlite") if p.stem == p.parent.name})
+    if not found:
+        raise DataFileError(f"{path}: no *.sqlite or <db>/<db>.sqlite files in this folder")
+    return found
+
+
+def pairs_for_databases(paths: Iterable[str | Path], *, n: int = 200, seed: int = 0
+                        ) -> list[tuple[Path, list[Example]]]:
+    """(database, its pairs) for every database in ``paths`` (files or folders of them).
+
+    A database's db_id is its file name, so two files of one name (``shop.sqlite`` and
+    ``shop/shop.sqlite``) are refused before any work: their question ids would collide.
+    """
+    files = [f for p in paths for f in sqlite_files(p)]
+    by_id: dict[str, list[Path]] = {}
+    for f in files:
+        by_id.setdefault(f.stem, []).append(f)
+    for db_id, same in by_id.items():
+        if len(same) > 1:
+            raise DataFileError(
+                f"{len(same)} databases are named {db_id!r} ({', '.join(map(str, same))}): the file "
+                "name is the db_id, so rename all but one"
+            )
+    return [(f, generate_pairs_for_database(f, n=n, seed=seed)) for f in files]
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m nl2sql_lib.data.bundled.own_db DB [DB ...] --out pairs.jsonl [--n 200]``"""
     import argparse
 
     from ..example import write_examples
-    from ..loaders import sqlite_files
 
     parser = argparse.ArgumentParser(
         prog="python -m nl2sql_lib.data.bundled.own_db",
@@ -71,12 +105,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n", type=int, default=200, help="pairs per database (default 200)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    if args.n < 1:
+        parser.error(f"--n must be at least 1, got {args.n}")
+    try:
+        generated = pairs_for_databases(args.databases, n=args.n, seed=args.seed)
+    except (DataFileError, FileNotFoundError, ValueError) as exc:
+        parser.error(str(exc))
     examples = []
-    for given in args.databases:
-        for db_path in sqlite_files(Path(given)):
-            pairs = generate_pairs_for_database(db_path, n=args.n, seed=args.seed)
-            print(f"{db_path}: {len(pairs)} pairs")
-            examples.extend(pairs)
+    for db_path, pairs in generated:
+        print(f"{db_path}: {len(pairs)} pairs")
+        examples.extend(pairs)
     write_examples(args.out, examples)
     print(f"wrote {len(examples)} pairs to {args.out}")
     return 0
