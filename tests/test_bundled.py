@@ -195,6 +195,8 @@ def test_look_ups_name_a_single_row(examples, tmp_path):
                        "INSERT INTO casting VALUES ('Chef Allen', 'lead'), ('Chef Allen', 'cameo'),"
                        " ('Spy Moss', 'lead');")
     assert shared_values(conn, "casting", "character_name") == {"Chef Allen"}
+    assert shared_values(conn, "casting", "character_name", among=["Spy Moss"]) == set()
+    assert shared_values(conn, "casting", "character_name", among=["Spy Moss", "Chef Allen"]) == {"Chef Allen"}
     conn.close()
     lookups = []
     for ex in examples:

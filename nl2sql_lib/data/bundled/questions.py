@@ -61,6 +61,7 @@ class Ctx:
         self.rng = rng
         self._distinct: dict[tuple[str, str], list] = {}
         self._shared: dict[tuple[str, str], set] = {}
+        self._tied: dict[tuple[str, str, str], bool] = {}
 
     # --- drawing things -------------------------------------------------------------------
     def choice(self, options):
@@ -89,11 +90,18 @@ class Ctx:
         make 'the role type of casting credit Chef Allen' ambiguous, so such draws are skipped."""
         value = self.value(table.name, table.label)
         key = (table.name, table.label)
-        if key not in self._shared:
-            self._shared[key] = shared_values(self.conn, table.name, table.label)
+        if key not in self._shared:  # checked for the capped candidates only: cheap on big tables
+            self._shared[key] = shared_values(self.conn, table.name, table.label,
+                                              among=self.values(table.name, table.label))
         if value in self._shared[key]:
             raise Skip
         return value
+
+    def extreme_is_tied(self, table: str, column: str, agg: str) -> bool:
+        key = (table, column, agg)
+        if key not in self._tied:
+            self._tied[key] = extreme_is_tied(self.conn, table, column, agg)
+        return self._tied[key]
 
     def tables(self, *needs: str) -> list[Table]:
         """Tables having every listed column kind ('label', 'numeric', 'category', ...)."""
@@ -218,10 +226,16 @@ def _a(phrase: str) -> str:
     return f"{'an' if phrase[:1].lower() in 'aeiou' else 'a'} {phrase}"
 
 
-def shared_values(conn: sqlite3.Connection, table: str, column: str) -> set:
-    """The values of ``column`` that more than one row of ``table`` holds."""
+def shared_values(conn: sqlite3.Connection, table: str, column: str, among: list | None = None) -> set:
+    """The values of ``column`` that more than one row of ``table`` holds; with ``among``, only
+    those of these candidates (so a million-row table yields at most that many values)."""
+    where, args = "", ()
+    if among is not None:
+        if not among:
+            return set()
+        where, args = f" WHERE {qi(column)} IN ({', '.join('?' * len(among))})", tuple(among)
     return {r[0] for r in conn.execute(
-        f"SELECT {qi(column)} FROM {qi(table)} GROUP BY {qi(column)} HAVING COUNT(*) > 1")}
+        f"SELECT {qi(column)} FROM {qi(table)}{where} GROUP BY {qi(column)} HAVING COUNT(*) > 1", args)}
 
 
 def with_noun(noun: str, words: str) -> str:
@@ -760,7 +774,7 @@ def c_of_extreme_parent(ctx: Ctx) -> Draft:
     high = ctx.chance(0.6)
     word = "highest" if high else "lowest"
     agg = "MAX" if high else "MIN"
-    if extreme_is_tied(ctx.conn, parent.name, col.name, agg):
+    if ctx.extreme_is_tied(parent.name, col.name, agg):
         raise Skip
     q = ctx.say(["List the {cpl} {verb} the {psg} with the {w} {p}.",
                  "Which {cpl} are {verb} the {psg} whose {p} is the {w}?",
