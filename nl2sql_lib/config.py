@@ -502,7 +502,9 @@ def params_from_notebook(stage: str, namespace: dict[str, Any]) -> StageParams:
     are never parameters. Called again in the same kernel (JupyterLab: the cell run again after
     the cells below it), the names that appeared since the first successful call are the
     notebook's own (``metrics``, ``fig``...) and are skipped with a printed note, unless they are
-    keys of the stage's model (a parameter added to the parameters cell).
+    keys of the stage's model (a parameter added to the parameters cell). The price: a mistyped
+    parameter added before such a re-run is skipped too (the note names it); a fresh kernel
+    (Restart Kernel and Run All Cells) checks every name again.
 
     Opened from ``notebooks/`` (JupyterLab's default), the working directory moves to the
     project's root so that relative paths mean the same as under ``make pipeline``.
