@@ -58,8 +58,9 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PYTHON) -m tests.bench.run_all $(BENCH)
 
+# Jupyter refuses to start as root without --allow-root (containers, cloud machines run as root).
 lab: $(STAMP)
-	$(VENV)/bin/jupyter lab notebooks/
+	$(VENV)/bin/jupyter lab notebooks/ $(if $(filter 0,$(shell id -u)),--allow-root,)
 
 strip-notebooks: $(STAMP)
 	$(PYTHON) -m nl2sql_lib.notebook_tools strip notebooks/*.ipynb
