@@ -15,11 +15,16 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SPIDER_DEV = PROJECT_ROOT.parent / "shared" / "spider-dev"
 
 
-@pytest.fixture(scope="session")
-def spider_dev() -> Path:
-    if (SPIDER_DEV / "dev.json").is_file():
-        return SPIDER_DEV
-    reason = f"the Spider dev set is not at {SPIDER_DEV}"
+def require_spider_dev(path: Path = SPIDER_DEV) -> Path:
+    """``path`` when it holds Spider dev; else skip (a user's clone) or fail (``CI`` set)."""
+    if (path / "dev.json").is_file():
+        return path
+    reason = f"the Spider dev set is not at {path}"
     if os.environ.get("CI"):
         pytest.fail(f"{reason}; CI always has it, so this is a failure, not a skip")
     pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def spider_dev() -> Path:
+    return require_spider_dev()

@@ -66,6 +66,49 @@ def test_spider_missing_database_can_be_an_error_naming_db_and_path(spider_dev, 
     assert not (spider_dev / "database" / "wta_1" / "wta_1.sqlite").exists()
 
 
+def _spider_layout(root: Path) -> Path:
+    """Spider's release layout with its training files: dev.json, train_spider.json,
+    train_others.json, tables.json and database/<db>/<db>.sqlite (two tiny databases)."""
+    for db_id, rows in (("concert", [("Ann", 30), ("Bo", 41)]), ("pets", [("Rex", 3)])):
+        (root / "database" / db_id).mkdir(parents=True)
+        conn = sqlite3.connect(root / "database" / db_id / f"{db_id}.sqlite")
+        conn.execute("CREATE TABLE t (name TEXT, age INT)")
+        conn.executemany("INSERT INTO t VALUES (?, ?)", rows)
+        conn.commit()
+        conn.close()
+    (root / "tables.json").write_text(json.dumps([{"db_id": "concert"}, {"db_id": "pets"}]))
+    record = lambda db, q, sql: {"db_id": db, "question": q, "query": sql}  # noqa: E731
+    (root / "dev.json").write_text(json.dumps([record("pets", "How many pets?", "SELECT count(*) FROM t")]))
+    (root / "train_spider.json").write_text(json.dumps([
+        record("concert", "List the names.", "SELECT name FROM t"),
+        record("concert", "Names older than 35?", "SELECT name FROM t WHERE age > 35"),
+    ]))
+    (root / "train_others.json").write_text(json.dumps([record("pets", "Oldest pet?", "SELECT max(age) FROM t")]))
+    return root
+
+
+def test_spider_training_files_load_into_train_with_their_own_ids(tmp_path):
+    root = _spider_layout(tmp_path / "spider")
+    loaded = load_source(SourceParams(type="spider", path=str(root)), tmp_path / "work")
+    assert [e.question_id for e in loaded["dev"]] == ["spider-dev-0000"]
+    assert [e.question_id for e in loaded["train"]] == ["spider-train-0000", "spider-train-0001", "spider-others-0000"]
+    assert [e.difficulty for e in loaded["train"]] == ["easy", "easy", "easy"]
+    assert loaded["train"][2].db_path == str(root / "database" / "pets" / "pets.sqlite")
+    assert loaded.report["missing_db"] == []
+    # one file alone: its own split
+    only = load_source(SourceParams(type="spider", path=str(root / "train_spider.json")), tmp_path / "work")
+    assert len(only["train"]) == 2 and only["dev"] == []
+
+
+def test_spider_db_id_missing_from_tables_json_names_file_and_record(tmp_path):
+    root = _spider_layout(tmp_path / "spider")
+    (root / "tables.json").write_text(json.dumps([{"db_id": "pets"}]))
+    with pytest.raises(DataFileError) as info:
+        load_source(SourceParams(type="spider", path=str(root)), tmp_path / "work")
+    assert str(root / "train_spider.json") in str(info.value) and "record 0" in str(info.value)
+    assert "'concert'" in str(info.value) and "tables.json" in str(info.value)
+
+
 # Spider's evaluation.py hardness rule, applied to the parse Spider ships in dev.json ("sql"):
 # an independent oracle for our sqlglot-based version.
 _WHERE_OPS = ("not", "between", "=", ">", "<", ">=", "<=", "!=", "in", "like", "is", "exists")
