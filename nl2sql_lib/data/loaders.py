@@ -269,8 +269,9 @@ def spider_hardness(sql: str) -> str:
     parse instead of Spider's own parser:
 
     - component1: WHERE, GROUP BY, ORDER BY, LIMIT, each extra table in FROM, each OR and each
-      LIKE among the WHERE/HAVING conditions;
-    - component2: nested queries (sub-queries in WHERE/HAVING/FROM, a set operation);
+      LIKE among the JOIN ON / WHERE / HAVING conditions;
+    - component2: nested queries (sub-queries in JOIN ON / WHERE / HAVING conditions, a set
+      operation; as in Spider, not a sub-query in FROM);
     - others: more than one aggregate, more than one selected column, more than one WHERE
       condition, more than one GROUP BY column.
 
@@ -348,7 +349,13 @@ def _spider_counts(select: exp.Select) -> tuple[int, int, int]:
     having_conds, having_ors = _conditions(having.this if having else None)
 
     from_ = select.args.get("from_") or select.args.get("from")
-    table_units = (1 if from_ else 0) + len(select.args.get("joins") or [])
+    joins = select.args.get("joins") or []
+    table_units = (1 if from_ else 0) + len(joins)
+    # Spider's from['conds']: the JOIN ... ON conditions, counted like WHERE's for OR and LIKE
+    on_conds, on_ors = [], 0
+    for join in joins:
+        conds, ors = _conditions(join.args.get("on"))
+        on_conds, on_ors = on_conds + conds, on_ors + ors
 
     def is_like(cond):
         inner = cond.this if isinstance(cond, exp.Not) else cond
@@ -356,13 +363,12 @@ def _spider_counts(select: exp.Select) -> tuple[int, int, int]:
 
     comp1 = sum(bool(x) for x in (where, group, order, select.args.get("limit")))
     comp1 += max(table_units - 1, 0)
-    comp1 += where_ors + having_ors
-    comp1 += sum(is_like(c) for c in where_conds + having_conds)
+    comp1 += on_ors + where_ors + having_ors
+    comp1 += sum(is_like(c) for c in on_conds + where_conds + having_conds)
 
-    comp2 = sum(_direct_queries(c) for c in where_conds + having_conds)
-    sources = [from_.this] if from_ else []
-    sources += [j.this for j in select.args.get("joins") or []]
-    comp2 += sum(isinstance(s, (exp.Subquery, exp.Select)) for s in sources)
+    # Nested queries are those inside conditions (and set operations, counted by the caller);
+    # Spider's get_nestedSQL does not look at a sub-query in FROM.
+    comp2 = sum(_direct_queries(c) for c in on_conds + where_conds + having_conds)
 
     def has_agg(node):
         return bool(_own_nodes(node, exp.AggFunc)) or isinstance(node, exp.AggFunc)
