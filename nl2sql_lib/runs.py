@@ -120,11 +120,13 @@ class StageRun:
         self.inputs: dict[str, str] = {}
         self.timings: dict[str, float] = {}
         self._started: float | None = None
+        self._commit: str | None = None
 
     def start(self) -> "StageRun":
         self.dir.mkdir(parents=True, exist_ok=True)
         (self.dir / "manifest.json").unlink(missing_ok=True)  # no manifest = not finished
         self._started = time.time()
+        self._commit = git_commit()  # the code the stage starts with, even if HEAD moves meanwhile
         return self
 
     def path(self, relative: str) -> Path:
@@ -158,7 +160,7 @@ class StageRun:
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "parameters": params_as_dict(self.params),
             "versions": library_versions(),
-            "git_commit": git_commit(),
+            "git_commit": self._commit if self._started is not None else git_commit(),
             "machine": {"platform": platform.platform(), "cpus": _cpu_count()},
             "inputs": self.inputs,
             "timings_s": {**self.timings, "total": round(total, 2)},

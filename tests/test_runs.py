@@ -130,3 +130,12 @@ def test_stage_command_line_help_and_usage_errors_exit_like_argparse(capsys):
         run([])  # --params is required
     assert exit_usage.value.code == 2
     assert "--params" in capsys.readouterr().err
+
+
+def test_manifest_records_the_commit_the_stage_started_at(tmp_path, monkeypatch):
+    from nl2sql_lib import runs
+
+    commits = iter(["a" * 40, "b" * 40])  # HEAD moves while the stage runs
+    monkeypatch.setattr(runs, "git_commit", lambda: next(commits))
+    manifest = StageRun(SFTParams(run="r", output_root=str(tmp_path)), "sft").start().finish()
+    assert manifest["git_commit"] == "a" * 40
