@@ -54,15 +54,16 @@ def read_json(path: str | Path) -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        record = _failing_record(text)
+        record = _failing_record(text, exc.pos)
         where = f" (in record {record} of the list)" if record is not None else ""
         raise DataFileError(
             f"{path}: not valid JSON at line {exc.lineno}, column {exc.colno}{where}: {exc.msg}"
         ) from None
 
 
-def _failing_record(text: str) -> int | None:
-    """For a top-level JSON list that does not parse: the index of the element that fails."""
+def _failing_record(text: str, error_at: int) -> int | None:
+    """For a top-level JSON list that does not parse at ``error_at``: the index of the element
+    holding the error, or starting at it (a missing comma between two records names the second)."""
     decoder = json.JSONDecoder()
     position = len(text) - len(text.lstrip())
     if not text.startswith("[", position):
@@ -74,9 +75,13 @@ def _failing_record(text: str) -> int | None:
             position += 1
         if position >= len(text) or text[position] == "]":
             return None
+        if position >= error_at:
+            return index
         try:
             _, position = decoder.raw_decode(text, position)
         except json.JSONDecodeError:
+            return index
+        if position > error_at:
             return index
         index += 1
 

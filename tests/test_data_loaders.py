@@ -264,6 +264,11 @@ def test_malformed_json_names_the_file_line_and_record(bird_dir, tmp_path):
         load_source(SourceParams(type="bird", path=str(bird_dir)), tmp_path)
     message = str(info.value)
     assert str(bad) in message and f"line {line}," in message and "record 2" in message
+    # a comma missing between two records names the second one
+    records_text = text.split("},\n  {")
+    bad.write_text("},\n  {".join(records_text[:3]) + "}\n  {" + "},\n  {".join(records_text[3:]))
+    with pytest.raises(DataFileError, match="record 3 of the list"):
+        load_source(SourceParams(type="bird", path=str(bird_dir)), tmp_path)
 
 
 def test_record_without_sql_names_the_file_and_record(bird_dir, tmp_path):
