@@ -43,7 +43,7 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
 
 
-def _path_exists(value: str | None, what_to_do: str = "give an existing file or folder") -> str | None:
+def _path_exists(value: str | None, what_to_do: str) -> str | None:
     """An input path that must exist. A relative one is relative to the working directory: the
     project root under ``make pipeline``, papermill and a notebook (params_from_notebook moves
     there from notebooks/)."""
@@ -53,16 +53,15 @@ def _path_exists(value: str | None, what_to_do: str = "give an existing file or 
     return value
 
 
-def _input_path(what_to_do: str) -> AfterValidator:
-    """Annotate an optional path field: None passes, anything else must exist."""
-    return AfterValidator(lambda value: _path_exists(value, what_to_do))
+def _input_path(what_to_do: str, *, stage_allowed: bool = False) -> AfterValidator:
+    """Annotate an optional path field: None passes, anything else must exist; with
+    ``stage_allowed``, ``stage:<name>`` (a stage of this run, made later) passes too."""
+    def check(value: str | None) -> str | None:
+        if stage_allowed and value is not None and value.startswith("stage:"):
+            return value
+        return _path_exists(value, what_to_do)
 
-
-def _input_path_or_stage(what_to_do: str) -> AfterValidator:
-    """Like _input_path, but ``stage:<name>`` (a stage of this run, made later) passes."""
-    return AfterValidator(
-        lambda value: value if value is None or value.startswith("stage:") else _path_exists(value, what_to_do)
-    )
+    return AfterValidator(check)
 
 
 # --------------------------------------------------------------------------------------------
@@ -246,8 +245,9 @@ class GRPOParams(StageParams):
         None, description="prompt schema rendering; None: the data stage's settings (as trained)"
     )
     num_samples_shown: int = Field(8, ge=0, description="completions kept for the start/end table")
-    reward_model: Annotated[str | None, _input_path_or_stage(
-        "give stage:reward_model, a reward_model stage folder of another run or an adapter folder"
+    reward_model: Annotated[str | None, _input_path(
+        "give stage:reward_model, a reward_model stage folder of another run or an adapter folder",
+        stage_allowed=True,
     )] = Field(
         None, description="a trained reward model scoring each completion when rewards.reward_model "
         "> 0: stage:reward_model (this run's 05_reward_model, so GRPO re-runs after it), a "
@@ -490,6 +490,11 @@ def _is_notebook_object(value: Any) -> bool:
                               types.MethodType, type, StageParams, StageRun))
 
 
+def _is_key(model: type[StageParams], name: str) -> bool:
+    """A name a notebook may set as a parameter: a key of the stage's model, or params_file."""
+    return name in model.model_fields or name == "params_file"
+
+
 def params_from_notebook(stage: str, namespace: dict[str, Any]) -> StageParams:
     """Collect the parameters papermill injected (or the parameters cell set) and validate them.
 
@@ -519,7 +524,7 @@ def params_from_notebook(stage: str, namespace: dict[str, Any]) -> StageParams:
     seen = namespace.get(_SEEN_PARAMETERS)
     skipped = []
     if isinstance(seen, (set, frozenset)):
-        skipped = sorted(n for n in values if n not in seen and n not in model.model_fields and n != "params_file")
+        skipped = sorted(n for n in values if n not in seen and not _is_key(model, n))
         for name in skipped:
             del values[name]
     names = set(values)
@@ -532,7 +537,7 @@ def params_from_notebook(stage: str, namespace: dict[str, Any]) -> StageParams:
     try:
         params = parse_params(stage, values, origin=origin)
     except ParamsError as exc:
-        unknown = [n for n in names if n not in model.model_fields and n != "params_file"]
+        unknown = [n for n in names if not _is_key(model, n)]
         if unknown or seen is not None:
             raise ParamsError(
                 f"{exc}\n  if a cell of this kernel defined such a name (cells run out of order, or "
