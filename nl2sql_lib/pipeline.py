@@ -2,11 +2,14 @@
 
     python -m nl2sql_lib.pipeline --profile cpu --run cpu --from 01_data --to 06_eval
     make pipeline PROFILE=smoke RUN=try1 FROM=03_grpo        # the same, through make
+    python -m nl2sql_lib.pipeline --profile gpu --set sft.training.max_steps=20 --set eval.use_vllm=false
 
 Profiles are folders of parameter files: ``smoke`` -> params/smoke/, ``cpu`` -> params/cpu/,
-``gpu`` -> params/ (the GPU reference runs). Every parameter file of the chosen stages is
-validated before the first notebook starts, so a typo stops the run in seconds, not after an
-hour of training. Each executed notebook is saved under outputs/<run>/notebooks/. A failing stage
+``t4`` -> params/t4/ (free Colab/Kaggle T4, 16 GB), ``gpu`` -> params/ (the GPU reference runs,
+A100/H100). ``--set STAGE.KEY=VALUE`` (``overrides`` in :func:`run_pipeline`) changes one key of
+one stage's file for this run only; the value is read as YAML, dotted keys reach nested groups.
+Every parameter file of the chosen stages is validated, overrides applied, before the first
+notebook starts, so a typo stops the run in seconds, not after an hour of training. Each executed notebook is saved under outputs/<run>/notebooks/. A failing stage
 stops the run with the notebook, the cell and the error; the stages before it keep their
 outputs, and ``--from <stage>`` resumes there.
 """
@@ -15,19 +18,23 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import json
 import logging
 import os
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from .config import NOTEBOOK_OF_STAGE, STAGES, ParamsError, load_params, read_yaml
+import yaml
+
+from .config import NOTEBOOK_OF_STAGE, STAGES, ParamsError, parse_params, read_yaml
 from .io import write_json
 from .runs import PROJECT_ROOT
 
-PROFILE_DIRS = {"smoke": "params/smoke", "cpu": "params/cpu", "gpu": "params"}
+PROFILE_DIRS = {"smoke": "params/smoke", "cpu": "params/cpu", "t4": "params/t4", "gpu": "params"}
 NOTEBOOKS = [NOTEBOOK_OF_STAGE[stage] for stage in STAGES]
 
 # glibc's allocator makes CPU training steps slow and erratic (../shared/CPU-NOTES.md, gotcha 5);
@@ -63,6 +70,7 @@ class PlannedStage:
     notebook: Path
     params_file: Path
     parameters: dict
+    overrides: dict = field(default_factory=dict)  # dotted key -> value, already in parameters
 
 
 def resolve_stage(name: str) -> str:
@@ -73,14 +81,65 @@ def resolve_stage(name: str) -> str:
     raise ParamsError(f"unknown stage {name!r}; known: {', '.join(NOTEBOOKS)}")
 
 
+def apply_overrides(values: dict, overrides: dict[str, Any], origin: str = "parameters") -> dict:
+    """A copy of ``values`` with each ``"dotted.key": value`` of ``overrides`` set.
+
+    ``{"training.max_steps": 2}`` sets ``values["training"]["max_steps"]``, creating the group
+    when the file has none; the other keys of the group stay. A value replaces what was there
+    whole (a list is not merged). Unknown keys are not caught here: the stage's typed model
+    rejects them next, naming ``origin``.
+    """
+    result = copy.deepcopy(values)
+    for key, value in overrides.items():
+        *parents, last = str(key).split(".")
+        if not last or not all(parents):
+            raise ParamsError(f"{origin}: override {key!r} is not a dotted key like training.max_steps")
+        target = result
+        for depth, part in enumerate(parents):
+            target = target.setdefault(part, {})
+            if not isinstance(target, dict):
+                group = ".".join(parents[: depth + 1])
+                raise ParamsError(f"{origin}: override {key!r}: '{group}' is a value, not a group of keys")
+        target[last] = copy.deepcopy(value)
+    return result
+
+
+def parse_set_options(items: list[str]) -> dict[str, dict[str, Any]]:
+    """``["sft.training.max_steps=4", "eval.use_vllm=false"]`` -> ``{"sft": {"training.max_steps": 4}, ...}``.
+
+    The first part names the stage (``sft``, ``02_sft`` or ``2``); the value is read as YAML
+    (``false``, ``null``, ``[a, b]``, ``1.0e-5``).
+    """
+    overrides: dict[str, dict[str, Any]] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        stage, dot, rest = key.strip().partition(".")
+        if not sep or not dot or not rest:
+            raise ParamsError(f"--set wants STAGE.KEY=VALUE (e.g. sft.training.max_steps=4), got {item!r}")
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError as exc:
+            raise ParamsError(f"--set {item!r}: the value is not valid YAML: {exc}") from None
+        overrides.setdefault(resolve_stage(stage), {})[rest] = value
+    return overrides
+
+
 def plan(profile: str, run: str, first: str, last: str, output_root: str = "outputs",
-         root: Path = PROJECT_ROOT) -> list[PlannedStage]:
-    """The stages to run, each with its validated parameters; raises before anything runs."""
+         root: Path = PROJECT_ROOT, overrides: dict[str, dict[str, Any]] | None = None) -> list[PlannedStage]:
+    """The stages to run, each with its validated parameters; raises before anything runs.
+
+    ``overrides`` maps a stage (any spelling resolve_stage takes) to ``{"dotted.key": value}``
+    set on top of that stage's file (see :func:`apply_overrides`); they are validated with the
+    file, and papermill receives the result.
+    """
     if profile not in PROFILE_DIRS:
         raise ParamsError(f"unknown profile {profile!r}; known: {', '.join(PROFILE_DIRS)}")
     start, stop = STAGES.index(resolve_stage(first)), STAGES.index(resolve_stage(last))
     if start > stop:
         raise ParamsError(f"--from {first} comes after --to {last}")
+    per_stage: dict[str, dict[str, Any]] = {}
+    for name, stage_overrides in (overrides or {}).items():
+        per_stage.setdefault(resolve_stage(name), {}).update(stage_overrides)
     planned = []
     for stage in STAGES[start : stop + 1]:
         notebook = root / "notebooks" / f"{NOTEBOOK_OF_STAGE[stage]}.ipynb"
@@ -88,13 +147,17 @@ def plan(profile: str, run: str, first: str, last: str, output_root: str = "outp
             print(f"[pipeline] {notebook.name} does not exist yet: skipped", flush=True)
             continue
         params_file = root / PROFILE_DIRS[profile] / f"{stage}.yaml"
-        overrides = {"run": run, "output_root": output_root, "profile": profile}
+        stage_overrides = per_stage.get(stage, {})
+        origin = str(params_file)
+        if stage_overrides:
+            origin += f" with overrides {', '.join(stage_overrides)}"
+        parameters = apply_overrides(read_yaml(params_file), stage_overrides, origin)
+        parameters.update(run=run, output_root=output_root, profile=profile)
         # validate now (raises with file and key), from the root: papermill runs the notebooks
         # there, so a relative input path means the same to the check and to the stage
         with contextlib.chdir(root):
-            load_params(stage, params_file, **overrides)
-        parameters = {**read_yaml(params_file), **overrides}
-        planned.append(PlannedStage(stage, notebook, params_file, parameters))
+            parse_params(stage, parameters, origin=origin)
+        planned.append(PlannedStage(stage, notebook, params_file, parameters, dict(stage_overrides)))
     return planned
 
 
@@ -136,14 +199,20 @@ def execute_stage(item: PlannedStage, out_dir: Path, root: Path = PROJECT_ROOT) 
 
 
 def run_pipeline(profile: str, run: str, first: str = "01_data", last: str = "06_eval",
-                 output_root: str = "outputs", root: Path = PROJECT_ROOT) -> dict:
+                 output_root: str = "outputs", root: Path = PROJECT_ROOT,
+                 overrides: dict[str, dict[str, Any]] | None = None) -> dict:
+    """Validate, then run the stages ``first``..``last`` of ``profile``; see :func:`plan` for
+    ``overrides``. Returns the summary also written to outputs/<run>/pipeline.json."""
     for key, value in ALLOCATOR_ENV.items():
         os.environ.setdefault(key, value)
-    stages = plan(profile, run, first, last, output_root, root)
+    stages = plan(profile, run, first, last, output_root, root, overrides)
     run_dir = root / output_root / run
     summary = {"profile": profile, "run": run, "stages": {}, "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    if any(item.overrides for item in stages):
+        summary["overrides"] = {item.stage: item.overrides for item in stages if item.overrides}
     for item in stages:
-        print(f"[pipeline] {item.notebook.stem} with {item.params_file.relative_to(root)} ...", flush=True)
+        changed = f", overridden: {', '.join(item.overrides)}" if item.overrides else ""
+        print(f"[pipeline] {item.notebook.stem} with {item.params_file.relative_to(root)}{changed} ...", flush=True)
         seconds = execute_stage(item, run_dir / "notebooks", root)
         summary["stages"][item.notebook.stem] = {"seconds": round(seconds, 1)}
         print(f"[pipeline] {item.notebook.stem} done in {seconds:.0f} s", flush=True)
@@ -187,13 +256,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--from", dest="first", default="01_data", help="first stage, e.g. 03_grpo")
     parser.add_argument("--to", dest="last", default="06_eval", help="last stage")
     parser.add_argument("--output-root", default="outputs")
+    parser.add_argument("--set", action="append", default=[], metavar="STAGE.KEY=VALUE",
+                        help="override one parameter of one stage for this run, e.g. "
+                        "--set sft.training.max_steps=20 (value read as YAML; repeatable)")
     parser.add_argument("--summary", metavar="RUN_DIR", help="only print the summary of a run folder")
     args = parser.parse_args(argv)
     if args.summary:
         print(run_summary(args.summary), end="")
         return 0
     try:
-        summary = run_pipeline(args.profile, args.run or args.profile, args.first, args.last, args.output_root)
+        overrides = parse_set_options(args.set)
+        summary = run_pipeline(args.profile, args.run or args.profile, args.first, args.last,
+                               args.output_root, overrides=overrides)
     except (ParamsError, StageFailed) as exc:
         print(f"[pipeline] {exc}", file=sys.stderr)
         return 1

@@ -76,3 +76,76 @@ def test_relative_input_paths_are_checked_from_the_project_root(tmp_path, monkey
     (root / "data" / "questions.jsonl").unlink()
     with pytest.raises(ParamsError, match=r"data\.yaml(.|\n)*sources\.0\.path(.|\n)*data/questions\.jsonl"):
         plan("smoke", "r", "01_data", "02_sft", root=root)
+
+
+# --------------------------------------------------------------------------------------------
+# Overrides: one key of one stage's file changed for a run (run_pipeline(overrides=...), --set)
+# --------------------------------------------------------------------------------------------
+
+
+def test_apply_overrides_sets_dotted_keys_in_a_copy():
+    from nl2sql_lib.pipeline import apply_overrides
+
+    values = {"model": {"spec": "Qwen/Qwen2.5-Coder-1.5B-Instruct", "dtype": "auto"}, "use_vllm": True}
+    result = apply_overrides(values, {"model.spec": "tiny:smollm2", "use_vllm": False,
+                                      "training.max_steps": 2})
+    assert result == {"model": {"spec": "tiny:smollm2", "dtype": "auto"}, "use_vllm": False,
+                      "training": {"max_steps": 2}}
+    assert values["model"]["spec"] == "Qwen/Qwen2.5-Coder-1.5B-Instruct"  # the file's dict is untouched
+    with pytest.raises(ParamsError, match=r"sft\.yaml: override 'use_vllm\.x': 'use_vllm' is a value"):
+        apply_overrides(values, {"use_vllm.x": 1}, origin="params/sft.yaml")
+    with pytest.raises(ParamsError, match="not a dotted key"):
+        apply_overrides(values, {"model.": 1})
+
+
+def test_set_options_name_a_stage_and_read_the_value_as_yaml():
+    from nl2sql_lib.pipeline import parse_set_options
+
+    assert parse_set_options(["02_sft.training.max_steps=4", "sft.model.spec=tiny:smollm2",
+                              "eval.use_vllm=false", "eval.spider_path=null"]) == {
+        "sft": {"training.max_steps": 4, "model.spec": "tiny:smollm2"},
+        "eval": {"use_vllm": False, "spider_path": None},
+    }
+    for bad in ("max_steps=4", "sft.training.max_steps", "sft.=1"):
+        with pytest.raises(ParamsError, match="STAGE.KEY=VALUE"):
+            parse_set_options([bad])
+    with pytest.raises(ParamsError, match="unknown stage 'sftt'"):
+        parse_set_options(["sftt.seed=1"])
+
+
+def test_overrides_are_validated_with_the_file_and_reach_papermill(tmp_path):
+    root = make_project(tmp_path, "stage.finish({})")
+    (root / "params" / "smoke" / "sft.yaml").write_text("seed: 2\ntraining:\n  max_steps: 50\n  learning_rate: 0.001\n")
+    (item_data, item_sft) = plan("smoke", "r", "01_data", "02_sft", root=root,
+                                 overrides={"02_sft": {"training.max_steps": 3}})
+    assert item_sft.parameters["training"] == {"max_steps": 3, "learning_rate": 0.001}
+    assert item_sft.overrides == {"training.max_steps": 3} and item_data.overrides == {}
+    with pytest.raises(ParamsError, match=r"sft\.yaml with overrides training\.max_step(.|\n)*training\.max_step"):
+        plan("smoke", "r", "01_data", "02_sft", root=root, overrides={"sft": {"training.max_step": 3}})
+
+
+def test_command_line_set_reaches_the_plan(tmp_path, monkeypatch, capsys):
+    """--set goes through the same validation: a bad key stops before any notebook runs."""
+    import nl2sql_lib.pipeline as pipeline
+
+    seen = {}
+
+    def fake_run_pipeline(profile, run, first, last, output_root, overrides=None):
+        seen.update(profile=profile, overrides=overrides)
+        return {"stages": {}}
+
+    monkeypatch.setattr(pipeline, "run_pipeline", fake_run_pipeline)
+    assert pipeline.main(["--profile", "t4", "--set", "sft.training.max_steps=4", "--set", "eval.use_vllm=false"]) == 0
+    assert seen == {"profile": "t4", "overrides": {"sft": {"training.max_steps": 4}, "eval": {"use_vllm": False}}}
+    assert pipeline.main(["--profile", "t4", "--set", "max_steps=4"]) == 1
+    assert "STAGE.KEY=VALUE" in capsys.readouterr().err
+
+
+def test_every_profile_folder_has_a_valid_file_per_stage():
+    """make pipeline PROFILE=<any> validates (the eval files may skip a missing Spider folder)."""
+    from nl2sql_lib.config import STAGES
+    from nl2sql_lib.pipeline import PROFILE_DIRS
+
+    assert PROFILE_DIRS["t4"] == "params/t4"
+    for profile in PROFILE_DIRS:
+        assert [item.stage for item in plan(profile, "check", "01_data", "06_eval")] == list(STAGES), profile
