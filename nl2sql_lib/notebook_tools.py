@@ -4,7 +4,8 @@ Every notebook starts the same way, so that papermill, JupyterLab, Colab and Kag
 a markdown title, then
 
 1. a code cell tagged ``parameters`` (papermill injects the YAML keys after it);
-2. a cell that installs the project, only on Colab or Kaggle;
+2. a cell that, only on Colab or Kaggle, clones and installs the project, moves to its folder and
+   picks the profile for the GPU (:data:`INSTALL_CELL`);
 3. a cell that validates the parameters with the stage's typed model.
 
     write_notebook("notebooks/02_sft.ipynb", "sft", "Supervised fine-tuning", [
@@ -24,22 +25,117 @@ import nbformat
 
 PARAMETERS_CELL = '''# Parameters. papermill injects the keys of a parameter file after this cell
 # (papermill notebooks/{name}.ipynb out.ipynb -f params/cpu/{stage}.yaml).
-# In JupyterLab, point params_file at a profile's YAML to run with its values.
+# In JupyterLab, point params_file at a profile's YAML to run with its values. On Colab/Kaggle,
+# None picks params/t4/{stage}.yaml or params/{stage}.yaml for the GPU (next cell).
 params_file = None
 run = "lab"
 install_from = "git+https://github.com/nl2sql-lab/nl2sql-lab.git"'''
 
-# It runs before the project is installed, so its logic lives in the cell itself. pip wants a
-# local folder as "<path>[gpu]" ("nl2sql_lib[gpu] @ <path>" fails: "No scheme supplied"), made
-# absolute (a bare "nl2sql-lab[gpu]" would be looked up on PyPI), and a URL as
-# "nl2sql_lib[gpu] @ <url>". Only underscored names: params_from_notebook would take a public
-# one for a parameter.
-INSTALL_CELL = '''# On Colab or Kaggle only: install the project (with the GPU extra) from `install_from`,
-# a git URL or an existing folder (e.g. an uploaded clone).
-import os, subprocess, sys
+# The Colab/Kaggle set-up. It runs before the project is installed, so its logic lives in the
+# cell itself (standard library only). Its names start with "_": params_from_notebook would take
+# a public one for a parameter. "{stage}" is replaced by the notebook's stage (install_cell).
+# Tested in tests/test_notebooks.py with Colab/Kaggle, pip and nvidia-smi faked and a local git
+# repository cloned for real.
+INSTALL_CELL = """# Colab or Kaggle only (elsewhere this cell does nothing): get the project WITH its params/,
+# install it with the gpu extra, work from its folder, and pick the profile for this GPU.
+# install_from: a git URL, cloned once into /content/nl2sql-lab (Kaggle: /kaggle/working/
+# nl2sql-lab; the environment variable NL2SQL_LAB_DIR names another folder), or an existing
+# folder (an uploaded clone), used as is.
+import os, sys
+
+_stage = "{stage}"
+# Packages whose new version a running kernel cannot load: if pip changed one that is already
+# imported here, the kernel must restart.
+_RESTART_IF_CHANGED = ("torch", "transformers", "trl", "peft", "accelerate", "datasets", "tokenizers",
+                       "huggingface_hub", "numpy", "pandas", "pyarrow", "pydantic")
+
+
+def _project_folder(install_from, on_kaggle):
+    import subprocess
+
+    if os.path.isdir(install_from):
+        return os.path.abspath(install_from)
+    folder = os.environ.get("NL2SQL_LAB_DIR") or ("/kaggle/working/nl2sql-lab" if on_kaggle else "/content/nl2sql-lab")
+    if os.path.isdir(folder):
+        print(f"project: the clone in {folder} (delete that folder to clone again)")
+        return folder
+    url, branch = install_from.removeprefix("git+"), []
+    head, _, last = url.rpartition("/")
+    if "@" in last:  # pip's form for a branch or tag: ...nl2sql-lab.git@v1
+        last, ref = last.split("@", 1)
+        url, branch = f"{head}/{last}", ["--branch", ref]
+    print(f"project: cloning {url} into {folder}")
+    subprocess.run(["git", "clone", "--depth", "1", *branch, url, folder], check=True)
+    return folder
+
+
+def _install(folder):
+    import importlib, importlib.metadata, subprocess
+
+    marker, target = os.path.join(folder, ".nl2sql-installed"), f"{folder}[gpu]"
+    try:
+        importlib.metadata.distribution("nl2sql_lib")
+        with open(marker) as done:
+            installed = done.read() == target
+    except (importlib.metadata.PackageNotFoundError, OSError):
+        installed = False
+    if installed:
+        print(f"install: {target} is installed already")
+    else:
+        print(f"install: pip install -e {target} (a few minutes)")
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", target], check=True)
+        with open(marker, "w") as out:
+            out.write(target)
+        importlib.invalidate_caches()
+    changed = []
+    for name in _RESTART_IF_CHANGED:
+        loaded = getattr(sys.modules.get(name), "__version__", None)
+        try:
+            now = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+        if loaded is not None and loaded != now:
+            changed.append(f"{name} {loaded} -> {now}")
+    if changed:
+        print("Runtime > Restart session, then run all cells again"
+              " (Kaggle: Run > Restart & clear cell outputs, then Run All)")
+        raise RuntimeError(f"restart needed: this kernel has loaded older versions of {', '.join(changed)}")
+
+
+def _profile_for_this_gpu(stage):
+    import subprocess
+
+    query = ["nvidia-smi", "--query-gpu=name,memory.total,compute_cap", "--format=csv,noheader,nounits"]
+    try:
+        first = subprocess.run(query, capture_output=True, text=True, check=True).stdout.strip().splitlines()[0]
+        name, memory_mib, capability = [part.strip() for part in first.split(",")]
+        gib, capability = float(memory_mib) / 1024, float(capability)
+    except (OSError, subprocess.CalledProcessError, IndexError, ValueError):
+        raise RuntimeError("no GPU found: Runtime > Change runtime type > T4 GPU (Kaggle: Settings > "
+                           f"Accelerator > GPU T4), or set params_file, e.g. params/smoke/{stage}.yaml") from None
+    if gib < 16.5 or capability < 8.0:
+        choice, why = f"params/t4/{stage}.yaml", "under 16.5 GB or compute capability < 8.0: fp16, T4 sizes"
+    else:
+        choice, why = f"params/{stage}.yaml", "16.5 GB or more and compute capability >= 8.0: bf16, A100/H100 sizes"
+    print(f"profile: {choice} for {name} ({gib:.1f} GB, compute capability {capability}): {why}")
+    return choice
+
+
 if "google.colab" in sys.modules or "KAGGLE_KERNEL_RUN_TYPE" in os.environ:
-    _target = f"{os.path.abspath(install_from)}[gpu]" if os.path.exists(install_from) else f"nl2sql_lib[gpu] @ {install_from}"
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", _target], check=True)'''
+    _folder = _project_folder(install_from, on_kaggle="KAGGLE_KERNEL_RUN_TYPE" in os.environ)
+    _install(_folder)
+    os.chdir(_folder)  # params/ and outputs/ resolve here, as under make pipeline
+    if _folder not in sys.path:
+        sys.path.insert(0, _folder)  # importable before a restart (an editable install's hook loads at start)
+    if params_file is None:
+        params_file = _profile_for_this_gpu(_stage)
+    print(f"working in {_folder}; params_file = {params_file!r}; outputs: {_folder}/outputs/{run}/")"""
+
+
+def install_cell(stage: str) -> str:
+    """The second code cell of the notebook of ``stage`` (INSTALL_CELL with its stage filled in)."""
+    return INSTALL_CELL.replace("{stage}", stage)
+
 
 CONFIG_CELL = '''from nl2sql_lib.config import params_from_notebook
 from nl2sql_lib.runs import StageRun
@@ -60,7 +156,7 @@ def write_notebook(path: str | Path, stage: str, title: str, cells: list[tuple[s
     nb.cells = [
         nbformat.v4.new_markdown_cell(f"# {path.stem}: {title}"),
         params,
-        nbformat.v4.new_code_cell(INSTALL_CELL),
+        nbformat.v4.new_code_cell(install_cell(stage)),
         nbformat.v4.new_code_cell(CONFIG_CELL.format(stage=stage)),
     ]
     for kind, source in cells:

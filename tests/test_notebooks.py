@@ -54,9 +54,14 @@ def test_committed_notebook_is_stripped_and_parameterized(path):
 
 
 # --------------------------------------------------------------------------------------------
-# The Colab/Kaggle install cell. It runs before the project is installed, so it is plain code in
-# the cell; these tests exec it with Colab or Kaggle faked and subprocess stubbed.
+# The Colab/Kaggle set-up cell. It runs before the project is installed, so it is plain code in
+# the cell; these tests exec it with Colab or Kaggle faked, pip and nvidia-smi stubbed, and a
+# local git repository (file:// URL) that `git clone` really clones, offline.
 # --------------------------------------------------------------------------------------------
+
+T4 = "Tesla T4, 15360, 7.5"
+A100 = "NVIDIA A100-SXM4-80GB, 81920, 8.0"
+V100_32GB = "Tesla V100-SXM2-32GB, 32768, 7.0"
 
 
 def _install_cell(path: Path) -> str:
@@ -64,71 +69,201 @@ def _install_cell(path: Path) -> str:
     return "".join(code_cells[1]["source"])
 
 
-def _run_install_cell(source: str, install_from: str, monkeypatch) -> tuple[list, dict]:
+@pytest.mark.parametrize("path", sorted(NOTEBOOKS.glob("*.ipynb")), ids=lambda p: p.name)
+def test_every_notebook_has_the_install_cell_of_its_stage(path):
+    from nl2sql_lib.config import NOTEBOOK_OF_STAGE
+    from nl2sql_lib.notebook_tools import install_cell
+
+    stage = {notebook: stage for stage, notebook in NOTEBOOK_OF_STAGE.items()}[path.stem]
+    assert _install_cell(path) == install_cell(stage), (
+        f"{path.name}: the second code cell must be notebook_tools.install_cell({stage!r})")
+
+
+@pytest.fixture
+def project_repo(tmp_path):
+    """A git repository with a few of the project's files, committed; main and a branch."""
     import subprocess
 
-    commands = []
+    repo = tmp_path / "origin"
+    for name, text in {
+        "pyproject.toml": "[project]\nname = 'nl2sql_lib'\n",
+        "params/sft.yaml": "profile: gpu\n",
+        "params/t4/sft.yaml": "profile: t4\n",
+        "nl2sql_lib/__init__.py": "",
+    }.items():
+        (repo / name).parent.mkdir(parents=True, exist_ok=True)
+        (repo / name).write_text(text)
+    git = ["git", "-C", str(repo), "-c", "user.name=test", "-c", "user.email=test@example.com"]
+    subprocess.run([*git, "init", "-q", "-b", "main"], check=True)
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "project"], check=True)
+    subprocess.run([*git, "checkout", "-q", "-b", "v1"], check=True)
+    (repo / "params" / "t4" / "sft.yaml").write_text("profile: t4\nbranch: v1\n")
+    subprocess.run([*git, "commit", "-q", "-am", "on the branch"], check=True)
+    subprocess.run([*git, "checkout", "-q", "main"], check=True)
+    return repo
 
-    def fake(cmd, *args, **kwargs):
-        commands.append(list(cmd))
-        return subprocess.CompletedProcess(cmd, 0)
 
-    monkeypatch.setattr(subprocess, "run", fake)
-    monkeypatch.setattr(subprocess, "check_call", fake)
-    namespace = {"install_from": install_from}
-    exec(source, namespace)
-    return commands, namespace
+class FakeMachine:
+    """Colab or Kaggle around the cell: records pip, answers nvidia-smi, lets git really run."""
+
+    def __init__(self, where: str, monkeypatch, tmp_path: Path, gpu: str | None = T4):
+        import os
+        import subprocess
+        import sys
+
+        self.gpu, self.commands, self.real_run = gpu, [], subprocess.run
+        self.clone_dir = tmp_path / "content" / "nl2sql-lab"
+        monkeypatch.setenv("NL2SQL_LAB_DIR", str(self.clone_dir))
+        monkeypatch.delenv("KAGGLE_KERNEL_RUN_TYPE", raising=False)
+        monkeypatch.delitem(sys.modules, "google.colab", raising=False)
+        if where == "colab":
+            monkeypatch.setitem(sys.modules, "google.colab", object())
+        elif where == "kaggle":
+            monkeypatch.setenv("KAGGLE_KERNEL_RUN_TYPE", "Interactive")
+        monkeypatch.setattr(subprocess, "run", self.run)
+        monkeypatch.setattr(sys, "path", list(sys.path))  # the cell may prepend the project folder
+        self.start_dir = tmp_path / "kernel-start"
+        self.start_dir.mkdir()
+        monkeypatch.chdir(self.start_dir)  # restored afterwards: the cell changes directory
+        self.os = os
+
+    def run(self, cmd, *args, **kwargs):
+        import subprocess
+
+        cmd = [str(part) for part in cmd]
+        self.commands.append(cmd)
+        if cmd[0] == "git":
+            return self.real_run(cmd, *args, **kwargs)
+        if cmd[0] == "nvidia-smi":
+            if self.gpu is None:
+                raise FileNotFoundError("nvidia-smi")
+            return subprocess.CompletedProcess(cmd, 0, stdout=self.gpu + "\n", stderr="")
+        return subprocess.CompletedProcess(cmd, 0)  # pip
+
+    def pip_commands(self) -> list[list[str]]:
+        return [c for c in self.commands if c[1:4] == ["-m", "pip", "install"]]
+
+    def exec_cell(self, install_from: str, params_file: str | None = None, stage: str = "sft") -> dict:
+        from nl2sql_lib.notebook_tools import install_cell
+
+        self.commands.clear()
+        namespace = {"install_from": install_from, "params_file": params_file, "run": "lab"}
+        exec(install_cell(stage), namespace)
+        return namespace
 
 
-@pytest.mark.parametrize("path", sorted(NOTEBOOKS.glob("*.ipynb")), ids=lambda p: p.name)
-def test_every_notebook_has_the_same_install_cell(path):
-    from nl2sql_lib.notebook_tools import INSTALL_CELL
+def _public_names(namespace: dict) -> set[str]:
+    import types
 
-    assert _install_cell(path) == INSTALL_CELL, f"{path.name}: the second code cell must be INSTALL_CELL"
+    return {k for k, v in namespace.items() if not k.startswith("_")
+            and not isinstance(v, (types.ModuleType, types.FunctionType)) and k != "__builtins__"}
 
 
 @pytest.mark.parametrize("where", ["colab", "kaggle"])
-def test_install_cell_installs_a_local_folder_and_a_git_url_on_colab_and_kaggle(where, tmp_path, monkeypatch):
+def test_install_cell_clones_the_project_with_params_installs_it_and_moves_there(
+        where, project_repo, tmp_path, monkeypatch, capsys):
+    import os
     import sys
 
-    from nl2sql_lib.notebook_tools import INSTALL_CELL
+    machine = FakeMachine(where, monkeypatch, tmp_path)
+    clone = machine.clone_dir
+    namespace = machine.exec_cell(f"git+{project_repo.as_uri()}")
 
-    monkeypatch.delenv("KAGGLE_KERNEL_RUN_TYPE", raising=False)
-    monkeypatch.delitem(sys.modules, "google.colab", raising=False)
-    if where == "colab":
-        monkeypatch.setitem(sys.modules, "google.colab", object())
-    else:
-        monkeypatch.setenv("KAGGLE_KERNEL_RUN_TYPE", "Interactive")
+    assert (clone / "params" / "t4" / "sft.yaml").read_text() == "profile: t4\n"  # really cloned
+    assert machine.commands[0] == ["git", "clone", "--depth", "1", project_repo.as_uri(), str(clone)]
+    assert machine.pip_commands() == [[sys.executable, "-m", "pip", "install", "-q", "-e", f"{clone}[gpu]"]]
+    assert Path(os.getcwd()) == clone and str(clone) in sys.path
+    assert namespace["params_file"] == "params/t4/sft.yaml" and Path(namespace["params_file"]).is_file()
+    out = capsys.readouterr().out
+    assert "Tesla T4" in out and "params/t4/sft.yaml" in out and "Restart" not in out
+    # the cell leaves no public names but the parameters: params_from_notebook would take a new
+    # one for a parameter (a typo)
+    assert _public_names(namespace) == {"install_from", "params_file", "run"}
 
-    # a local folder (an uploaded clone): pip takes "<path>[gpu]"; "name[gpu] @ <path>" fails
-    # with "No scheme supplied"
-    commands, namespace = _run_install_cell(INSTALL_CELL, str(tmp_path), monkeypatch)
-    assert commands == [[sys.executable, "-m", "pip", "install", "-q", f"{tmp_path}[gpu]"]]
-    # a relative folder ("nl2sql-lab", a clone beside the notebook) is made absolute: pip would
-    # look a bare "nl2sql-lab[gpu]" up on PyPI
-    (tmp_path / "nl2sql-lab").mkdir()
-    monkeypatch.chdir(tmp_path)
-    commands, _ = _run_install_cell(INSTALL_CELL, "nl2sql-lab", monkeypatch)
-    assert commands == [[sys.executable, "-m", "pip", "install", "-q", f"{tmp_path / 'nl2sql-lab'}[gpu]"]]
-    url = "git+https://github.com/nl2sql-lab/nl2sql-lab.git"
-    commands, _ = _run_install_cell(INSTALL_CELL, url, monkeypatch)
-    assert commands == [[sys.executable, "-m", "pip", "install", "-q", f"nl2sql_lib[gpu] @ {url}"]]
-    # the cell leaves no public names besides modules: params_from_notebook would take them
-    # for parameters
-    import types
-
-    public = {k for k, v in namespace.items()
-              if not k.startswith("_") and not isinstance(v, types.ModuleType)}
-    assert public == {"install_from"}, public
+    # Run all again (e.g. after a restart): no second clone, no second pip install.
+    os.chdir(machine.start_dir)
+    namespace = machine.exec_cell(f"git+{project_repo.as_uri()}")
+    assert machine.pip_commands() == [] and not [c for c in machine.commands if c[0] == "git"]
+    assert Path(os.getcwd()) == clone and namespace["params_file"] == "params/t4/sft.yaml"
+    assert "installed already" in capsys.readouterr().out
 
 
-def test_install_cell_does_nothing_outside_colab_and_kaggle(tmp_path, monkeypatch):
+def test_install_cell_asks_for_a_restart_when_pip_changed_a_loaded_package(
+        project_repo, tmp_path, monkeypatch, capsys):
+    import importlib.metadata
+    import os
+
+    import numpy
+
+    machine = FakeMachine("colab", monkeypatch, tmp_path)
+    real_version = importlib.metadata.version
+
+    def after_pip(name):  # pip installed another numpy than the one this kernel imported
+        return "0.0.1" if name == "numpy" else real_version(name)
+
+    monkeypatch.setattr(importlib.metadata, "version", after_pip)
+    with pytest.raises(RuntimeError, match=rf"restart needed.*numpy {numpy.__version__} -> 0\.0\.1"):
+        machine.exec_cell(f"git+{project_repo.as_uri()}")
+    assert "Runtime > Restart session, then run all cells again" in capsys.readouterr().out
+    assert Path(os.getcwd()) == machine.start_dir  # stopped before moving or picking a profile
+
+    # After the restart the kernel loads what pip installed: the versions agree, nothing is
+    # installed again, and the cell goes on.
+    monkeypatch.setattr(importlib.metadata, "version", real_version)
+    namespace = machine.exec_cell(f"git+{project_repo.as_uri()}")
+    assert machine.pip_commands() == []
+    assert namespace["params_file"] == "params/t4/sft.yaml"
+
+
+@pytest.mark.parametrize("gpu, expected", [
+    (T4, "params/t4/eval.yaml"),          # 15 GB, compute capability 7.5
+    (V100_32GB, "params/t4/eval.yaml"),   # enough memory, but no bf16 (7.0)
+    (A100, "params/eval.yaml"),
+])
+def test_install_cell_picks_the_profile_for_the_gpu(gpu, expected, project_repo, tmp_path, monkeypatch, capsys):
+    machine = FakeMachine("kaggle", monkeypatch, tmp_path, gpu=gpu)
+    namespace = machine.exec_cell(f"git+{project_repo.as_uri()}", stage="eval")
+    assert namespace["params_file"] == expected
+    assert gpu.split(",")[0] in capsys.readouterr().out  # says which card it saw
+
+
+def test_install_cell_keeps_a_chosen_params_file_and_needs_a_gpu_otherwise(project_repo, tmp_path, monkeypatch):
+    machine = FakeMachine("colab", monkeypatch, tmp_path, gpu=None)
+    namespace = machine.exec_cell(f"git+{project_repo.as_uri()}", params_file="params/smoke/sft.yaml")
+    assert namespace["params_file"] == "params/smoke/sft.yaml"
+    assert not [c for c in machine.commands if c[0] == "nvidia-smi"]
+    with pytest.raises(RuntimeError, match="no GPU found.*T4 GPU"):
+        machine.exec_cell(f"git+{project_repo.as_uri()}")
+
+
+def test_install_cell_clones_a_branch_named_the_pip_way(project_repo, tmp_path, monkeypatch):
+    machine = FakeMachine("colab", monkeypatch, tmp_path)
+    machine.exec_cell(f"git+{project_repo.as_uri()}@v1")
+    assert machine.commands[0] == ["git", "clone", "--depth", "1", "--branch", "v1", project_repo.as_uri(),
+                                   str(machine.clone_dir)]
+    assert "branch: v1" in (machine.clone_dir / "params" / "t4" / "sft.yaml").read_text()
+
+
+def test_install_cell_uses_an_existing_folder_as_is(project_repo, tmp_path, monkeypatch):
+    import os
     import sys
 
-    from nl2sql_lib.notebook_tools import INSTALL_CELL
+    machine = FakeMachine("kaggle", monkeypatch, tmp_path)
+    # a relative folder (an uploaded clone beside the notebook) is made absolute: pip would look
+    # a bare "origin[gpu]" up on PyPI
+    os.chdir(tmp_path)
+    machine.exec_cell("origin")
+    assert machine.pip_commands() == [[sys.executable, "-m", "pip", "install", "-q", "-e", f"{project_repo}[gpu]"]]
+    assert not [c for c in machine.commands if c[0] == "git"] and not machine.clone_dir.exists()
+    assert Path(os.getcwd()) == project_repo
 
-    monkeypatch.delenv("KAGGLE_KERNEL_RUN_TYPE", raising=False)
-    monkeypatch.delitem(sys.modules, "google.colab", raising=False)
-    for install_from in (str(tmp_path), "git+https://github.com/nl2sql-lab/nl2sql-lab.git"):
-        commands, _ = _run_install_cell(INSTALL_CELL, install_from, monkeypatch)
-        assert commands == []
+
+def test_install_cell_does_nothing_outside_colab_and_kaggle(project_repo, tmp_path, monkeypatch):
+    import os
+
+    machine = FakeMachine("laptop", monkeypatch, tmp_path)
+    for install_from in (str(project_repo), f"git+{project_repo.as_uri()}"):
+        namespace = machine.exec_cell(install_from)
+        assert machine.commands == [] and namespace["params_file"] is None
+        assert Path(os.getcwd()) == machine.start_dir and not machine.clone_dir.exists()
