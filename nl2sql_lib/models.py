@@ -14,7 +14,7 @@ Spec forms (``ModelParams.spec``):
   (full weights) or ``outputs/<run>/<name>/adapter`` (a PEFT adapter; its base comes from the
   ``nl2sql_base.json`` we save next to it, else from ``adapter_config.json``). Needs ``run_dir``.
 - a hub id such as ``Qwen/Qwen2.5-Coder-1.5B-Instruct`` - read from the local Hugging Face cache
-  only; a missing model stops with the command that fetches it.
+  only; a missing model stops with the command that fetches it (``hf download <id>``).
 - a local folder with ``config.json``.
 
 GPU-only pieces (bitsandbytes quantization, the Unsloth backend) are imported only when the
@@ -39,7 +39,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
+from . import hardware as hw_rules
 from .config import LoraParams, ModelParams
+from .hardware import GPUOnlyError, Hardware, cpu_has_bf16, detect_hardware  # noqa: F401 (re-exported)
 
 log = logging.getLogger(__name__)
 
@@ -57,10 +59,6 @@ LLAMA_LINEAR_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up
 
 class ModelSpecError(ValueError):
     """A model spec cannot be resolved; the message says which spec and what to do."""
-
-
-class GPUOnlyError(RuntimeError):
-    """A GPU-only option was asked for where it cannot run; the message says what to change."""
 
 
 @dataclass(frozen=True)
@@ -350,7 +348,7 @@ def _resolve_hub(spec: str) -> ResolvedModel:
     if path is None:
         raise ModelSpecError(
             f"model {spec!r} is not in the local Hugging Face cache and downloads are off "
-            f"(HF_HUB_OFFLINE=1). Fetch it once with: huggingface-cli download {spec}"
+            f"(HF_HUB_OFFLINE=1). Fetch it once with: hf download {spec}"
         )
     return ResolvedModel(spec, "hub", Path(path), base_spec=spec)
 
@@ -376,7 +374,7 @@ def save_base_spec(adapter_dir: str | Path, base_spec: str) -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# Hardware choices
+# Hardware choices (the rules live in hardware.py; these adapt them to ModelParams and torch)
 # --------------------------------------------------------------------------------------------
 
 
@@ -386,46 +384,34 @@ def cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
-def cpu_has_bf16() -> bool:
-    """True when the CPU computes bf16 natively (AVX512-BF16 or AMX): then bf16 is faster."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+def _hardware(hardware: Hardware | None) -> Hardware:
+    return hardware if hardware is not None else detect_hardware()
 
 
-def choose_dtype(model_params: ModelParams, *, for_training: bool = False):
-    """The weights' dtype: the parameter, or bf16 where the hardware has it, else fp32 on CPU.
+def choose_dtype(model_params: ModelParams, *, for_training: bool = False, hardware: Hardware | None = None,
+                 trains_all_weights: bool = False):
+    """The weights' torch dtype for this machine (rules: :func:`nl2sql_lib.hardware.choose_dtype`).
 
-    On CPU, training keeps fp32 weights (TRL's ``use_cpu`` + ``bf16`` runs the maths under
-    autocast, CPU-NOTES gotcha 3); pure-bf16 weights would lose the small updates.
+    bf16 from compute capability 8.0 on, fp16 on older GPUs (also when the parameters ask for
+    bf16: downgraded with a logged warning); on a CPU, fp32 for training (bf16 autocast is the
+    trainer's) and bf16 inference where the CPU computes it natively.
     """
     import torch
 
-    cuda = cuda_available()
-    if for_training and not cuda:
-        # CPU training: fp32 master weights always; "bfloat16" means bf16 autocast (TRL bf16).
-        return torch.float32
-    if model_params.dtype != "auto":
-        return getattr(torch, model_params.dtype)
-    if cuda:
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.bfloat16 if cpu_has_bf16() else torch.float32
+    decision = hw_rules.choose_dtype(model_params.dtype, _hardware(hardware), for_training=for_training,
+                                     trains_all_weights=trains_all_weights)
+    hw_rules.log_decisions(decision, log)
+    return getattr(torch, decision.choice)
 
 
-def choose_attention(model_params: ModelParams) -> str:
-    """flash_attention_2 on a GPU where ``flash_attn`` is installed, SDPA otherwise."""
-    wanted = model_params.attn_implementation
-    flash_ok = importlib.util.find_spec("flash_attn") is not None
-    if wanted == "flash_attention_2" and not (flash_ok and cuda_available()):
-        raise GPUOnlyError(
-            "attn_implementation: flash_attention_2 needs a CUDA GPU and the flash-attn package "
-            "(pip install flash-attn --no-build-isolation); set model.attn_implementation: sdpa here"
-        )
-    if wanted != "auto":
-        return wanted
-    return "flash_attention_2" if flash_ok and cuda_available() else "sdpa"
+def choose_attention(model_params: ModelParams, hardware: Hardware | None = None) -> str:
+    """flash_attention_2 where flash-attn is installed and the GPU is Ampere or newer, SDPA otherwise;
+    an explicit flash_attention_2 that cannot run raises :class:`GPUOnlyError`."""
+    flash_installed = importlib.util.find_spec("flash_attn") is not None
+    decision = hw_rules.choose_attention(model_params.attn_implementation, _hardware(hardware),
+                                         flash_installed=flash_installed)
+    hw_rules.log_decisions(decision, log)
+    return decision.choice
 
 
 # --------------------------------------------------------------------------------------------
@@ -460,17 +446,20 @@ def check_gpu_options(model_params: ModelParams) -> None:
             )
 
 
-def bnb_config_kwargs(model_params: ModelParams) -> dict[str, Any] | None:
+def bnb_config_kwargs(model_params: ModelParams, hardware: Hardware | None = None) -> dict[str, Any] | None:
     """Arguments of ``transformers.BitsAndBytesConfig`` for the quantization asked, or None.
 
-    4bit is QLoRA's recipe: NF4 weights, double quantization, bf16 compute.
+    4bit is QLoRA's recipe: NF4 weights, double quantization, bf16 compute - fp16 compute on a
+    GPU older than Ampere (a T4), which has no bf16.
     """
     if model_params.quantization == "4bit":
+        compute = hw_rules.bnb_compute_dtype(_hardware(hardware))
+        hw_rules.log_decisions(compute, log)
         return {
             "load_in_4bit": True,
             "bnb_4bit_quant_type": "nf4",
             "bnb_4bit_use_double_quant": True,
-            "bnb_4bit_compute_dtype": "bfloat16",
+            "bnb_4bit_compute_dtype": compute.choice,
         }
     if model_params.quantization == "8bit":
         return {"load_in_8bit": True}
@@ -494,12 +483,20 @@ def lora_config_kwargs(lora: LoraParams) -> dict[str, Any]:
     }
 
 
-def unsloth_from_pretrained_kwargs(model_params: ModelParams, model_path: str | Path) -> dict[str, Any]:
-    """Arguments of ``unsloth.FastLanguageModel.from_pretrained``."""
+def unsloth_from_pretrained_kwargs(model_params: ModelParams, model_path: str | Path,
+                                   hardware: Hardware | None = None) -> dict[str, Any]:
+    """Arguments of ``unsloth.FastLanguageModel.from_pretrained``.
+
+    ``dtype`` None (``auto``) lets Unsloth pick for the GPU; an explicit one goes through the
+    same rule as everywhere (bf16 asked on a T4 becomes fp16).
+    """
+    dtype = None
+    if model_params.dtype != "auto":
+        dtype = hw_rules.choose_dtype(model_params.dtype, _hardware(hardware)).choice
     return {
         "model_name": str(model_path),
         "max_seq_length": model_params.max_seq_length,
-        "dtype": None if model_params.dtype == "auto" else model_params.dtype,  # None: Unsloth picks
+        "dtype": dtype,
         "load_in_4bit": model_params.quantization == "4bit",
         "load_in_8bit": model_params.quantization == "8bit",
         "full_finetuning": False,
@@ -520,14 +517,25 @@ def unsloth_peft_kwargs(lora: LoraParams, *, seed: int = 0, gradient_checkpointi
     }
 
 
-def from_pretrained_kwargs(model_params: ModelParams, *, for_training: bool = False) -> dict[str, Any]:
-    """Arguments of ``AutoModelForCausalLM.from_pretrained`` (the quantization config aside)."""
+def from_pretrained_kwargs(model_params: ModelParams, *, for_training: bool = False,
+                           hardware: Hardware | None = None, trains_all_weights: bool = False) -> dict[str, Any]:
+    """Arguments of ``AutoModelForCausalLM.from_pretrained`` (the quantization config aside).
+
+    ``device_map`` puts quantized and inference models on this process's GPU
+    (``cuda:{LOCAL_RANK}``); a model that trains in full precision is left to the trainer.
+    ``trains_all_weights``: every weight trains (no LoRA), which decides fp32 vs fp16 weights on
+    a GPU without bf16 (see :func:`nl2sql_lib.hardware.choose_dtype`).
+    """
+    hw = _hardware(hardware)
     kwargs: dict[str, Any] = {
-        "dtype": choose_dtype(model_params, for_training=for_training),
-        "attn_implementation": choose_attention(model_params),
+        "dtype": choose_dtype(model_params, for_training=for_training, hardware=hw,
+                              trains_all_weights=trains_all_weights),
+        "attn_implementation": choose_attention(model_params, hw),
     }
-    if model_params.quantization != "none":
-        kwargs["device_map"] = {"": 0}  # bitsandbytes weights live on the GPU
+    placement = hw_rules.device_map(hw, quantized=model_params.quantization != "none", for_training=for_training)
+    hw_rules.log_decisions(placement, log)
+    if placement.choice is not None:
+        kwargs["device_map"] = placement.choice
     return kwargs
 
 
@@ -573,8 +581,11 @@ def load_model(
 
     from transformers import AutoModelForCausalLM
 
-    kwargs = from_pretrained_kwargs(model_params, for_training=for_training)
-    bnb = bnb_config_kwargs(model_params)
+    use_lora = for_training and lora is not None and lora.enabled
+    hw = detect_hardware()
+    kwargs = from_pretrained_kwargs(model_params, for_training=for_training, hardware=hw,
+                                    trains_all_weights=for_training and not use_lora)
+    bnb = bnb_config_kwargs(model_params, hw)
     if bnb is not None:
         import torch
         from transformers import BitsAndBytesConfig
@@ -586,7 +597,6 @@ def load_model(
     model = AutoModelForCausalLM.from_pretrained(str(resolved.path), **kwargs)
     _fill_generation_ids(model.generation_config, tokenizer)
 
-    use_lora = for_training and lora is not None and lora.enabled
     if resolved.adapter_path is not None:
         from peft import PeftModel
 
@@ -597,7 +607,10 @@ def load_model(
         if bnb is not None:
             from peft import prepare_model_for_kbit_training
 
-            model = prepare_model_for_kbit_training(model)
+            # Non-reentrant checkpointing, as transformers 5 and TRL use (PEFT's default {} would
+            # leave the choice to torch); the trainer re-applies its own setting afterwards.
+            model = prepare_model_for_kbit_training(
+                model, gradient_checkpointing_kwargs={"use_reentrant": False})
         model = add_lora(model, lora)
 
     if not for_training:
@@ -615,8 +628,12 @@ def add_lora(model, lora: LoraParams):
 def _load_unsloth(model_params: ModelParams, resolved: ResolvedModel, lora: LoraParams | None, seed: int):
     from unsloth import FastLanguageModel  # lazy: GPU extra only
 
-    path = resolved.path
-    model, tokenizer = FastLanguageModel.from_pretrained(**unsloth_from_pretrained_kwargs(model_params, path))
+    import torch
+
+    kwargs = unsloth_from_pretrained_kwargs(model_params, resolved.path)
+    if isinstance(kwargs["dtype"], str):
+        kwargs["dtype"] = getattr(torch, kwargs["dtype"])  # Unsloth wants a torch dtype
+    model, tokenizer = FastLanguageModel.from_pretrained(**kwargs)
     if resolved.adapter_path is not None:
         from peft import PeftModel
 

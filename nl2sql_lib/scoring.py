@@ -526,30 +526,40 @@ def _load_full(directory: Path, dtype: str) -> tuple[Any, Any]:
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+    from . import hardware as hw_rules
+
     torch_dtype = torch.float32 if dtype == "auto" else getattr(torch, dtype)
-    model = AutoModelForSequenceClassification.from_pretrained(str(directory), num_labels=1, dtype=torch_dtype)
+    # Scoring runs on this process's GPU when there is one (cuda:{LOCAL_RANK}), not on its CPU.
+    placement = hw_rules.device_map(hw_rules.detect_hardware(), quantized=False, for_training=False)
+    hw_rules.log_decisions(placement, logger)
+    extra = {} if placement.choice is None else {"device_map": placement.choice}
+    model = AutoModelForSequenceClassification.from_pretrained(str(directory), num_labels=1, dtype=torch_dtype, **extra)
     return model, AutoTokenizer.from_pretrained(str(directory))
 
 
 def load_sequence_classifier(
-    model_params: Any, *, run_dir: str | Path | None = None, for_training: bool = False
+    model_params: Any, *, run_dir: str | Path | None = None, for_training: bool = False,
+    trains_all_weights: bool = False,
 ) -> Any:
     """``AutoModelForSequenceClassification`` with one output on the weights a model spec names.
 
     ``model_params`` is a :class:`~nl2sql_lib.config.ModelParams` (spec, dtype, quantization).
     The score head is new (random); the rest comes from the spec's weights. When the spec is an
     adapter (``stage:sft``), the adapter is merged into the base first, so the reward model can
-    start from the fine-tuned policy.
+    start from the fine-tuned policy. For inference (``for_training=False``) on a GPU it loads
+    onto this process's GPU (``cuda:{LOCAL_RANK}``); see :func:`nl2sql_lib.models.from_pretrained_kwargs`.
     """
     from transformers import AutoModelForSequenceClassification, BitsAndBytesConfig
     from trl.trainer.reward_trainer import suppress_seqcls_warning
 
-    from .models import bnb_config_kwargs, check_gpu_options, from_pretrained_kwargs, resolve_spec
+    from .models import bnb_config_kwargs, check_gpu_options, detect_hardware, from_pretrained_kwargs, resolve_spec
 
     check_gpu_options(model_params)
     resolved = resolve_spec(model_params.spec, run_dir=run_dir)
-    kwargs = {"num_labels": 1, **from_pretrained_kwargs(model_params, for_training=for_training)}
-    bnb = bnb_config_kwargs(model_params)
+    hardware = detect_hardware()
+    kwargs = {"num_labels": 1, **from_pretrained_kwargs(model_params, for_training=for_training, hardware=hardware,
+                                                        trains_all_weights=trains_all_weights)}
+    bnb = bnb_config_kwargs(model_params, hardware)
     if bnb is not None:
         import torch
 
