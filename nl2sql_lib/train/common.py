@@ -15,7 +15,9 @@ import time
 from pathlib import Path
 from typing import Any, Iterable
 
+from .. import hardware as hw_rules
 from ..config import ModelParams, TrainingParams
+from ..hardware import Hardware
 from ..io import read_json, write_json
 
 log = logging.getLogger(__name__)
@@ -27,22 +29,50 @@ class TrainingSetupError(ValueError):
     """The parameters cannot run here; the message names the parameter and what to change."""
 
 
-def precision_kwargs(model_params: ModelParams, *, cuda: bool, cpu_bf16: bool) -> dict[str, Any]:
-    """``use_cpu`` / ``bf16`` / ``fp16`` for a TRL config (CPU-NOTES gotcha 3).
+def precision_kwargs(model_params: ModelParams, *, cuda: bool | None = None, cpu_bf16: bool = False,
+                     hardware: Hardware | None = None) -> dict[str, Any]:
+    """``use_cpu`` / ``bf16`` / ``fp16`` for a TRL config (rules: :func:`hardware.trainer_precision`).
 
-    TRL defaults to bf16 and fails on a CPU unless ``use_cpu=True``; then bf16 runs as CPU
-    autocast over fp32 weights, which is faster where the CPU has native bf16 (AVX512-BF16/AMX).
-    ``model.dtype: float32`` turns autocast off.
+    GPU: bf16 from compute capability 8.0 on, fp16 below (a T4; ``model.dtype: bfloat16`` is
+    downgraded there with a logged warning). CPU: ``use_cpu=True`` (TRL defaults to bf16 and fails
+    on a CPU otherwise) and bf16 autocast over fp32 weights where the CPU computes bf16 natively
+    (CPU-NOTES gotcha 3). ``model.dtype: float32`` turns mixed precision off.
+
+    ``hardware``: the machine (``detect_hardware()``); without it, ``cuda``/``cpu_bf16`` describe
+    an assumed one (``cuda=True``: an Ampere-class GPU), as older callers passed them.
     """
-    dtype = model_params.dtype
-    if cuda:
-        return {"bf16": dtype in ("auto", "bfloat16"), "fp16": dtype == "float16"}
-    bf16 = dtype == "bfloat16" or (dtype == "auto" and cpu_bf16)
-    return {"use_cpu": True, "bf16": bf16, "fp16": False}
+    decision = hw_rules.trainer_precision(model_params.dtype, _machine(hardware, cuda, cpu_bf16))
+    hw_rules.log_decisions(decision, log)
+    return dict(decision.choice)
 
 
-def training_kwargs(t: TrainingParams, output_dir: str | Path, *, seed: int) -> dict[str, Any]:
-    """The training-loop arguments shared by TRL's configs (transformers 5 names)."""
+def _machine(hardware: Hardware | None, cuda: bool | None, cpu_bf16: bool) -> Hardware:
+    if hardware is not None:
+        return hardware
+    if cuda is None:
+        return hw_rules.detect_hardware()
+    return hw_rules.assumed_hardware(cuda, cpu_bf16)
+
+
+def gradient_checkpointing_kwargs(t: TrainingParams, hardware: Hardware, *, stage: str = "training") -> dict[str, Any]:
+    """``gradient_checkpointing`` for a TRL config: the parameter, or for ``auto`` on with CUDA
+    and off on a CPU (TRL's own default is on everywhere; CPU-NOTES gotcha 3).
+
+    No ``gradient_checkpointing_kwargs``: transformers 5 already checkpoints non-reentrantly when
+    none are given (``{"use_reentrant": False}``, also right for LoRA), and TRL forces reentrant
+    itself for PEFT + DeepSpeed ZeRO-3, warning when we had asked otherwise.
+    """
+    decision = hw_rules.choose_gradient_checkpointing(t.gradient_checkpointing, hardware, stage=stage)
+    hw_rules.log_decisions(decision, log)
+    return {"gradient_checkpointing": decision.choice}
+
+
+def training_kwargs(t: TrainingParams, output_dir: str | Path, *, seed: int,
+                    hardware: Hardware | None = None, stage: str = "training") -> dict[str, Any]:
+    """The training-loop arguments shared by TRL's configs (transformers 5 names).
+
+    ``hardware`` decides ``gradient_checkpointing: auto`` (detected when not given).
+    """
     return {
         "output_dir": str(output_dir),
         "seed": seed,
@@ -55,7 +85,7 @@ def training_kwargs(t: TrainingParams, output_dir: str | Path, *, seed: int) -> 
         # transformers 5 dropped warmup_ratio: a float below 1 in warmup_steps is a ratio.
         "warmup_steps": t.warmup_ratio if t.warmup_ratio < 1 else int(t.warmup_ratio),
         "weight_decay": t.weight_decay,
-        "gradient_checkpointing": t.gradient_checkpointing,
+        **gradient_checkpointing_kwargs(t, hardware or hw_rules.detect_hardware(), stage=stage),
         "logging_steps": t.logging_steps,
         "logging_first_step": True,
         "save_strategy": "steps",

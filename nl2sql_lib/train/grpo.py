@@ -34,7 +34,9 @@ from collections import deque
 from pathlib import Path
 from typing import Any, Sequence
 
+from .. import hardware as hw_rules
 from ..config import GRPOParams, SchemaParams, params_as_dict
+from ..hardware import Hardware
 from ..io import write_json
 from ..rewards import ExecutionScorer, RewardFunction, RewardModelReward, build_rewards, completion_text
 from .. import runs
@@ -42,6 +44,7 @@ from ..runs import StageRun, require_output
 from .common import (
     StepTimer,
     TrainingSetupError,
+    _machine,
     checked_extra,
     memory_metrics,
     precision_kwargs,
@@ -73,24 +76,37 @@ def grpo_config_kwargs(
     cfg: GRPOParams,
     output_dir: str | Path,
     *,
-    cuda: bool,
+    cuda: bool | None = None,
     cpu_bf16: bool = False,
+    hardware: Hardware | None = None,
     reward_weights: Sequence[float] | None = None,
+    longest_prompt_tokens: int | None = None,
 ) -> dict[str, Any]:
-    """The keyword arguments of ``trl.GRPOConfig`` for ``cfg`` on a machine with/without CUDA.
+    """The keyword arguments of ``trl.GRPOConfig`` for ``cfg`` on a machine.
 
+    - ``hardware``: the machine (``detect_hardware()``); ``cuda``/``cpu_bf16`` describe an
+      assumed one instead (``cuda=True``: an Ampere-class GPU), as the tests pass them.
     - The training loop and precision come from train/common.py, as for SFT: on a CPU
       ``use_cpu=True`` and bf16 autocast only where the CPU has native bf16 (``cpu_bf16``) or
-      ``model.dtype: bfloat16`` asks for it (CPU-NOTES gotcha 3); bf16 on a GPU.
+      ``model.dtype: bfloat16`` asks for it (CPU-NOTES gotcha 3); bf16 on an Ampere+ GPU, fp16
+      below. ``training.gradient_checkpointing: auto`` (the default) is on with CUDA: 16
+      completions of ~1,200 tokens need tens of GB of activations without it.
+    - ``optim``: paged 8-bit AdamW with quantized weights (QLoRA), plain AdamW otherwise.
     - With ``use_vllm`` generation goes to vLLM in ``vllm_mode`` (``colocate``: inside this
-      process, sharing the GPU), its context bounded by ``model.max_seq_length``.
+      process, sharing the GPU); its context is the longest kept prompt
+      (``longest_prompt_tokens``) + ``max_completion_length``, or ``training.max_length`` when the
+      prompts are not known yet (every kept prompt + completion fits it).
     - ``training.extra`` is passed last (it wins) after its keys are checked against GRPOConfig.
     """
     from trl import GRPOConfig  # the dataclass only; importing TRL does not import vLLM
 
+    from ..models import optimizer_name
+
+    hw = _machine(hardware, cuda, cpu_bf16)
     kwargs: dict[str, Any] = {
-        **training_kwargs(cfg.training, output_dir, seed=cfg.seed),
-        **precision_kwargs(cfg.model, cuda=cuda, cpu_bf16=cpu_bf16),
+        **training_kwargs(cfg.training, output_dir, seed=cfg.seed, hardware=hw, stage="GRPO"),
+        **precision_kwargs(cfg.model, hardware=hw),
+        "optim": optimizer_name(cfg.model),
         "num_generations": cfg.num_generations,
         "max_completion_length": cfg.max_completion_length,
         "temperature": cfg.temperature,
@@ -106,12 +122,26 @@ def grpo_config_kwargs(
         kwargs["vllm_mode"] = cfg.vllm_mode
         if cfg.vllm_mode == "colocate":
             kwargs["vllm_gpu_memory_utilization"] = 0.3  # the rest stays for training
-            kwargs["vllm_max_model_length"] = cfg.model.max_seq_length
+            kwargs["vllm_max_model_length"] = colocate_max_model_len(cfg, longest_prompt_tokens)
     try:
         kwargs.update(checked_extra(cfg.training.extra, GRPOConfig))
     except TrainingSetupError as exc:
         raise GRPOSetupError(str(exc)) from None
     return kwargs
+
+
+def colocate_max_model_len(cfg: GRPOParams, longest_prompt_tokens: int | None) -> int:
+    """vLLM's context in colocate mode: the longest kept prompt + ``max_completion_length``."""
+    if longest_prompt_tokens is None:
+        # Prompts longer than max_length - max_completion_length are dropped before training.
+        decision = hw_rules.Decision(
+            "vllm_max_model_length", cfg.training.max_length,
+            "training.max_length (the prompts are not measured yet)")
+    else:
+        sized = hw_rules.vllm_max_model_len(longest_prompt_tokens, cfg.max_completion_length)
+        decision = hw_rules.Decision("vllm_max_model_length", sized.choice, sized.reason)
+    hw_rules.log_decisions(decision, logger)
+    return decision.choice
 
 
 def gpu_plan(cfg: GRPOParams) -> dict[str, Any]:
@@ -182,14 +212,26 @@ def build_records(examples: Sequence[Any], cfg: GRPOParams, schema: SchemaParams
     return records
 
 
-def drop_long_prompts(records: list[dict], tokenizer: Any, max_prompt_tokens: int) -> tuple[list[dict], int]:
-    """Rows whose templated prompt fits ``max_prompt_tokens`` (GRPOConfig has no prompt cut)."""
+def prompt_tokens(record: dict, tokenizer: Any) -> int:
+    """Tokens of a row's templated prompt (with the assistant turn opened)."""
+    ids = tokenizer.apply_chat_template(record["prompt"], tokenize=True, add_generation_prompt=True)
+    ids = ids["input_ids"] if hasattr(ids, "keys") else ids  # CPU-NOTES gotcha 2
+    return len(ids)
+
+
+def drop_long_prompts(records: list[dict], tokenizer: Any, max_prompt_tokens: int,
+                      lengths: list[int] | None = None) -> tuple[list[dict], int]:
+    """Rows whose templated prompt fits ``max_prompt_tokens`` (GRPOConfig has no prompt cut).
+
+    ``lengths``: when a list is given, the kept rows' prompt lengths are appended to it.
+    """
     kept = []
     for rec in records:
-        ids = tokenizer.apply_chat_template(rec["prompt"], tokenize=True, add_generation_prompt=True)
-        ids = ids["input_ids"] if hasattr(ids, "keys") else ids  # CPU-NOTES gotcha 2
-        if len(ids) <= max_prompt_tokens:
+        n = prompt_tokens(rec, tokenizer)
+        if n <= max_prompt_tokens:
             kept.append(rec)
+            if lengths is not None:
+                lengths.append(n)
     return kept, len(records) - len(kept)
 
 
@@ -336,10 +378,11 @@ def _fingerprint(cfg: GRPOParams) -> dict[str, Any]:
 def run_grpo(cfg: GRPOParams, stage: StageRun) -> dict[str, Any]:
     """Train with GRPO and save ``grpo/adapter`` (or ``grpo/model``) and ``grpo/metrics.json``."""
     from ..data.example import read_examples
-    from ..models import count_parameters, cpu_has_bf16, cuda_available, load_model, resolve_spec, save_base_spec
+    from ..models import count_parameters, detect_hardware, load_model, resolve_spec, save_base_spec
 
-    cuda = cuda_available()
-    check_hardware(cfg, cuda=cuda)
+    hardware = detect_hardware()
+    logger.info("hardware: %s", hardware.describe())
+    check_hardware(cfg, cuda=hardware.cuda)
     if cfg.model.backend == "unsloth":
         import unsloth  # noqa: F401  (GPU extra) must be imported before TRL to patch it
 
@@ -367,7 +410,8 @@ def run_grpo(cfg: GRPOParams, stage: StageRun) -> dict[str, Any]:
     with stage.timer("dataset"):
         records = build_records(examples, cfg, schema)
         max_prompt = max(16, cfg.training.max_length - cfg.max_completion_length)
-        records, too_long = drop_long_prompts(records, tokenizer, max_prompt)
+        kept_lengths: list[int] = []
+        records, too_long = drop_long_prompts(records, tokenizer, max_prompt, kept_lengths)
     if not records:
         raise GRPOSetupError(
             f"no training prompt fits training.max_length={cfg.training.max_length} minus "
@@ -389,7 +433,8 @@ def run_grpo(cfg: GRPOParams, stage: StageRun) -> dict[str, Any]:
     checkpoints = stage.dir / "checkpoints"
     resume_from = resume_checkpoint(checkpoints, _fingerprint(cfg), resume=cfg.training.resume)
     logs_dir = tensorboard_dir(stage.dir)
-    args = GRPOConfig(**grpo_config_kwargs(cfg, checkpoints, cuda=cuda, cpu_bf16=cpu_has_bf16(), reward_weights=weights))
+    args = GRPOConfig(**grpo_config_kwargs(cfg, checkpoints, hardware=hardware, reward_weights=weights,
+                                           longest_prompt_tokens=max(kept_lengths)))
     timer = StepTimer()
     trainer = GRPOTrainer(
         model=model,

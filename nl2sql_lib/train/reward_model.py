@@ -42,9 +42,11 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
+from .. import hardware as hw_rules
 from ..config import ModelParams, RewardModelParams, TrainingParams
 from ..evaluate.reward_model import evaluate_pairs, load_pairs, plot_pair_results
 from ..io import write_json, write_jsonl
+from ..hardware import Hardware
 from ..runs import StageRun, require_output, start_stage_from_command_line
 from ..scoring import (
     PLAIN_FORMAT,
@@ -419,31 +421,32 @@ def perturbed_gold_pairs(
 # -------------------------------------------------------------------------------------------
 
 
-def use_bf16_autocast(model_params: ModelParams) -> bool:
-    """bf16 mixed precision where the hardware computes it natively (GPU, or AVX512-BF16 CPU).
+def use_bf16_autocast(model_params: ModelParams, hardware: Hardware | None = None) -> bool:
+    """bf16 mixed precision where the hardware computes it natively (Ampere+ GPU, or an
+    AVX512-BF16 CPU, where TRL runs it as autocast over fp32 weights: CPU-NOTES gotcha 3)."""
+    return bool(trainer_precision_kwargs(model_params, hardware)["bf16"])
 
-    On CPU, TRL runs it as autocast over fp32 weights (``use_cpu=True``, CPU-NOTES gotcha 3).
-    """
-    from ..models import cpu_has_bf16, cuda_available
 
-    if model_params.dtype in ("float32", "float16"):
-        return False
-    if cuda_available():
-        import torch
+def trainer_precision_kwargs(model_params: ModelParams, hardware: Hardware | None = None) -> dict[str, Any]:
+    """``bf16``/``fp16``/``use_cpu`` for this machine (rules: :func:`hardware.trainer_precision`)."""
+    from .common import precision_kwargs
 
-        return torch.cuda.is_bf16_supported()
-    return model_params.dtype == "bfloat16" or cpu_has_bf16()
+    values = precision_kwargs(model_params, hardware=hardware)
+    return {"use_cpu": False, **values}
 
 
 def trl_config(config_cls: type, training: TrainingParams, model_params: ModelParams, output_dir: Path,
-               seed: int, **specific: Any) -> Any:
+               seed: int, *, hardware: Hardware | None = None, **specific: Any) -> Any:
     """Build a TRL config dataclass from our TrainingParams (+ trainer-specific keys).
 
-    ``training.extra`` passes any other field of ``config_cls``; an unknown one stops with the
-    list of valid names.
+    ``hardware`` (detected when not given) decides bf16/fp16 (bf16 from compute capability 8.0,
+    fp16 below) and ``gradient_checkpointing: auto`` (on with CUDA). ``training.extra`` passes
+    any other field of ``config_cls``; an unknown one stops with the list of valid names.
     """
-    from ..models import cuda_available, optimizer_name
+    from ..models import optimizer_name
+    from .common import gradient_checkpointing_kwargs
 
+    hw = hardware if hardware is not None else hw_rules.detect_hardware()
     valid = {f.name for f in fields(config_cls)}
     unknown = sorted(set(training.extra) - valid)
     if unknown:
@@ -462,15 +465,14 @@ def trl_config(config_cls: type, training: TrainingParams, model_params: ModelPa
         "warmup_steps": training.warmup_ratio,  # transformers 5: a float < 1 is a ratio
         "weight_decay": training.weight_decay,
         "max_length": training.max_length,
-        "gradient_checkpointing": training.gradient_checkpointing,
+        **gradient_checkpointing_kwargs(training, hw, stage=config_cls.__name__.removesuffix("Config")),
         "logging_steps": training.logging_steps,
         "save_strategy": "steps",
         "save_steps": training.save_steps,
         "save_total_limit": training.save_total_limit,
         "report_to": training.report_to or "none",
         "seed": seed,
-        "bf16": use_bf16_autocast(model_params),
-        "use_cpu": not cuda_available(),
+        **trainer_precision_kwargs(model_params, hw),
         "optim": optimizer_name(model_params),
         "dataloader_num_workers": 0,
         **specific,
@@ -553,9 +555,24 @@ def load_reward_base(cfg: RewardModelParams) -> tuple[Any, Any]:
     from ..models import load_tokenizer
 
     tokenizer = prepare_tokenizer(load_tokenizer(cfg.model.spec, cfg.run_dir, padding_side="right"))
-    model = load_sequence_classifier(cfg.model, run_dir=cfg.run_dir, for_training=True)
+    model = load_sequence_classifier(cfg.model, run_dir=cfg.run_dir, for_training=True,
+                                     trains_all_weights=not cfg.lora.enabled)
     model.config.pad_token_id = tokenizer.pad_token_id
+    upcast_score_head(model)
     return model, tokenizer
+
+
+def upcast_score_head(model: Any) -> None:
+    """Keep the score head in fp32 when the body loaded in fp16 (a GPU without bf16, a T4).
+
+    The head trains in full (PEFT's modules_to_save) and fp16 mixed precision's gradient scaler
+    refuses fp16 gradients; PEFT upcasts the LoRA weights itself but not a saved module.
+    """
+    import torch
+
+    head = getattr(model, "score", None)
+    if head is not None and next(head.parameters()).dtype == torch.float16:
+        head.float()
 
 
 def save_reward_model(trainer: Any, tokenizer: Any, cfg: RewardModelParams, directory: Path) -> Path:

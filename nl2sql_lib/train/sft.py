@@ -46,9 +46,11 @@ from ..config import SchemaParams, SFTParams, params_as_dict
 from ..io import write_json
 from .. import runs
 from ..runs import StageRun, require_output
+from ..hardware import Hardware
 from .common import (
     StepTimer,
     TrainingSetupError,
+    _machine,
     checked_extra,
     loss_curve,
     memory_metrics,
@@ -66,16 +68,21 @@ log = logging.getLogger(__name__)
 # --------------------------------------------------------------------------------------------
 
 
-def sft_config_kwargs(cfg: SFTParams, output_dir: str | Path, *, cuda: bool, cpu_bf16: bool) -> dict[str, Any]:
+def sft_config_kwargs(cfg: SFTParams, output_dir: str | Path, *, cuda: bool | None = None, cpu_bf16: bool = False,
+                      hardware: Hardware | None = None) -> dict[str, Any]:
     """The keyword arguments of ``trl.SFTConfig`` for ``cfg`` on this machine.
 
-    CPU: ``use_cpu=True`` and bf16 autocast where the CPU has it; no gradient checkpointing
-    unless asked (TRL turns it on by default; CPU-NOTES gotcha 3). QLoRA: paged 8-bit AdamW.
+    ``hardware``: the machine (``detect_hardware()``); ``cuda``/``cpu_bf16`` describe an assumed
+    one instead (``cuda=True``: an Ampere-class GPU). Precision: bf16 on Ampere+, fp16 on older
+    GPUs, bf16 autocast on a CPU that has it. Gradient checkpointing: the parameter, or for
+    ``auto`` on with CUDA and off on a CPU (TRL turns it on everywhere by default; CPU-NOTES
+    gotcha 3). QLoRA: paged 8-bit AdamW.
     """
     from ..models import optimizer_name
 
-    kwargs = training_kwargs(cfg.training, output_dir, seed=cfg.seed)
-    kwargs.update(precision_kwargs(cfg.model, cuda=cuda, cpu_bf16=cpu_bf16))
+    hw = _machine(hardware, cuda, cpu_bf16)
+    kwargs = training_kwargs(cfg.training, output_dir, seed=cfg.seed, hardware=hw, stage="SFT")
+    kwargs.update(precision_kwargs(cfg.model, hardware=hw))
     kwargs.update(
         max_length=cfg.training.max_length,
         completion_only_loss=True,  # prompt/completion layout: loss on the answer only
@@ -86,7 +93,7 @@ def sft_config_kwargs(cfg: SFTParams, output_dir: str | Path, *, cuda: bool, cpu
         ddp_find_unused_parameters=False,
         push_to_hub=False,  # done by us after saving, with the token from the environment
     )
-    if cfg.training.gradient_checkpointing:
+    if kwargs["gradient_checkpointing"]:
         kwargs["gradient_checkpointing_kwargs"] = {"use_reentrant": False}
     from trl import SFTConfig
 
@@ -324,15 +331,21 @@ def _clear_outputs(stage: StageRun) -> None:
 
 def run_sft(cfg: SFTParams, stage: StageRun) -> dict[str, Any]:
     """Train, save the adapter/model and ``sft/metrics.json``; returns the metrics."""
-    import torch
+    from ..models import check_gpu_options, count_parameters, detect_hardware, load_model, resolve_spec
+
+    started = time.perf_counter()
+    check_gpu_options(cfg.model)
+    if cfg.model.backend == "unsloth":
+        # Before TRL, transformers and PEFT: Unsloth patches them on import (warning that its
+        # patches are lost when they came first), as grpo.py does.
+        import unsloth  # noqa: F401  (unsloth extra, CUDA only)
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
     from ..data.example import read_examples
-    from ..models import check_gpu_options, count_parameters, cpu_has_bf16, load_model, resolve_spec
 
-    started = time.perf_counter()
-    check_gpu_options(cfg.model)
+    hardware = detect_hardware()
+    log.info("hardware: %s", hardware.describe())
     main = _is_main_process()
     schema = schema_params_for(cfg)
     train_path = stage.record_input(require_output(cfg, "data", "train.jsonl"))
@@ -373,7 +386,6 @@ def run_sft(cfg: SFTParams, stage: StageRun) -> dict[str, Any]:
             before = sample_answers(model, tokenizer, cfg, dev, dev_messages)
 
     # 3-4. trainer
-    cuda = torch.cuda.is_available()
     checkpoints = stage.dir / "checkpoints"
     if main:
         _clear_outputs(stage)
@@ -384,7 +396,7 @@ def run_sft(cfg: SFTParams, stage: StageRun) -> dict[str, Any]:
 
         resume_from = get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
     logs_dir = tensorboard_dir(stage.dir)
-    args = SFTConfig(**sft_config_kwargs(cfg, checkpoints, cuda=cuda, cpu_bf16=cpu_has_bf16()))
+    args = SFTConfig(**sft_config_kwargs(cfg, checkpoints, hardware=hardware))
     timer = StepTimer()
     trainer = SFTTrainer(
         model=model,
