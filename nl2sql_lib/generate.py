@@ -19,11 +19,15 @@ question and the model can only name that database's tables and columns::
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
+from . import hardware as hw_rules
 from .config import ModelParams
+from .hardware import Hardware
 
 if TYPE_CHECKING:
     from .constrained import SchemaSource
@@ -31,6 +35,20 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DEFAULT_STOP = (";",)
+
+
+@dataclass
+class EngineContext:
+    """The prompts a vLLM engine will be given, so that its context (``max_model_len``) fits them.
+
+    ``prompts``: every chat prompt known in advance; ``max_new_tokens``: the most it generates;
+    ``headroom_tokens``: room for longer prompts made later (the tree stage's revision prompts
+    add a previous SQL and its execution feedback to a root prompt).
+    """
+
+    prompts: Sequence[list[dict]]
+    max_new_tokens: int
+    headroom_tokens: int = 0
 
 
 def cut_at_stop(text: str, stop_strings: Sequence[str] | None) -> str:
@@ -208,12 +226,22 @@ class Generator:
 
 
 def vllm_llm_kwargs(model_params: ModelParams, model_path: str | Path, *, adapter_rank: int | None = None,
-                    seed: int = 0, gpu_memory_utilization: float = 0.85) -> dict[str, Any]:
-    """Arguments of ``vllm.LLM``; an adapter is served through vLLM's LoRA support."""
+                    seed: int = 0, gpu_memory_utilization: float = 0.85, max_model_len: int | None = None,
+                    hardware: Hardware | None = None) -> dict[str, Any]:
+    """Arguments of ``vllm.LLM``; an adapter is served through vLLM's LoRA support.
+
+    ``dtype`` is explicit: bf16 from compute capability 8.0, fp16 below (vLLM refuses bf16 on a
+    T4, also when its "auto" reads bf16 from the model's config). ``max_model_len``: sized from
+    the prompts by the caller (:func:`engine_max_model_len`); ``model.max_seq_length`` when not
+    given.
+    """
+    hw = hardware if hardware is not None else hw_rules.detect_hardware()
+    dtype = hw_rules.choose_dtype(model_params.dtype, hw)
+    hw_rules.log_decisions(dtype, log)
     kwargs: dict[str, Any] = {
         "model": str(model_path),
-        "dtype": "auto" if model_params.dtype == "auto" else model_params.dtype,
-        "max_model_len": model_params.max_seq_length,
+        "dtype": dtype.choice,
+        "max_model_len": max_model_len if max_model_len is not None else model_params.max_seq_length,
         "gpu_memory_utilization": gpu_memory_utilization,
         "seed": seed,
     }
@@ -222,6 +250,48 @@ def vllm_llm_kwargs(model_params: ModelParams, model_path: str | Path, *, adapte
     if adapter_rank is not None:
         kwargs.update(enable_lora=True, max_lora_rank=max(8, adapter_rank))
     return kwargs
+
+
+def model_max_positions(model_path: str | Path) -> int | None:
+    """``max_position_embeddings`` from a model folder's config.json (or its text_config), or None."""
+    config_file = Path(model_path) / "config.json"
+    if not config_file.is_file():
+        return None
+    config = json.loads(config_file.read_text())
+    for section in (config, config.get("text_config") or {}):
+        value = section.get("max_position_embeddings")
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def longest_prompt_tokens(tokenizer: Any, messages_batch: Sequence[list[dict]]) -> int:
+    """Tokens of the longest chat-templated prompt (assistant turn opened), 0 for none."""
+    longest = 0
+    for messages in messages_batch:
+        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        longest = max(longest, len(tokenizer(text, add_special_tokens=False)["input_ids"]))
+    return longest
+
+
+def engine_max_model_len(tokenizer: Any, model_path: str | Path, context: "EngineContext | None",
+                         model_params: ModelParams) -> int:
+    """vLLM's ``max_model_len`` for the prompts an engine will get (see :class:`EngineContext`),
+    capped at the model's ``max_position_embeddings``; ``model.max_seq_length`` without them."""
+    limit = model_max_positions(model_path)
+    if context is None or not context.prompts:
+        wanted = model_params.max_seq_length
+        capped = min(wanted, limit) if limit else wanted
+        decision = hw_rules.Decision(
+            "max_model_len", capped,
+            f"model.max_seq_length {wanted} (the prompts were not given to size it)"
+            + (f", capped at max_position_embeddings {limit}" if capped < wanted else ""))
+    else:
+        decision = hw_rules.vllm_max_model_len(
+            longest_prompt_tokens(tokenizer, context.prompts), context.max_new_tokens,
+            headroom_tokens=context.headroom_tokens, model_max_positions=limit)
+    hw_rules.log_decisions(decision, log)
+    return decision.choice
 
 
 def vllm_sampling_kwargs(*, n: int, temperature: float, max_new_tokens: int, top_p: float = 1.0,
@@ -241,21 +311,25 @@ def vllm_sampling_kwargs(*, n: int, temperature: float, max_new_tokens: int, top
 
 
 class VLLMGenerator:
-    """The :class:`Generator` interface over a vLLM engine (GPU machines)."""
+    """The :class:`Generator` interface over a vLLM engine (GPU machines).
 
-    def __init__(self, model_params: ModelParams, *, run_dir=None, stop_strings=DEFAULT_STOP, seed: int = 0):
+    ``context``: the prompts it will get, which size vLLM's ``max_model_len`` (a prompt longer
+    than that is refused by vLLM, stopping the whole batch). A prompt that still does not fit
+    (one longer than foreseen) gets fewer new tokens, or an empty answer with a warning when
+    it does not fit at all, instead of failing the batch.
+    """
+
+    def __init__(self, model_params: ModelParams, *, run_dir=None, stop_strings=DEFAULT_STOP, seed: int = 0,
+                 context: EngineContext | None = None):
+        from .models import GPUOnlyError, load_tokenizer, resolve_spec
+
         if importlib.util.find_spec("vllm") is None:
-            from .models import GPUOnlyError
-
             raise GPUOnlyError(
                 "use_vllm: true needs vLLM: pip install 'nl2sql_lib[gpu]' on a CUDA machine, or set "
                 "use_vllm: false to generate with transformers"
             )
-        from .models import cuda_available, load_tokenizer, resolve_spec
-
-        if not cuda_available():
-            from .models import GPUOnlyError
-
+        hardware = hw_rules.detect_hardware()
+        if not hardware.cuda:
             raise GPUOnlyError("use_vllm: true needs a CUDA GPU and none was found; set use_vllm: false here")
         from vllm import LLM
 
@@ -266,13 +340,13 @@ class VLLMGenerator:
         self.lora_request = None
         rank = None
         if resolved.adapter_path is not None:
-            import json
-
             from vllm.lora.request import LoRARequest
 
             rank = json.loads((resolved.adapter_path / "adapter_config.json").read_text())["r"]
             self.lora_request = LoRARequest("adapter", 1, str(resolved.adapter_path))
-        self.llm = LLM(**vllm_llm_kwargs(model_params, resolved.path, adapter_rank=rank, seed=seed))
+        self.max_model_len = engine_max_model_len(self.tokenizer, resolved.path, context, model_params)
+        self.llm = LLM(**vllm_llm_kwargs(model_params, resolved.path, adapter_rank=rank, seed=seed,
+                                         max_model_len=self.max_model_len, hardware=hardware))
         self.last_stats: dict[str, float] = {}
 
     def generate(self, messages_batch, *, n=1, temperature=0.0, max_new_tokens=128, top_p=1.0, desc="",
@@ -286,16 +360,31 @@ class VLLMGenerator:
         prompts = [
             self.tokenizer.apply_chat_template(m, tokenize=False, add_generation_prompt=True) for m in messages_batch
         ]
-        params = SamplingParams(**vllm_sampling_kwargs(
-            n=n, temperature=temperature, max_new_tokens=max_new_tokens, top_p=top_p,
-            stop_strings=self.stop_strings, seed=self.seed,
-        ))
-        outputs = self.llm.generate(prompts, params, lora_request=self.lora_request)
-        results = []
-        for out in outputs:
+        lengths = [len(self.tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts]
+        budgets = fitting_new_tokens(lengths, max_new_tokens, self.max_model_len)
+        fits = [i for i, budget in enumerate(budgets) if budget > 0]
+        if len(fits) < len(prompts):
+            log.warning("%d of %d prompts are longer than vLLM's max_model_len=%d: answered with empty text",
+                        len(prompts) - len(fits), len(prompts), self.max_model_len)
+        params = [
+            SamplingParams(**vllm_sampling_kwargs(
+                n=n, temperature=temperature, max_new_tokens=budgets[i], top_p=top_p,
+                stop_strings=self.stop_strings, seed=self.seed,
+            ))
+            for i in fits
+        ]
+        outputs = self.llm.generate([prompts[i] for i in fits], params, lora_request=self.lora_request) if fits else []
+        results: list[list[str]] = [[""] * n for _ in prompts]
+        for i, out in zip(fits, outputs):
             texts = [c.text.strip() for c in out.outputs]
-            results.append(texts * n if temperature <= 0 else texts)
+            results[i] = texts * n if temperature <= 0 else texts
         return results
+
+
+def fitting_new_tokens(prompt_lengths: Sequence[int], max_new_tokens: int, max_model_len: int) -> list[int]:
+    """Per prompt, the new tokens that fit vLLM's context: ``max_new_tokens``, fewer for a long
+    prompt, 0 for one that does not fit at all (vLLM would refuse it and stop the batch)."""
+    return [max(0, min(max_new_tokens, max_model_len - length)) for length in prompt_lengths]
 
 
 def make_generator(
@@ -307,10 +396,16 @@ def make_generator(
     stop_strings: Sequence[str] | None = DEFAULT_STOP,
     progress: bool = True,
     seed: int = 0,
+    context: EngineContext | None = None,
 ):
-    """Load the model of ``model_params`` and wrap it in a generator."""
+    """Load the model of ``model_params`` and wrap it in a generator.
+
+    Without vLLM the model loads onto this process's GPU (``cuda:{LOCAL_RANK}``) when there is
+    one, else the CPU. ``context`` (vLLM only): the prompts the engine will get, which size its
+    ``max_model_len``.
+    """
     if use_vllm:
-        return VLLMGenerator(model_params, run_dir=run_dir, stop_strings=stop_strings, seed=seed)
+        return VLLMGenerator(model_params, run_dir=run_dir, stop_strings=stop_strings, seed=seed, context=context)
     from .models import load_model
 
     model, tokenizer = load_model(model_params, run_dir=run_dir, for_training=False)

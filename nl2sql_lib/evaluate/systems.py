@@ -399,7 +399,7 @@ def generate_predictions(
         keeps = _predict_keeps(system, todo, cfg, make_generator) if system.linking_model else {}
         if system.linking_model:
             info["pruned_questions"] = sum(keep is not None for keep in keeps.values())
-        generator = make_generator(system, cfg)
+        generator = _open_generator(make_generator, system, cfg, todo, keeps)
         try:
             _generate_missing(generator, todo, system, cfg, n_candidates, path, records, progress, keeps)
         finally:
@@ -425,14 +425,35 @@ def _predict_keeps(system: System, todo: list[tuple[Dataset, Example]], cfg: Eva
     """
     from ..train.sft import predict_links
 
-    linker = make_generator(System(f"{system.name}:linker", system.linking_model, task="schema_linking"), cfg)
+    linking_system = System(f"{system.name}:linker", system.linking_model, task="schema_linking")
+    examples = [ex for _, ex in todo]
+    if make_generator is default_generator_factory and cfg.use_vllm:
+        from ..data.prompts import linking_messages
+        from ..data.schema import schema_text_for
+
+        schema = system.schema()
+        prompts = [linking_messages(ex, schema_text_for(ex, schema)) for ex in examples]
+        linker = default_generator_factory(linking_system, cfg, prompts=prompts, max_new_tokens=128)
+    else:
+        linker = make_generator(linking_system, cfg)
     try:
-        examples = [ex for _, ex in todo]
         keeps = predict_links(linker, examples, system.schema())
     finally:
         del linker
         free_memory()
     return {record_key(ds.name, ex): keep for (ds, ex), keep in zip(todo, keeps)}
+
+
+def _open_generator(make_generator: GeneratorFactory, system: System, cfg: EvalParams,
+                    todo: list[tuple[Dataset, Example]], keeps: dict[str, dict | None]) -> GeneratorLike:
+    """The system's generator. The default factory with vLLM is also given every prompt it will
+    get, so that the engine's context (``max_model_len``) fits the longest of them."""
+    if make_generator is not default_generator_factory or not cfg.use_vllm:
+        return make_generator(system, cfg)
+    examples = [ex for _, ex in todo]
+    prompt_keeps = [keeps.get(record_key(ds.name, ex)) for ds, ex in todo] if keeps else None
+    prompts = build_messages(examples, system.schema(), reasoning=system.reasoning, keeps=prompt_keeps)
+    return default_generator_factory(system, cfg, prompts=prompts)
 
 
 def _complete(record: dict | None, wants_pool: bool, n_candidates: int) -> bool:
@@ -536,14 +557,23 @@ def free_memory() -> None:
         torch.cuda.empty_cache()
 
 
-def default_generator_factory(system: System, cfg: EvalParams) -> GeneratorLike:
-    """A transformers (or vLLM) generator for the system's model, from nl2sql_lib.generate."""
-    from ..generate import DEFAULT_STOP, make_generator
+def default_generator_factory(system: System, cfg: EvalParams, *, prompts: Sequence[list[dict]] | None = None,
+                              max_new_tokens: int | None = None) -> GeneratorLike:
+    """A transformers (or vLLM) generator for the system's model, from nl2sql_lib.generate.
 
+    Transformers: on this process's GPU when there is one. vLLM: ``prompts`` (every prompt it
+    will get) and ``max_new_tokens`` (default ``cfg.max_new_tokens``) size its context.
+    """
+    from ..generate import DEFAULT_STOP, EngineContext, make_generator
+
+    context = None
+    if cfg.use_vllm and prompts:
+        context = EngineContext(prompts=prompts, max_new_tokens=max_new_tokens or cfg.max_new_tokens)
     return make_generator(
         ModelParams(spec=system.spec), run_dir=cfg.run_dir, use_vllm=cfg.use_vllm,
         batch_size=cfg.batch_size, progress=False, seed=cfg.seed,
         stop_strings=DEFAULT_STOP if system.task == "sql" else None,  # a linking model answers JSON
+        context=context,
     )
 
 

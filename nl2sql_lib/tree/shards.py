@@ -57,6 +57,7 @@ class ModelPolicySource:
     use_vllm: bool = False
     devices: list[str] = field(default_factory=list)
     seed: int = 0  # worker i samples with seed + i, so shards do not share random streams
+    context: Any = None  # generate.EngineContext: the prompts that size a vLLM engine's context
 
     def build(self, worker_index: int) -> Policy:
         if self.devices:
@@ -72,6 +73,7 @@ class ModelPolicySource:
             batch_size=self.batch_size,
             progress=False,  # many small calls: one bar each would bury the notebook's output
             seed=self.seed + worker_index,
+            context=self.context,
         )
         return model_policy(generator, self.max_new_tokens)
 

@@ -21,6 +21,7 @@ from typing import Any, Sequence
 
 from ..config import SchemaParams, TreeParams
 from ..data.example import Example, read_examples
+from ..generate import EngineContext
 from ..io import write_json, write_jsonl
 from .. import runs
 from ..runs import StageRun, require_output
@@ -54,8 +55,22 @@ def policy_uses_reasoning(cfg: TreeParams) -> bool:
     return _policy_stage_metrics(cfg).get("format") == "reasoning"
 
 
-def model_policy_source(cfg: TreeParams) -> ModelPolicySource:
-    """How each worker builds its model policy (one GPU per worker when there are GPUs)."""
+# Execution feedback in a revision prompt is cut to 300 characters (data.prompts.execution_feedback),
+# so it adds at most that many tokens; a little more for the re-tokenized previous SQL.
+FEEDBACK_TOKENS = 300
+RETOKENIZE_SLACK = 16
+
+
+def model_policy_source(cfg: TreeParams, examples: Sequence[Example] = (), schema: "SchemaTextSource | None" = None,
+                        *, reasoning: bool = False) -> ModelPolicySource:
+    """How each worker builds its model policy (one GPU per worker when there are GPUs).
+
+    With vLLM, the engine's context is sized from these ``examples``' prompts (see
+    :func:`engine_context`).
+    """
+    context = None
+    if cfg.use_vllm and examples and schema is not None:
+        context = engine_context(cfg, examples, schema, reasoning=reasoning)
     source = ModelPolicySource(
         model=cfg.policy.model_dump(mode="json"),
         run_dir=str(cfg.run_dir),
@@ -64,8 +79,26 @@ def model_policy_source(cfg: TreeParams) -> ModelPolicySource:
         use_vllm=cfg.use_vllm,
         devices=local_gpu_devices(),
         seed=cfg.seed,
+        context=context,
     )
     return source
+
+
+def engine_context(cfg: TreeParams, examples: Sequence[Example], schema: "SchemaTextSource", *,
+                   reasoning: bool = False) -> EngineContext:
+    """What vLLM's ``max_model_len`` must hold in this stage: every root prompt, and every
+    revision prompt, which is known only as a frame here (the question and schema with an empty
+    previous SQL and feedback). The headroom covers what fills the frame later: the previous SQL
+    (at most ``max_new_tokens``) and its execution feedback (at most 300 characters)."""
+    from ..data.prompts import revision_messages, sql_messages
+
+    prompts = []
+    for example in examples:
+        schema_text = schema(example)
+        prompts.append(sql_messages(example, schema_text, reasoning=reasoning))
+        prompts.append(revision_messages(example, schema_text, "", ""))
+    headroom = cfg.max_new_tokens + FEEDBACK_TOKENS + RETOKENIZE_SLACK if cfg.max_depth > 0 else 0
+    return EngineContext(prompts=prompts, max_new_tokens=cfg.max_new_tokens, headroom_tokens=headroom)
 
 
 def _policy_fingerprint(cfg: TreeParams) -> str:
@@ -171,9 +204,10 @@ def run_tree(cfg: TreeParams, stage: StageRun, policy: Policy | None = None) -> 
     if not examples:
         raise ValueError(f"{train_path} holds no questions: re-run notebooks/01_data.ipynb")
     schema = SchemaTextSource(schema_params_for(cfg).model_dump(mode="json"))
-    source: Any = policy if policy is not None else model_policy_source(cfg)
     settings = BuildSettings.from_params(cfg)
     settings.reasoning = policy_uses_reasoning(cfg)
+    source: Any = policy if policy is not None else model_policy_source(
+        cfg, examples, schema, reasoning=settings.reasoning)
 
     with stage.timer("build"):
         paths = run_sharded(
