@@ -127,6 +127,9 @@ class StageRun:
         (self.dir / "manifest.json").unlink(missing_ok=True)  # no manifest = not finished
         self._started = time.time()
         self._commit = git_commit()  # the code the stage starts with, even if HEAD moves meanwhile
+        from .hardware import reset_decisions
+
+        reset_decisions()  # the manifest lists the hardware decisions this stage took
         return self
 
     def path(self, relative: str) -> Path:
@@ -165,11 +168,24 @@ class StageRun:
             "inputs": self.inputs,
             "timings_s": {**self.timings, "total": round(total, 2)},
             "peak_memory_mb": {"rss": peak_rss_mb(), "cuda": cuda_peak_mb()},
+            "hardware": hardware_record(),
             "metrics": metrics or {},
             **extra,
         }
         write_json(self.dir / "manifest.json", manifest)
         return manifest
+
+
+def hardware_record() -> dict[str, Any]:
+    """The machine as the stage saw it and each hardware decision it took, with its reason
+    (dtype, attention, device placement, gradient checkpointing, vLLM context...)."""
+    from .hardware import detect_hardware, recorded_decisions
+
+    try:
+        machine = detect_hardware()
+    except ImportError:  # no torch: nothing was decided either
+        return {"machine": "unknown (torch is not installed)", "decisions": recorded_decisions()}
+    return {"machine": machine.describe(), **machine.as_dict(), "decisions": recorded_decisions()}
 
 
 def start_stage_from_command_line(
