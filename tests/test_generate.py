@@ -111,3 +111,26 @@ def test_vllm_where_it_cannot_run_says_what_to_change(monkeypatch):
         make_generator(TINY, use_vllm=True)
     with pytest.raises(GPUOnlyError, match="use_vllm: false"):
         VLLMGenerator(TINY)
+
+
+def test_vllm_context_is_sized_from_the_prompts(tmp_path, generator):
+    import json
+
+    from nl2sql_lib.generate import EngineContext, engine_max_model_len, fitting_new_tokens, longest_prompt_tokens
+
+    tokenizer = generator.tokenizer
+    short = [{"role": "user", "content": "How many singers?"}]
+    long = [{"role": "user", "content": "How many singers are there? " * 40}]
+    longest = longest_prompt_tokens(tokenizer, [short, long])
+    assert longest > longest_prompt_tokens(tokenizer, [short]) > 0
+    (tmp_path / "config.json").write_text(json.dumps({"max_position_embeddings": 32768}))
+    params = ModelParams(spec="x/y", max_seq_length=64)  # too small for the long prompt
+    sized = engine_max_model_len(tokenizer, tmp_path, EngineContext([short, long], max_new_tokens=96), params)
+    assert sized == longest + 96
+    with_headroom = EngineContext([short, long], max_new_tokens=96, headroom_tokens=400)
+    assert engine_max_model_len(tokenizer, tmp_path, with_headroom, params) == longest + 496
+    (tmp_path / "config.json").write_text(json.dumps({"text_config": {"max_position_embeddings": 100}}))
+    assert engine_max_model_len(tokenizer, tmp_path, with_headroom, params) == 100  # the model's limit
+    assert engine_max_model_len(tokenizer, tmp_path, None, params) == 64  # unknown prompts: the parameter
+    # a prompt that still does not fit gets fewer new tokens, or none (an empty answer), not an error
+    assert fitting_new_tokens([10, 90, 120], 32, 100) == [32, 10, 0]

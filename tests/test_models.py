@@ -26,6 +26,8 @@ from nl2sql_lib.models import (
     unsloth_peft_kwargs,
 )
 
+from tests.test_hardware import A100, A100_RANK3, CPU, T4
+
 TINY = ModelParams(spec="tiny:smollm2", dtype="float32")
 
 
@@ -98,7 +100,7 @@ def test_missing_hub_model_offline_says_how_to_fetch(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     # An id no cache can hold (HF_HUB_CACHE is read at import time, so pointing it elsewhere
     # here would not isolate the test from a machine that has real models cached).
-    with pytest.raises(ModelSpecError, match="huggingface-cli download nl2sql-lab-tests/no-such-model"):
+    with pytest.raises(ModelSpecError, match="hf download nl2sql-lab-tests/no-such-model"):
         resolve_spec("nl2sql-lab-tests/no-such-model")
 
 
@@ -263,18 +265,37 @@ def test_flash_attention_on_cpu_says_use_sdpa(monkeypatch):
 
 
 def test_qlora_arguments():
-    assert bnb_config_kwargs(ModelParams(quantization="4bit")) == {
+    assert bnb_config_kwargs(ModelParams(quantization="4bit"), A100) == {
         "load_in_4bit": True,
         "bnb_4bit_quant_type": "nf4",
         "bnb_4bit_use_double_quant": True,
         "bnb_4bit_compute_dtype": "bfloat16",
     }
-    assert bnb_config_kwargs(ModelParams(quantization="8bit")) == {"load_in_8bit": True}
-    assert bnb_config_kwargs(ModelParams()) is None
+    # A T4 has no bf16: QLoRA computes in fp16 there
+    assert bnb_config_kwargs(ModelParams(quantization="4bit"), T4)["bnb_4bit_compute_dtype"] == "float16"
+    assert bnb_config_kwargs(ModelParams(quantization="8bit"), A100) == {"load_in_8bit": True}
+    assert bnb_config_kwargs(ModelParams(), A100) is None
     assert optimizer_name(ModelParams(quantization="4bit")) == "paged_adamw_8bit"
     assert optimizer_name(ModelParams()) == "adamw_torch"
-    kwargs = models.from_pretrained_kwargs(ModelParams(quantization="4bit"), for_training=True)
+    kwargs = models.from_pretrained_kwargs(ModelParams(quantization="4bit"), for_training=True, hardware=A100)
     assert kwargs["device_map"] == {"": 0}
+    # under DDP each rank loads its quantized copy onto its own GPU (accelerate refuses {"": 0} on rank 3)
+    kwargs = models.from_pretrained_kwargs(ModelParams(quantization="4bit"), for_training=True, hardware=A100_RANK3)
+    assert kwargs["device_map"] == {"": 3}
+
+
+def test_from_pretrained_places_inference_on_the_local_gpu_and_leaves_training_to_the_trainer():
+    params = ModelParams(spec="x/y")
+    assert models.from_pretrained_kwargs(params, hardware=A100_RANK3)["device_map"] == {"": 3}
+    assert "device_map" not in models.from_pretrained_kwargs(params, for_training=True, hardware=A100_RANK3)
+    assert "device_map" not in models.from_pretrained_kwargs(params, hardware=CPU)
+    t4 = models.from_pretrained_kwargs(ModelParams(spec="x/y", dtype="bfloat16"), hardware=T4)
+    assert t4["dtype"] == torch.float16 and t4["attn_implementation"] == "sdpa"
+    # full fine-tuning under fp16 mixed precision keeps fp32 master weights; LoRA keeps fp16
+    full = models.from_pretrained_kwargs(params, for_training=True, hardware=T4, trains_all_weights=True)
+    assert full["dtype"] == torch.float32
+    assert models.from_pretrained_kwargs(params, for_training=True, hardware=T4)["dtype"] == torch.float16
+    assert models.from_pretrained_kwargs(params, for_training=True, hardware=A100)["dtype"] == torch.bfloat16
 
 
 def test_unsloth_arguments():
@@ -292,13 +313,43 @@ def test_unsloth_arguments():
     assert peft["target_modules"] == models.LLAMA_LINEAR_MODULES  # all-linear spelled out
     assert (peft["r"], peft["lora_alpha"], peft["random_state"]) == (16, 32, 3)
     assert peft["use_gradient_checkpointing"] == "unsloth"
+    # an explicit bf16 becomes fp16 on a T4 for Unsloth too; auto stays Unsloth's choice
+    bf16 = params.model_copy(update={"dtype": "bfloat16"})
+    assert unsloth_from_pretrained_kwargs(bf16, "/m", hardware=T4)["dtype"] == "float16"
+    assert unsloth_from_pretrained_kwargs(bf16, "/m", hardware=A100)["dtype"] == "bfloat16"
 
 
 def test_dtype_choice_on_cpu(monkeypatch):
+    from nl2sql_lib import hardware
+
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert models.choose_dtype(ModelParams(), for_training=True) == torch.float32
-    monkeypatch.setattr(models, "cpu_has_bf16", lambda: False)
+    monkeypatch.setattr(hardware, "cpu_has_bf16", lambda: False)
     assert models.choose_dtype(ModelParams()) == torch.float32
-    monkeypatch.setattr(models, "cpu_has_bf16", lambda: True)
+    monkeypatch.setattr(hardware, "cpu_has_bf16", lambda: True)
     assert models.choose_dtype(ModelParams()) == torch.bfloat16
     assert models.choose_dtype(ModelParams(dtype="float16")) == torch.float16
+
+
+def test_inference_models_load_onto_the_local_ranks_gpu(monkeypatch):
+    """load_model(for_training=False) asks from_pretrained for cuda:{LOCAL_RANK} on a GPU machine
+    (generation, ask and tree workers without vLLM ran on the CPU of a GPU machine before)."""
+    from transformers import AutoModelForCausalLM
+
+    from tests.test_hardware import fake_gpus
+
+    real = AutoModelForCausalLM.from_pretrained.__func__
+    seen = {}
+
+    def recording(cls, path, **kwargs):
+        seen.update(kwargs)
+        return real(cls, path, dtype=torch.float32)  # the real tiny model, on the CPU of this machine
+
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", classmethod(recording))
+    fake_gpus(monkeypatch, "NVIDIA A100-SXM4-80GB", 8, 0, count=4, local_rank=2, world_size=4)
+    load_model(ModelParams(spec="tiny:smollm2"), for_training=False)
+    assert seen["device_map"] == {"": 2}
+    assert seen["dtype"] == torch.bfloat16 and seen["attn_implementation"] in ("sdpa", "flash_attention_2")
+    seen.clear()
+    load_model(ModelParams(spec="tiny:smollm2"), lora=LoraParams(), for_training=True)
+    assert "device_map" not in seen  # the trainer places a model it trains

@@ -139,3 +139,18 @@ def test_manifest_records_the_commit_the_stage_started_at(tmp_path, monkeypatch)
     monkeypatch.setattr(runs, "git_commit", lambda: next(commits))
     manifest = StageRun(SFTParams(run="r", output_root=str(tmp_path)), "sft").start().finish()
     assert manifest["git_commit"] == "a" * 40
+
+
+def test_manifest_records_the_machine_and_the_hardware_decisions(tmp_path):
+    from nl2sql_lib import hardware
+    from nl2sql_lib.config import DataParams
+    from nl2sql_lib.runs import StageRun
+
+    hardware.log_decisions(hardware.choose_dtype("auto", hardware.Hardware(cuda=False)))  # an earlier stage's
+    stage = StageRun(DataParams(run="r", output_root=str(tmp_path)), "data").start()
+    t4 = hardware.Hardware(cuda=True, device_count=1, name="Tesla T4", capability=(7, 5))
+    hardware.log_decisions(hardware.choose_dtype("bfloat16", t4))
+    record = stage.finish({})["hardware"]
+    assert record["decisions"] == [hardware.choose_dtype("bfloat16", t4).as_dict()]  # only this stage's
+    assert "reason" in record["decisions"][0] and record["decisions"][0]["choice"] == "float16"
+    assert record["machine"] and "cuda" in record

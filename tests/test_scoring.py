@@ -272,3 +272,26 @@ def test_pair_outcomes_prefer_stored_ones(shop_db):
     chosen, rejected = pair_outcomes(pairs, FEEDBACK)
     assert chosen == [stored] and rejected[0]["error"] == "no_such_column"
     assert pair_outcomes(pairs, PLAIN_FORMAT) == ([None], [None])
+
+
+def test_reward_model_scoring_loads_onto_the_local_ranks_gpu(monkeypatch):
+    """06_eval's and ask's RewardScorer scored on the CPU of a GPU machine; now its model goes
+    to cuda:{LOCAL_RANK} (in fp32 by default: close scores must not be swapped by rounding)."""
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    from nl2sql_lib.config import ModelParams
+    from nl2sql_lib.scoring import load_sequence_classifier
+    from tests.test_hardware import fake_gpus
+
+    real = AutoModelForSequenceClassification.from_pretrained.__func__
+    seen = {}
+
+    def recording(cls, path, **kwargs):
+        seen.update(kwargs)
+        return real(cls, path, num_labels=1, dtype=torch.float32)
+
+    monkeypatch.setattr(AutoModelForSequenceClassification, "from_pretrained", classmethod(recording))
+    fake_gpus(monkeypatch, "Tesla T4", 7, 5, count=2, local_rank=1, world_size=2)
+    load_sequence_classifier(ModelParams(spec="tiny:smollm2", dtype="float32"))
+    assert seen["device_map"] == {"": 1} and seen["dtype"] == torch.float32

@@ -121,3 +121,24 @@ def test_command_line_runs_the_stage_with_overrides(tmp_path):
     assert summary["questions"] == 2 and summary["verification"]["ok"]
     manifest = json.loads((tmp_path / "outputs" / "t" / "tree" / "manifest.json").read_text())
     assert manifest["parameters"]["policy"]["spec"] == "tiny:smollm2"
+
+
+def test_vllm_context_covers_root_and_revision_prompts(tmp_path):
+    """With vLLM, each worker's engine is sized for the stage's longest prompt: root prompts and
+    revision prompts (the frame here, plus headroom for the previous SQL and its feedback)."""
+    from nl2sql_lib.data.prompts import revision_messages
+    from nl2sql_lib.tree.stage import FEEDBACK_TOKENS, RETOKENIZE_SLACK, engine_context, model_policy_source
+
+    cfg = make_run(tmp_path, use_vllm=True, max_new_tokens=96)
+    examples = shop_examples(tmp_path / "dbs" / "shop" / "shop.sqlite")
+    schema = SchemaTextSource(schema_params_for(cfg).model_dump(mode="json"))
+    context = engine_context(cfg, examples, schema)
+    assert context.max_new_tokens == 96
+    assert context.headroom_tokens == 96 + FEEDBACK_TOKENS + RETOKENIZE_SLACK
+    assert len(context.prompts) == 2 * len(examples)
+    assert revision_messages(examples[0], schema(examples[0]), "", "") in context.prompts
+    assert sql_messages(examples[0], schema(examples[0])) in context.prompts
+    assert model_policy_source(cfg, examples, schema).context == context
+    # roots only (max_depth 0): no revision headroom; without vLLM: no context at all
+    assert engine_context(cfg.model_copy(update={"max_depth": 0}), examples, schema).headroom_tokens == 0
+    assert model_policy_source(cfg.model_copy(update={"use_vllm": False}), examples, schema).context is None
