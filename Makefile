@@ -11,6 +11,8 @@ PROFILE  ?= cpu
 RUN      ?= $(PROFILE)
 FROM     ?= 01_data
 TO       ?= 06_eval
+# SET="sft.training.max_steps=20 eval.use_vllm=false": one stage's key changed for this run
+SET      ?=
 PYTEST_ARGS ?=
 
 # glibc's allocator makes CPU training steps slow and erratic (../shared/CPU-NOTES.md, gotcha 5).
@@ -18,7 +20,8 @@ export MALLOC_MMAP_THRESHOLD_ ?= 34359738368
 export MALLOC_TRIM_THRESHOLD_ ?= 68719476736
 export MALLOC_TOP_PAD_ ?= 1073741824
 export TOKENIZERS_PARALLELISM ?= false
-export HF_HUB_OFFLINE ?= 1
+# Offline for the embedded/tiny profiles; the GPU profiles (gpu, t4) download their hub model.
+export HF_HUB_OFFLINE ?= $(if $(filter gpu t4,$(PROFILE)),0,1)
 export TRANSFORMERS_NO_ADVISORY_WARNINGS ?= 1
 
 .PHONY: setup pipeline test bench lab clean-venv strip-notebooks check-extras check-gpu-signatures test-trl115
@@ -48,7 +51,7 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 pipeline: $(STAMP)
-	$(PYTHON) -m nl2sql_lib.pipeline --profile $(PROFILE) --run $(RUN) --from $(FROM) --to $(TO)
+	$(PYTHON) -m nl2sql_lib.pipeline --profile $(PROFILE) --run $(RUN) --from $(FROM) --to $(TO) $(foreach s,$(SET),--set $(s))
 
 test: $(STAMP)
 	$(PYTHON) -m pytest $(PYTEST_ARGS)

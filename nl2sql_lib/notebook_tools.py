@@ -138,9 +138,11 @@ def install_cell(stage: str) -> str:
 
 
 CONFIG_CELL = '''from nl2sql_lib.config import params_from_notebook
+from nl2sql_lib.memory_plan import check_stage
 from nl2sql_lib.runs import StageRun
 
 cfg = params_from_notebook("{stage}", globals())   # unknown keys or wrong types stop here
+check_stage("{stage}", cfg)                        # on a GPU: the memory plan; stops if it cannot fit
 stage = StageRun(cfg, "{stage}").start()
 cfg'''
 

@@ -44,8 +44,10 @@ ALLOCATOR_ENV = {
     "MALLOC_TRIM_THRESHOLD_": "68719476736",
     "MALLOC_TOP_PAD_": "1073741824",
     "TOKENIZERS_PARALLELISM": "false",
-    "HF_HUB_OFFLINE": "1",
 }
+# The embedded and tiny models never need the hub: those profiles run offline, so a stray hub
+# id fails at once instead of waiting on the network. The GPU profiles download their model.
+OFFLINE_PROFILES = {"smoke", "cpu"}
 
 
 class _KnownParametersOnly(logging.Filter):
@@ -141,6 +143,7 @@ def plan(profile: str, run: str, first: str, last: str, output_root: str = "outp
     for name, stage_overrides in (overrides or {}).items():
         per_stage.setdefault(resolve_stage(name), {}).update(stage_overrides)
     planned = []
+    validated = []
     for stage in STAGES[start : stop + 1]:
         notebook = root / "notebooks" / f"{NOTEBOOK_OF_STAGE[stage]}.ipynb"
         if not notebook.is_file():
@@ -156,9 +159,32 @@ def plan(profile: str, run: str, first: str, last: str, output_root: str = "outp
         # validate now (raises with file and key), from the root: papermill runs the notebooks
         # there, so a relative input path means the same to the check and to the stage
         with contextlib.chdir(root):
-            parse_params(stage, parameters, origin=origin)
+            validated.append((stage, parse_params(stage, parameters, origin=origin), origin))
         planned.append(PlannedStage(stage, notebook, params_file, parameters, dict(stage_overrides)))
+    check_memory_plans(validated, root)
     return planned
+
+
+def check_memory_plans(validated: list[tuple[str, Any, str]], root: Path = PROJECT_ROOT) -> None:
+    """On a CUDA machine, print each stage's GPU memory plan beside the card's memory, and stop
+    when one cannot fit (:mod:`nl2sql_lib.memory_plan`) - before any download or training.
+
+    ``validated``: (stage, parameters, origin) for each planned stage; the error names the origin.
+    """
+    from .hardware import detect_hardware
+    from .memory_plan import check_stage
+
+    hardware = detect_hardware()
+    if not hardware.cuda:
+        print("[pipeline] no CUDA GPU: memory plans not checked", flush=True)
+        return
+    print(f"[pipeline] memory plans for {hardware.describe()}", flush=True)
+    for stage, cfg, origin in validated:
+        with contextlib.chdir(root):
+            try:
+                check_stage(stage, cfg, hardware, print_fn=lambda line: print(f"[pipeline] {line}", flush=True))
+            except ParamsError as exc:
+                raise ParamsError(f"{origin}: {exc}") from None
 
 
 def _kernel_name() -> str:
@@ -205,6 +231,8 @@ def run_pipeline(profile: str, run: str, first: str = "01_data", last: str = "06
     ``overrides``. Returns the summary also written to outputs/<run>/pipeline.json."""
     for key, value in ALLOCATOR_ENV.items():
         os.environ.setdefault(key, value)
+    if profile in OFFLINE_PROFILES:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
     stages = plan(profile, run, first, last, output_root, root, overrides)
     run_dir = root / output_root / run
     summary = {"profile": profile, "run": run, "stages": {}, "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}

@@ -149,3 +149,47 @@ def test_every_profile_folder_has_a_valid_file_per_stage():
     assert PROFILE_DIRS["t4"] == "params/t4"
     for profile in PROFILE_DIRS:
         assert [item.stage for item in plan(profile, "check", "01_data", "06_eval")] == list(STAGES), profile
+
+
+# --------------------------------------------------------------------------------------------
+# The memory plan at validation (nl2sql_lib.memory_plan through pipeline.plan)
+# --------------------------------------------------------------------------------------------
+
+PROJECT = Path(__file__).resolve().parent.parent
+
+
+def _fake_card(monkeypatch, name: str, capability: tuple[int, int], gib: float) -> None:
+    from nl2sql_lib import hardware
+
+    card = hardware.Hardware(cuda=True, device_count=1, name=name, capability=capability, total_memory_gib=gib)
+    monkeypatch.setattr(hardware, "detect_hardware", lambda: card)
+
+
+def test_plan_checks_memory_on_a_gpu_and_names_the_file_and_parameter(monkeypatch, capsys):
+    _fake_card(monkeypatch, "NVIDIA A100-SXM4-80GB", (8, 0), 79.15)
+    # the reference GRPO file as it stood before gradient checkpointing: ~136 GiB by the estimate
+    with pytest.raises(ParamsError) as caught:
+        plan("gpu", "mem", "03_grpo", "03_grpo", root=PROJECT,
+             overrides={"grpo": {"training.gradient_checkpointing": False}})
+    message = str(caught.value)
+    assert "params/grpo.yaml" in message and "gradient_checkpointing" in message
+    # as shipped it fits, and the plan is printed beside the card's memory
+    planned = plan("gpu", "mem", "02_sft", "06_eval", root=PROJECT)
+    assert [p.stage for p in planned] == ["sft", "grpo", "tree", "reward_model", "eval"]
+    out = capsys.readouterr().out
+    assert "memory plans for 1 x NVIDIA A100-SXM4-80GB" in out and "GiB" in out
+
+
+def test_t4_profile_fits_a_t4_and_the_reference_grpo_does_not(monkeypatch):
+    _fake_card(monkeypatch, "Tesla T4", (7, 5), 14.75)
+    assert len(plan("t4", "mem", "01_data", "06_eval", root=PROJECT)) == 6
+    with pytest.raises(ParamsError, match="params/grpo.yaml.*per_device_train_batch_size"):
+        plan("gpu", "mem", "03_grpo", "03_grpo", root=PROJECT)
+
+
+def test_without_a_gpu_the_memory_plan_is_skipped_with_a_note(monkeypatch, capsys):
+    from nl2sql_lib import hardware
+
+    monkeypatch.setattr(hardware, "detect_hardware", lambda: hardware.Hardware(cuda=False))
+    plan("gpu", "mem", "02_sft", "02_sft", root=PROJECT)
+    assert "no CUDA GPU: memory plans not checked" in capsys.readouterr().out
