@@ -207,7 +207,8 @@ def start_stage_from_command_line(
     Parses ``--params``/``--run``/``--output-root``/``--set KEY=VALUE`` from ``argv``
     (``sys.argv[1:]`` when None; ``--help`` and usage errors exit here, as argparse does),
     applies the overrides, validates the parameters (a wrong one raises
-    :class:`~nl2sql_lib.config.ParamsError` naming the key) and starts the :class:`StageRun`,
+    :class:`~nl2sql_lib.config.ParamsError` naming the key), checks the GPU memory plan
+    (:func:`nl2sql_lib.memory_plan.check_stage`; nothing on a CPU) and starts the :class:`StageRun`,
     which removes the stage's old manifest. Finishing the stage and printing stay with the caller:
     each stage reports different metrics. ``example`` is the parameter file ``--help`` shows;
     ``prog`` names the program in the usage line (argparse's default is the script's file name);
@@ -219,6 +220,9 @@ def start_stage_from_command_line(
     if log_level is not None:
         logging.basicConfig(level=log_level, format="%(levelname)s %(name)s: %(message)s")
     params = params_from_args(stage, args)
+    from .memory_plan import check_stage
+
+    check_stage(stage, params)  # on a GPU: the memory plan, stopping before training if it cannot fit
     return params, StageRun(params, stage).start()
 
 

@@ -154,3 +154,22 @@ def test_manifest_records_the_machine_and_the_hardware_decisions(tmp_path):
     assert record["decisions"] == [hardware.choose_dtype("bfloat16", t4).as_dict()]  # only this stage's
     assert "reason" in record["decisions"][0] and record["decisions"][0]["choice"] == "float16"
     assert record["machine"] and "cuda" in record
+
+
+def test_stage_command_line_stops_on_a_memory_plan_that_cannot_fit(tmp_path, monkeypatch):
+    """accelerate launch -m nl2sql_lib.train.grpo ...: the plan is checked before the stage starts."""
+    from nl2sql_lib import hardware, memory_plan
+    from nl2sql_lib.config import ParamsError
+    from nl2sql_lib.runs import PROJECT_ROOT, start_stage_from_command_line
+
+    t4 = hardware.Hardware(cuda=True, device_count=1, name="Tesla T4", capability=(7, 5), total_memory_gib=14.75)
+    monkeypatch.setattr(memory_plan, "detect_hardware", lambda: t4)
+    monkeypatch.chdir(PROJECT_ROOT)  # params/grpo.yaml's stage:sft resolves through the profile's sft.yaml
+    argv = ["--params", "params/grpo.yaml", "--run", "cli", "--output-root", str(tmp_path)]
+    with pytest.raises(ParamsError, match="does not fit|exceeds"):
+        start_stage_from_command_line("grpo", argv, description="test", example="params/grpo.yaml", log_level=None)
+    assert not (tmp_path / "cli" / "grpo").exists()  # stopped before the stage started
+    params, stage = start_stage_from_command_line(
+        "grpo", [*argv, "--set", "training.per_device_train_batch_size=8"],
+        description="test", example="params/grpo.yaml", log_level=None)
+    assert stage.dir.is_dir() and params.training.per_device_train_batch_size == 8
