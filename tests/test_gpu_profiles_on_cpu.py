@@ -21,6 +21,7 @@ import pytest
 
 from nl2sql_lib.config import STAGES, read_yaml
 from nl2sql_lib.pipeline import NOTEBOOKS, PROFILE_DIRS, plan, run_pipeline
+from tests.test_smoke_pipeline import EXPECTED  # the artifacts every stage leaves, as for the smoke profile
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 GPU_PROFILES = ["gpu", "t4"]
@@ -92,15 +93,6 @@ CPU_OVERRIDES: dict[str, dict[str, Any]] = {
         "max_dev_examples": 6,                   # size
         "spider_limit": 4,                       # size (Spider runs only where ../shared/spider-dev exists)
     },
-}
-
-EXPECTED = {
-    "data": ["train.jsonl", "dev.jsonl", "stats.json"],
-    "sft": ["adapter", "metrics.json"],
-    "grpo": ["adapter", "metrics.json"],
-    "tree": ["trees.jsonl", "pairs_train.jsonl", "pairs_test.jsonl", "verification.json"],
-    "reward_model": ["adapter", "metrics.json"],
-    "eval": ["metrics.json", "report.md"],
 }
 
 
