@@ -12,6 +12,7 @@ RUN      ?= $(PROFILE)
 FROM     ?= 01_data
 TO       ?= 06_eval
 # SET="sft.training.max_steps=20 eval.use_vllm=false": one stage's key changed for this run
+# (space-separated; a value with spaces needs python -m nl2sql_lib.pipeline --set instead)
 SET      ?=
 PYTEST_ARGS ?=
 

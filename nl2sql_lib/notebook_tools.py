@@ -44,10 +44,25 @@ INSTALL_CELL = """# Colab or Kaggle only (elsewhere this cell does nothing): get
 import os, sys
 
 _stage = "{stage}"
-# Packages whose new version a running kernel cannot load: if pip changed one that is already
-# imported here, the kernel must restart.
+# Packages whose __version__ names their installed release: one that differs from what is
+# installed now was loaded from an older install (e.g. before a restart was skipped).
 _RESTART_IF_CHANGED = ("torch", "transformers", "trl", "peft", "accelerate", "datasets", "tokenizers",
                        "huggingface_hub", "numpy", "pandas", "pyarrow", "pydantic")
+
+
+def _loaded_distributions():
+    # {distribution: version} of every installed distribution whose modules this kernel imported
+    import importlib.metadata
+
+    owners = importlib.metadata.packages_distributions()  # top-level module -> distributions
+    found = {}
+    for top in {name.partition(".")[0] for name in list(sys.modules)}:
+        for dist in owners.get(top, ()):
+            try:
+                found[dist] = importlib.metadata.version(dist)
+            except importlib.metadata.PackageNotFoundError:
+                pass
+    return found
 
 
 def _project_folder(install_from, on_kaggle):
@@ -65,7 +80,11 @@ def _project_folder(install_from, on_kaggle):
         last, ref = last.split("@", 1)
         url, branch = f"{head}/{last}", ["--branch", ref]
     print(f"project: cloning {url} into {folder}")
-    subprocess.run(["git", "clone", "--depth", "1", *branch, url, folder], check=True)
+    try:
+        subprocess.run(["git", "clone", "--depth", "1", *branch, url, folder], check=True)
+    except subprocess.CalledProcessError:
+        raise RuntimeError(f"git clone of {url} failed (see above): check install_from in the first cell - "
+                           "a git URL, optionally with @branch, or an existing folder") from None
     return folder
 
 
@@ -79,22 +98,31 @@ def _install(folder):
             installed = done.read() == target
     except (importlib.metadata.PackageNotFoundError, OSError):
         installed = False
+    before = {}
     if installed:
         print(f"install: {target} is installed already")
     else:
+        before = _loaded_distributions()
         print(f"install: pip install -e {target} (a few minutes)")
         subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", target], check=True)
         with open(marker, "w") as out:
             out.write(target)
         importlib.invalidate_caches()
     changed = []
-    for name in _RESTART_IF_CHANGED:
+    for name, version in before.items():  # any package pip replaced while this kernel uses it
+        try:
+            now = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+        if now != version:
+            changed.append(f"{name} {version} -> {now}")
+    for name in _RESTART_IF_CHANGED:  # loaded from an older install than the one on disk
         loaded = getattr(sys.modules.get(name), "__version__", None)
         try:
             now = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
             continue
-        if loaded is not None and loaded != now:
+        if loaded is not None and loaded != now and not any(c.startswith(f"{name} ") for c in changed):
             changed.append(f"{name} {loaded} -> {now}")
     if changed:
         print("Runtime > Restart session, then run all cells again"
@@ -114,21 +142,22 @@ def _profile_for_this_gpu(stage):
         raise RuntimeError("no GPU found: Runtime > Change runtime type > T4 GPU (Kaggle: Settings > "
                            f"Accelerator > GPU T4), or set params_file, e.g. params/smoke/{stage}.yaml") from None
     if gib < 16.5 or capability < 8.0:
-        choice, why = f"params/t4/{stage}.yaml", "under 16.5 GB or compute capability < 8.0: fp16, T4 sizes"
+        choice, why = f"params/t4/{stage}.yaml", "under 16.5 GiB or compute capability < 8.0: fp16, T4 sizes"
     else:
-        choice, why = f"params/{stage}.yaml", "16.5 GB or more and compute capability >= 8.0: bf16, A100/H100 sizes"
-    print(f"profile: {choice} for {name} ({gib:.1f} GB, compute capability {capability}): {why}")
+        choice, why = f"params/{stage}.yaml", "16.5 GiB or more and compute capability >= 8.0: bf16, A100/H100 sizes"
+    print(f"profile: {choice} for {name} ({gib:.1f} GiB, compute capability {capability}): {why}")
     return choice
 
 
 if "google.colab" in sys.modules or "KAGGLE_KERNEL_RUN_TYPE" in os.environ:
+    # the GPU first: a runtime without one stops in a second, not after a long install
+    _profile = _profile_for_this_gpu(_stage) if params_file is None else params_file
     _folder = _project_folder(install_from, on_kaggle="KAGGLE_KERNEL_RUN_TYPE" in os.environ)
     _install(_folder)
     os.chdir(_folder)  # params/ and outputs/ resolve here, as under make pipeline
     if _folder not in sys.path:
         sys.path.insert(0, _folder)  # importable before a restart (an editable install's hook loads at start)
-    if params_file is None:
-        params_file = _profile_for_this_gpu(_stage)
+    params_file = _profile
     print(f"working in {_folder}; params_file = {params_file!r}; outputs: {_folder}/outputs/{run}/")"""
 
 

@@ -171,7 +171,8 @@ def test_install_cell_clones_the_project_with_params_installs_it_and_moves_there
     namespace = machine.exec_cell(f"git+{project_repo.as_uri()}")
 
     assert (clone / "params" / "t4" / "sft.yaml").read_text() == "profile: t4\n"  # really cloned
-    assert machine.commands[0] == ["git", "clone", "--depth", "1", project_repo.as_uri(), str(clone)]
+    assert machine.commands[0][0] == "nvidia-smi"  # the GPU first: no long install on a CPU runtime
+    assert machine.commands[1] == ["git", "clone", "--depth", "1", project_repo.as_uri(), str(clone)]
     assert machine.pip_commands() == [[sys.executable, "-m", "pip", "install", "-q", "-e", f"{clone}[gpu]"]]
     assert Path(os.getcwd()) == clone and str(clone) in sys.path
     assert namespace["params_file"] == "params/t4/sft.yaml" and Path(namespace["params_file"]).is_file()
@@ -240,7 +241,7 @@ def test_install_cell_keeps_a_chosen_params_file_and_needs_a_gpu_otherwise(proje
 def test_install_cell_clones_a_branch_named_the_pip_way(project_repo, tmp_path, monkeypatch):
     machine = FakeMachine("colab", monkeypatch, tmp_path)
     machine.exec_cell(f"git+{project_repo.as_uri()}@v1")
-    assert machine.commands[0] == ["git", "clone", "--depth", "1", "--branch", "v1", project_repo.as_uri(),
+    assert machine.commands[1] == ["git", "clone", "--depth", "1", "--branch", "v1", project_repo.as_uri(),
                                    str(machine.clone_dir)]
     assert "branch: v1" in (machine.clone_dir / "params" / "t4" / "sft.yaml").read_text()
 
@@ -267,3 +268,46 @@ def test_install_cell_does_nothing_outside_colab_and_kaggle(project_repo, tmp_pa
         namespace = machine.exec_cell(install_from)
         assert machine.commands == [] and namespace["params_file"] is None
         assert Path(os.getcwd()) == machine.start_dir and not machine.clone_dir.exists()
+
+
+def test_install_cell_asks_for_a_restart_when_pip_replaced_any_loaded_distribution(
+        project_repo, tmp_path, monkeypatch, capsys):
+    """Not only the listed packages: PyYAML (imported here as yaml, no version check of its own)."""
+    import importlib.metadata
+
+    import yaml  # noqa: F401  (loaded in this kernel)
+
+    machine = FakeMachine("colab", monkeypatch, tmp_path)
+    real_version, real_run = importlib.metadata.version, machine.run
+    pip_ran = []
+
+    def run(cmd, *args, **kwargs):
+        if list(cmd[1:4]) == ["-m", "pip", "install"]:
+            pip_ran.append(True)
+        return real_run(cmd, *args, **kwargs)
+
+    def version(name):  # pip installed another PyYAML than the one this kernel imported
+        return "0.0.2" if pip_ran and name == "PyYAML" else real_version(name)
+
+    import subprocess
+
+    monkeypatch.setattr(subprocess, "run", run)
+    monkeypatch.setattr(importlib.metadata, "version", version)
+    with pytest.raises(RuntimeError, match=r"restart needed.*PyYAML .* -> 0\.0\.2"):
+        machine.exec_cell(f"git+{project_repo.as_uri()}")
+    assert pip_ran and "Runtime > Restart session" in capsys.readouterr().out
+
+
+def test_install_cell_without_a_gpu_stops_before_cloning_or_installing(project_repo, tmp_path, monkeypatch):
+    machine = FakeMachine("colab", monkeypatch, tmp_path, gpu=None)
+    with pytest.raises(RuntimeError, match="no GPU found"):
+        machine.exec_cell(f"git+{project_repo.as_uri()}")
+    assert [c[0] for c in machine.commands] == ["nvidia-smi"] and not machine.clone_dir.exists()
+
+
+def test_install_cell_names_install_from_when_the_clone_fails(tmp_path, monkeypatch):
+    machine = FakeMachine("kaggle", monkeypatch, tmp_path)
+    missing = (tmp_path / "no-such-repo").as_uri()
+    with pytest.raises(RuntimeError, match="git clone of .*no-such-repo failed.*install_from"):
+        machine.exec_cell(f"git+{missing}")
+    assert machine.pip_commands() == []
