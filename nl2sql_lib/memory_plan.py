@@ -7,7 +7,8 @@ cache, never downloaded; else a built-in table of well-known models) and the sta
 parameters, the peak memory of one GPU is estimated term by term:
 
 =====================  =========================================================================
-weights                parameters x bytes per parameter (2 for bf16/fp16, 4 for fp32; QLoRA:
+weights                parameters x bytes per parameter, the dtype ``hardware.choose_dtype`` loads
+                       (2 for bf16/fp16, 4 for fp32: also full fine-tuning on a card without bf16; QLoRA:
                        NF4 linear weights ~0.52 B, the rest fp32 after PEFT's
                        ``prepare_model_for_kbit_training``)
 trainable (LoRA)       r x (in + out) per targeted linear layer, kept in fp32 by PEFT
@@ -23,11 +24,14 @@ activations            bytes saved for backward per token, summed over layers (K
                        recomputed in full
 loss / logits          tokens x vocabulary x 10 B when the full logits are built (bf16 logits,
                        their fp32 copy, fp32 log-softmax): for small models with 150k-token
-                       vocabularies this is the largest term of all. TRL 1.16's trainers use a
-                       fused, tiled LM head (``trl/kernels/chunked_logprob.py``) that never builds
-                       them: then only its tile buffer and the fp32 hidden-state gradient count
-reference model        DPO, and GRPO with beta > 0: with LoRA TRL uses the adapter switched off
-                       (GRPO) or a copy of it (DPO), so only full fine-tuning pays a second model
+                       vocabularies this is the largest term of all. TRL's tiled LM head (1.15
+                       and 1.16, ``trl/kernels/chunked_logprob.py``) never builds them: then
+                       only its tile buffer and the fp32 hidden-state gradient count
+reference model        DPO, and GRPO with beta > 0: the project hands TRL a PEFT model, to which
+                       TRL (1.15, 1.16) adds a frozen "ref" copy of the adapter (no second model);
+                       full fine-tuning pays a frozen copy of the weights
+reward model (scoring) GRPO with rewards.reward_model > 0: the scorer's base model without its
+                       LM head at ``RewardScorer.from_spec``'s dtype (fp32), plus one scoring batch
 vLLM                   GRPO colocate: ``vllm_gpu_memory_utilization`` x the card, on top of
                        training (vLLM reserves that share of the *total* memory for its weights,
                        activations and KV cache). Tree/eval: the engine's share is everything
@@ -54,7 +58,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .config import LoraParams, ModelParams, ParamsError, TrainingParams, read_yaml
-from .hardware import Hardware, detect_hardware
+from .hardware import Hardware, choose_dtype, detect_hardware
 
 GIB = 2**30
 
@@ -81,7 +85,7 @@ VLLM_RUNTIME_GIB = 1.0
 CUDA_CONTEXT_GIB = 1.0
 FRAGMENTATION_FRACTION = 0.05
 
-# TRL 1.16's fused LM head (trl/kernels/chunked_logprob.py): 4096 tokens x 32768 vocabulary
+# TRL's tiled LM head (1.15 and 1.16, trl/kernels/chunked_logprob.py): 4096 tokens x 32768 vocabulary
 # entries per tile; counted in fp32 to be safe.
 FUSED_HEAD_TILE_BYTES = 4096 * 32768 * 4
 
@@ -249,21 +253,60 @@ def base_spec_of(spec: str, cfg: Any, base_spec: str | None = None) -> tuple[str
             return adapter_base_spec(adapter), f"the base of {spec}'s adapter"
         except Exception:  # unreadable adapter metadata: fall through to the profile
             pass
-    return _profile_sft_model(cfg, spec)
+    return _profile_stage_model(cfg, spec)
 
 
-def _profile_sft_model(cfg: Any, spec: str) -> tuple[str | None, str]:
+def _profile_stage_file(cfg: Any, stage: str) -> Path | None:
+    """The profile's ``<stage>.yaml``: under the current directory's params/ first (the pipeline
+    runs from the project root; a notebook in a Colab clone has chdir'd into the clone), else
+    the installed project's."""
     from .pipeline import PROFILE_DIRS  # lazy: the pipeline imports this module
     from .runs import PROJECT_ROOT
 
     folder = PROFILE_DIRS.get(getattr(cfg, "profile", ""))
-    sft_file = PROJECT_ROOT / folder / "sft.yaml" if folder else None
-    if sft_file is None or not sft_file.is_file():
-        return None, f"{spec} has not run and profile {getattr(cfg, 'profile', None)!r} names no sft.yaml"
-    model_spec = (read_yaml(sft_file).get("model") or {}).get("spec")
-    if not isinstance(model_spec, str) or model_spec.startswith("stage:"):
-        return None, f"{spec} has not run and {sft_file} names no base model"
-    return model_spec, f"{spec} has not run yet: the model of {sft_file.relative_to(PROJECT_ROOT)}"
+    if not folder:
+        return None
+    for root in (Path.cwd(), PROJECT_ROOT):
+        if (root / folder / f"{stage}.yaml").is_file():
+            return root / folder / f"{stage}.yaml"
+    return None
+
+
+def _profile_stage_model(cfg: Any, spec: str) -> tuple[str | None, str]:
+    """The base model of a ``stage:<name>`` that has not run: ``model.spec`` of the same profile's
+    ``<name>.yaml`` (followed through its own ``stage:`` specs, e.g. grpo -> sft). Limitation: the
+    file as it stands, without the --set / SET= overrides that run would get."""
+    seen: list[str] = []
+    current = spec
+    while current.startswith("stage:") and current not in seen:
+        seen.append(current)
+        stage = current.split(":", 1)[1]
+        stage_file = _profile_stage_file(cfg, stage)
+        if stage_file is None:
+            return None, f"{spec} has not run and profile {getattr(cfg, 'profile', None)!r} names no {stage}.yaml"
+        current = (read_yaml(stage_file).get("model") or {}).get("spec")
+        if not isinstance(current, str):
+            return None, f"{spec} has not run and {stage_file} names no base model"
+    if current.startswith("stage:"):
+        return None, f"{spec} has not run and the profile's stage: specs form a cycle"
+    return current, f"{spec} has not run yet: the model of {stage_file}"
+
+
+def reward_model_base(spec: str, cfg: Any) -> tuple[str | None, str]:
+    """The base model a reward model spec (GRPO's ``reward_model``) scores with: its run folder's
+    or its adapter's recorded base, else (not trained yet) the profile's reward_model.yaml."""
+    if not spec.startswith("stage:"):
+        folder = Path(spec).expanduser()
+        adapter = next((d for d in (folder, folder / "adapter") if (d / "adapter_config.json").is_file()), None)
+        if adapter is None:
+            return spec, "the parameter itself"
+        from .models import adapter_base_spec
+
+        try:
+            return adapter_base_spec(adapter), f"the base of {adapter}"
+        except Exception:  # unreadable adapter metadata: unknown
+            return None, f"unreadable adapter metadata in {adapter}"
+    return base_spec_of(spec, cfg)
 
 
 # --------------------------------------------------------------------------------------------
@@ -271,13 +314,23 @@ def _profile_sft_model(cfg: Any, spec: str) -> tuple[str | None, str]:
 # --------------------------------------------------------------------------------------------
 
 
-def dtype_bytes(model: ModelParams, hardware: Hardware) -> int:
-    """Bytes per weight and per activation: 4 for float32, else 2 (bf16 on Ampere+, fp16 before)."""
+def dtype_bytes(model: ModelParams, hardware: Hardware, *, for_training: bool = False,
+                trains_all_weights: bool = False) -> int:
+    """Bytes per weight as the stage loads them: :func:`nl2sql_lib.hardware.choose_dtype`'s choice
+    (4 for float32, else 2: bf16 on Ampere+, fp16 before). Full-weight training on a card without
+    bf16 keeps fp32 weights (fp16 mixed precision needs fp32 master weights)."""
+    decision = choose_dtype(model.dtype, hardware, for_training=for_training, trains_all_weights=trains_all_weights)
+    return 4 if decision.choice == "float32" else 2
+
+
+def activation_width(model: ModelParams) -> int:
+    """Bytes per activation element inside a layer: 2 under the trainer's bf16/fp16 mixed
+    precision (:func:`nl2sql_lib.hardware.trainer_precision`), 4 for ``model.dtype: float32``."""
     return 4 if model.dtype == "float32" else 2
 
 
 def weight_bytes(arch: Architecture, model: ModelParams, hardware: Hardware, *,
-                 for_training: bool, lm_head: bool = True) -> float:
+                 for_training: bool, trains_all_weights: bool = False, lm_head: bool = True) -> float:
     """The frozen (or fully trained) model's weights.
 
     Quantized: the decoder's linear layers in NF4/int8; for training, PEFT's
@@ -285,7 +338,7 @@ def weight_bytes(arch: Architecture, model: ModelParams, hardware: Hardware, *,
     ``lm_head=False``: a sequence-classification model (the reward model) without the LM head.
     """
     other = arch.other_parameters - (0 if lm_head else arch.lm_head_parameters)
-    width = dtype_bytes(model, hardware)
+    width = dtype_bytes(model, hardware, for_training=for_training, trains_all_weights=trains_all_weights)
     if model.quantization == "none":
         return (arch.linear_parameters + other) * width
     per_weight = NF4_BYTES_PER_PARAM if model.quantization == "4bit" else INT8_BYTES_PER_PARAM
@@ -307,7 +360,8 @@ def lora_parameters(arch: Architecture, lora: LoraParams) -> int:
 
 
 def activation_bytes_per_token_layer(arch: Architecture, *, width: int, lora: LoraParams | None,
-                                     attn_implementation: str, sequence_length: int) -> float:
+                                     attn_implementation: str, sequence_length: int,
+                                     residual_width: int | None = None) -> float:
     """Bytes one decoder layer saves for backward, per token, without checkpointing.
 
     Korthikanti et al. 2022 (Sec. 4.1) count 34·h + 5·a·s bytes per token for a GPT layer in 16
@@ -327,14 +381,21 @@ def activation_bytes_per_token_layer(arch: Architecture, *, width: int, lora: Lo
       dropout mask (1 B x in, a bool on CUDA) when lora.dropout > 0, and A's r outputs.
 
     With 16-bit activations (``width`` 2); fp32 training (``width`` 4) doubles the 16-bit ones.
+    ``residual_width`` (default ``width``): the dtype of the weights, which the residual stream
+    between the sublayers carries. fp32 weights under 16-bit autocast (full fine-tuning on a T4)
+    save the normalized input in fp32 (4h) and each projection reading a norm's output casts its
+    own 16-bit copy (q, k, v: 3 x 2h; gate, up: 2 x 2h) instead of sharing one.
     ``tests/test_memory_plan.py`` checks this count against the tensors autograd actually saves
-    in a small Qwen2 model.
+    in a small Qwen2 model (within 0-4% for 16-bit weights, 1% for fp32 under autocast).
     """
     h, i = arch.hidden_size, arch.intermediate_size
     act = width  # bytes of one 16-bit (or fp32) activation element
+    residual = residual_width or width
     base_trains = lora is None
     kv = arch.kv_dim if attn_implementation == "flash_attention_2" else arch.q_dim
-    norms = 2 * (4 * h + (2 * act * h if base_trains else 0))
+    # The projections reading each norm's output save one shared copy, or one autocast copy each.
+    readers = (3, 2) if residual != act else (1, 1)
+    norms = 2 * 4 * h + (sum(residual * h + n * act * h for n in readers) if base_trains else 0)
     attention = act * (arch.q_dim + 2 * kv + arch.q_dim)
     if attn_implementation == "eager":
         attention += (4 + act) * arch.num_attention_heads * sequence_length
@@ -349,21 +410,25 @@ def activation_bytes_per_token_layer(arch: Architecture, *, width: int, lora: Lo
 
 
 def activation_bytes(arch: Architecture, *, tokens: int, sequence_length: int, checkpointing: bool,
-                     width: int, lora: LoraParams | None, attn_implementation: str) -> float:
+                     width: int, lora: LoraParams | None, attn_implementation: str,
+                     residual_width: int | None = None) -> float:
     """Activations of one micro-batch of ``tokens`` tokens.
 
     Without checkpointing every layer keeps its share. With it (transformers checkpoints each
     decoder layer) only each layer's input survives the forward (2 B x h per token and layer,
     Korthikanti's "full recomputation" 2·s·b·h·L) and, during backward, one layer is recomputed
-    in full at a time. Plus the final norm (6h per token).
+    in full at a time. Plus the final norm (6h per token). The layer inputs are in
+    ``residual_width`` (the weights' dtype: fp32 for full fine-tuning on a T4).
     """
     per_layer = activation_bytes_per_token_layer(
-        arch, width=width, lora=lora, attn_implementation=attn_implementation, sequence_length=sequence_length
+        arch, width=width, lora=lora, attn_implementation=attn_implementation, sequence_length=sequence_length,
+        residual_width=residual_width,
     )
     h, layers = arch.hidden_size, arch.num_hidden_layers
-    final_norm = (4 + width) * h
+    residual = residual_width or width
+    final_norm = (4 + residual) * h
     if checkpointing:
-        return tokens * (layers * width * h + per_layer + final_norm)
+        return tokens * (layers * residual * h + per_layer + final_norm)
     return tokens * (layers * per_layer + final_norm)
 
 
@@ -375,7 +440,7 @@ def loss_bytes(arch: Architecture, *, scored_tokens: int, fused_head: bool, lm_h
     scored token and vocabulary entry: 10 B x tokens x vocab. With 151,936 entries that is 1.4
     MiB per token, more than a 1.5B model's activations per token.
 
-    Fused (TRL 1.16): the tile buffer, plus the fp32 gradient of the scored hidden states, plus
+    Fused (TRL's tiled LM head, 1.15 and 1.16): the tile buffer, plus the fp32 gradient of the scored hidden states, plus
     an fp32 gradient of the LM head's weight when it trains (full fine-tuning).
     """
     if not fused_head:
@@ -385,7 +450,7 @@ def loss_bytes(arch: Architecture, *, scored_tokens: int, fused_head: bool, lm_h
 
 
 def trl_has_fused_lm_head() -> bool:
-    """True when the installed TRL scores tokens with its fused, tiled LM head (TRL 1.16).
+    """True when the installed TRL scores tokens with its fused, tiled LM head (TRL 1.15 and 1.16).
 
     Looked up as a file in TRL's package folder, so nothing of TRL (or torch) is imported.
     """
@@ -490,10 +555,10 @@ def _gib(n_bytes: float) -> float:
     return n_bytes / GIB
 
 
-def _dtype_name(model: ModelParams, hardware: Hardware) -> str:
-    if model.dtype != "auto":
-        return model.dtype
-    return "bfloat16" if hardware.bf16 else "float16"
+def _dtype_name(model: ModelParams, hardware: Hardware, *, for_training: bool = False,
+                trains_all_weights: bool = False) -> str:
+    return choose_dtype(model.dtype, hardware, for_training=for_training,
+                        trains_all_weights=trains_all_weights).choice
 
 
 @dataclass(frozen=True)
@@ -510,6 +575,8 @@ class TrainingPhase:
     reference: bool = False  # DPO, GRPO beta > 0
     vllm_share: float | None = None  # GRPO colocate: vllm_gpu_memory_utilization
     generation_rows: int = 0  # GRPO without vLLM: sequences generated with a KV cache
+    group: int = 1  # GRPO: num_generations; the micro-batch (completions) is kept a multiple of it
+    reward_scorer: str | None = None  # GRPO with rewards.reward_model > 0: the reward model's spec
     training_parameter: str = "training"  # where the training knobs live (DPO: dpo_training)
     model_parameter: str = "model"  # where the model's knobs live (DPO: dpo_policy)
 
@@ -525,10 +592,12 @@ def checkpointing_on(setting: bool | str) -> bool:
 
 
 def training_plan(stage: str, phase: TrainingPhase, arch: Architecture, hardware: Hardware, *,
-                  model_name: str, source: str, fused_head: bool | None = None) -> MemoryPlan:
+                  model_name: str, source: str, fused_head: bool | None = None,
+                  scorer: tuple[Architecture, str] | None = None) -> MemoryPlan:
     """The peak of one training step: the parameters' terms (weights, adapter, gradients,
-    optimizer), the micro-batch's (activations, loss, KV cache), the reference model, vLLM's
-    share and the overhead; each term with the parameter that shrinks it."""
+    optimizer), the micro-batch's (activations, loss, KV cache), the reference model, the reward
+    model scoring completions (``scorer``: its base architecture and name), vLLM's share and the
+    overhead; each term with the parameter that shrinks it."""
     if fused_head is None:
         fused_head = trl_has_fused_lm_head() and phase.lm_head
     plan = MemoryPlan(stage, phase.name, model_name, source, hardware.total_memory_gib, hardware.name)
@@ -536,6 +605,8 @@ def training_plan(stage: str, phase: TrainingPhase, arch: Architecture, hardware
     _batch_terms(plan, phase, arch, hardware, fused_head)
     if phase.reference:
         _reference_term(plan, phase, trainable_bytes)
+    if scorer is not None:
+        _reward_scorer_term(plan, scorer[0], scorer[1], hardware)
     allocated = plan.total_gib * GIB
     if phase.vllm_share is not None and hardware.total_memory_gib:
         _add_colocated_vllm(plan, phase, arch, hardware)
@@ -550,8 +621,10 @@ def _parameter_terms(plan: MemoryPlan, phase: TrainingPhase, arch: Architecture,
     Returns the bytes of the trainable parameters (a DPO reference copies them)."""
     model, terms = phase.model, plan.terms
     n_weights = arch.num_parameters - (0 if phase.lm_head else arch.lm_head_parameters)
-    weights = weight_bytes(arch, model, hardware, for_training=True, lm_head=phase.lm_head)
-    precision = model.quantization if model.quantization != "none" else _dtype_name(model, hardware)
+    full = phase.lora is None
+    weights = weight_bytes(arch, model, hardware, for_training=True, trains_all_weights=full, lm_head=phase.lm_head)
+    precision = (model.quantization if model.quantization != "none"
+                 else _dtype_name(model, hardware, for_training=True, trains_all_weights=full))
     weights_fix = (f"set {phase.model_parameter}.quantization: 4bit (QLoRA)"
                    if model.quantization == "none" and phase.lora else None)
     terms.append(MemoryTerm("weights", _gib(weights), f"{n_weights / 1e9:.2f}B parameters, {precision}", weights_fix))
@@ -570,9 +643,9 @@ def _parameter_terms(plan: MemoryPlan, phase: TrainingPhase, arch: Architecture,
         ))
     else:
         # Full fine-tuning: the loaded weights train in place (HF Trainer keeps no fp32 master
-        # copy of bf16 weights; fp32 weights are their own master copy).
+        # copy of bf16 weights; fp32 weights are their own master copy, as on a card without bf16).
         trainable = n_weights
-        trainable_width = dtype_bytes(model, hardware)
+        trainable_width = dtype_bytes(model, hardware, for_training=True, trains_all_weights=True)
     paged_8bit = model.quantization != "none"  # models.optimizer_name: paged_adamw_8bit
     optimizer_width = 2 if paged_8bit else 2 * trainable_width
     full_fix = "set full_finetune: false (LoRA)" if phase.lora is None else None
@@ -592,10 +665,14 @@ def _batch_terms(plan: MemoryPlan, phase: TrainingPhase, arch: Architecture, har
                  fused_head: bool) -> None:
     """What grows with the micro-batch: activations, the loss over the LM head, a KV cache."""
     model, t = phase.model, phase.training
-    width = dtype_bytes(model, hardware)
+    width = activation_width(model)
+    # The residual stream carries the weights' dtype (fp32 for full fine-tuning on a T4); QLoRA's
+    # fp32 norms and embeddings are not modelled.
+    residual = (dtype_bytes(model, hardware, for_training=True, trains_all_weights=phase.lora is None)
+                if model.quantization == "none" else width)
     length = t.max_length
     act_kwargs = dict(tokens=phase.rows_per_micro_batch * length, sequence_length=length, width=width,
-                      lora=phase.lora, attn_implementation=model.attn_implementation)
+                      residual_width=residual, lora=phase.lora, attn_implementation=model.attn_implementation)
     checkpointing = checkpointing_on(t.gradient_checkpointing)
     if checkpointing:
         act_fix = BATCH_FIX  # made concrete once the total is known (_concrete_batch_fix)
@@ -621,33 +698,80 @@ def _batch_terms(plan: MemoryPlan, phase: TrainingPhase, arch: Architecture, har
 
 
 def _reference_term(plan: MemoryPlan, phase: TrainingPhase, trainable_bytes: float) -> None:
-    """DPO / GRPO beta > 0. With LoRA, TRL's reference is the policy with its adapter switched
-    off (GRPO) or a copy of the adapter (DPO): no second model. Full fine-tuning: a frozen copy."""
+    """DPO / GRPO beta > 0. With LoRA, ``models.load_model`` hands TRL a PEFT model, and TRL (1.15
+    and 1.16, ``model.add_adapter("ref", ...)`` when no ``ref_model`` is given) adds a frozen copy
+    of its adapter as the reference: no second model. (TRL disables the adapter instead only when
+    it wraps the model itself from a ``peft_config``, which the project does not do.) Full
+    fine-tuning: a frozen copy of the weights."""
     if phase.lora is None:
         plan.terms.append(MemoryTerm("reference model", plan.gib("weights"), "a frozen copy of the weights",
                                      "set full_finetune: false (LoRA)"))
     else:
-        plan.notes.append("reference model: the policy with its adapter switched off or copied (no second model)")
-        plan.terms.append(MemoryTerm("reference adapter", _gib(trainable_bytes), "a copy of the adapter"))
+        plan.notes.append("reference model: TRL's frozen 'ref' copy of the adapter on the same base (no second model)")
+        plan.terms.append(MemoryTerm("reference adapter", _gib(trainable_bytes), "TRL's frozen copy of the adapter"))
+
+
+def scorer_defaults() -> tuple[str, int, int]:
+    """dtype, batch size and max length :meth:`nl2sql_lib.scoring.RewardScorer.from_spec` loads
+    with when GRPO's reward model reward calls it (rewards.RewardModelReward: defaults only;
+    max_length None: the saved 1024 default)."""
+    import inspect
+
+    from .scoring import RewardScorer  # no torch at import
+
+    params = inspect.signature(RewardScorer.from_spec).parameters
+    length = params["max_length"].default
+    return params["dtype"].default, params["batch_size"].default, length if isinstance(length, int) else 1024
+
+
+def _reward_scorer_term(plan: MemoryPlan, arch: Architecture, name: str, hardware: Hardware) -> None:
+    """GRPO with rewards.reward_model > 0: the reward model scores every completion on the same
+    GPU. Its base model without the LM head (the adapter is merged) at the scorer's dtype, plus
+    one scoring batch under no_grad: the KV cache transformers keeps during the forward and one
+    layer's activations (hidden, q/k/v/o, the MLP's three intermediate tensors)."""
+    dtype, batch, length = scorer_defaults()
+    width = dtype_bytes(ModelParams(spec=name, dtype=dtype), hardware)
+    weights = (arch.num_parameters - arch.lm_head_parameters) * width
+    per_token = arch.kv_bytes_per_token(width) + width * (
+        2 * arch.hidden_size + 2 * arch.q_dim + 2 * arch.kv_dim + 3 * arch.intermediate_size)
+    plan.terms.append(MemoryTerm(
+        "reward model (scoring)", _gib(weights + batch * length * per_token),
+        f"{name}, {(arch.num_parameters - arch.lm_head_parameters) / 1e9:.2f}B parameters in {dtype} "
+        f"+ a scoring batch of {batch} x {length} tokens", "set rewards.reward_model: 0",
+    ))
 
 
 def _concrete_batch_fix(plan: MemoryPlan, phase: TrainingPhase) -> None:
     """Say how far to lower the micro-batch: the terms that grow with it (activations, logits,
-    KV cache, and their fragmentation share) shrink in proportion to it."""
+    KV cache, and their fragmentation share) shrink in proportion to it.
+
+    GRPO (``phase.group`` = num_generations): the suggestion is a multiple of num_generations,
+    so that every micro-batch holds whole groups of one prompt's completions (TRL itself checks
+    that the generation batch, per-device batch x processes x accumulation, is one); when not
+    even one group fits, the fix is fewer generations or shorter completions."""
     rows = phase.training.per_device_train_batch_size
+    group = phase.group
     per_batch = [t for t in plan.terms if t.fix == BATCH_FIX]
-    if rows == 1:  # nothing left to split: shorter rows
+    shorter = f"lower {phase.training_parameter}.max_length from {phase.training.max_length}"
+    if group > 1:
+        shorter = ("lower num_generations from {g} (and {b} with it) or max_completion_length"
+                   .format(g=group, b=phase.batch_parameter))
+    if rows <= group:  # nothing left to split: fewer or shorter rows
         for term in per_batch:
-            term.fix = f"lower {phase.training_parameter}.max_length from {phase.training.max_length}"
+            term.fix = shorter
         return
     text = (f"lower {phase.batch_parameter} from {rows} (raise {phase.training_parameter}."
             "gradient_accumulation_steps to keep the effective batch)")
+    if group > 1:
+        text = text.replace(" (raise", f" in multiples of num_generations ({group}) (raise")
     excess = plan.total_gib - (plan.card_gib or plan.total_gib)
     per_row = sum(t.gib for t in per_batch) * (1 + FRAGMENTATION_FRACTION) / rows
     if excess > 0 and per_row > 0:
-        smaller = rows - math.ceil(excess / per_row)
+        smaller = (rows - math.ceil(excess / per_row)) // group * group
         if smaller >= 1:
             text = text.replace(f"from {rows}", f"from {rows} to {smaller} or less")
+        elif group > 1:
+            text = shorter
     for term in per_batch:
         term.fix = text
 
@@ -739,6 +863,8 @@ def _phases(stage: str, cfg: Any) -> list[tuple[str, Any]]:
             "policy training" + (" + colocated vLLM" if colocate else ""), cfg.model, cfg.lora, t,
             t.per_device_train_batch_size, cfg.max_completion_length, reference=cfg.beta > 0,
             vllm_share=share, generation_rows=0 if cfg.use_vllm else t.per_device_train_batch_size,
+            group=cfg.num_generations,
+            reward_scorer=cfg.reward_model if cfg.rewards.reward_model > 0 else None,
         ))]
     if stage == "reward_model":
         t = cfg.training
@@ -784,8 +910,16 @@ def plan_stage(stage: str, cfg: Any, hardware: Hardware, *, base_spec: str | Non
         if spec != model.spec:
             source = f"{source}; {how}"
         if kind == "train":
-            plans.append(training_plan(stage, phase, arch, hardware, model_name=spec, source=source,
-                                       fused_head=fused_head))
+            scorer, unknown = None, None
+            if phase.reward_scorer:
+                scorer_spec, scorer_how = reward_model_base(phase.reward_scorer, cfg)
+                scorer_arch, scorer_how = find_architecture(scorer_spec) if scorer_spec else (None, scorer_how)
+                scorer = (scorer_arch, scorer_spec) if scorer_arch else None
+                unknown = None if scorer else f"reward model {phase.reward_scorer}: not estimated ({scorer_how})"
+            plan = training_plan(stage, phase, arch, hardware, model_name=spec, source=source,
+                                 fused_head=fused_head, scorer=scorer)
+            plan.notes += [unknown] if unknown else []
+            plans.append(plan)
         else:
             plans.append(generation_plan(stage, arch=arch, hardware=hardware, model_name=spec, source=source,
                                          **phase))
@@ -793,7 +927,8 @@ def plan_stage(stage: str, cfg: Any, hardware: Hardware, *, base_spec: str | Non
 
 
 def check_stage(stage: str, cfg: Any, hardware: Hardware | None = None, *,
-                print_fn: Callable[[str], Any] = print, base_spec: str | None = None) -> MemoryPlan | None:
+                print_fn: Callable[[str], Any] = print, base_spec: str | None = None,
+                origin: str | None = None) -> MemoryPlan | None:
     """Print the stage's memory plan beside the card's memory; stop when it cannot fit.
 
     Detects the hardware when not given. Without a CUDA GPU prints one line and returns None;
@@ -801,20 +936,24 @@ def check_stage(stage: str, cfg: Any, hardware: Hardware | None = None, *,
     plan and returns the tightest one (least headroom); raises :class:`ParamsError` naming the
     stage, the estimate against the card and the parameters to change when one cannot fit.
     ``base_spec`` names the base model of ``stage:`` specs when the run has no folder for them yet.
+    ``origin`` (the parameter file, "notebook parameters"...) starts the error message.
     Under DDP the plan is per process; ZeRO/FSDP sharding is not modelled (it would need less).
+    Under ``accelerate launch`` only local rank 0 prints; every rank raises.
     """
+    if not _phases(stage, cfg):  # data: no model on the GPU, nothing to say
+        return None
     hardware = hardware or detect_hardware()
+    show = print_fn if hardware.local_rank == 0 else (lambda _line: None)
     if not hardware.cuda:
-        print_fn("no CUDA GPU: memory plan not checked")
+        show("no CUDA GPU: memory plan not checked")
         return None
     plans = plan_stage(stage, cfg, hardware, base_spec=base_spec)
-    if not plans:
-        return None
     for plan in plans:
-        print_fn(plan.describe())
+        show(plan.describe())
     failing = [plan for plan in plans if not plan.fits]
     if failing:
-        raise ParamsError("\n".join(_failure_message(plan) for plan in failing))
+        message = "\n".join(_failure_message(plan) for plan in failing)
+        raise ParamsError(f"{origin}: {message}" if origin else message)
     known = [plan for plan in plans if plan.known and plan.headroom_gib is not None]
     return min(known, key=lambda p: p.headroom_gib) if known else plans[0]
 
