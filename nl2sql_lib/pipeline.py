@@ -181,10 +181,8 @@ def check_memory_plans(validated: list[tuple[str, Any, str]], root: Path = PROJE
     print(f"[pipeline] memory plans for {hardware.describe()}", flush=True)
     for stage, cfg, origin in validated:
         with contextlib.chdir(root):
-            try:
-                check_stage(stage, cfg, hardware, print_fn=lambda line: print(f"[pipeline] {line}", flush=True))
-            except ParamsError as exc:
-                raise ParamsError(f"{origin}: {exc}") from None
+            check_stage(stage, cfg, hardware, print_fn=lambda line: print(f"[pipeline] {line}", flush=True),
+                        origin=origin)
 
 
 def _kernel_name() -> str:

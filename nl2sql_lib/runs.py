@@ -222,7 +222,9 @@ def start_stage_from_command_line(
     params = params_from_args(stage, args)
     from .memory_plan import check_stage
 
-    check_stage(stage, params)  # on a GPU: the memory plan, stopping before training if it cannot fit
+    origin = str(args.params) + (" with --set " + " --set ".join(args.set) if args.set else "")
+    # on a GPU: the memory plan, stopping before training if it cannot fit (the error names the file)
+    check_stage(stage, params, origin=origin)
     return params, StageRun(params, stage).start()
 
 

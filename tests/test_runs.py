@@ -166,9 +166,14 @@ def test_stage_command_line_stops_on_a_memory_plan_that_cannot_fit(tmp_path, mon
     monkeypatch.setattr(memory_plan, "detect_hardware", lambda: t4)
     monkeypatch.chdir(PROJECT_ROOT)  # params/grpo.yaml's stage:sft resolves through the profile's sft.yaml
     argv = ["--params", "params/grpo.yaml", "--run", "cli", "--output-root", str(tmp_path)]
-    with pytest.raises(ParamsError, match="does not fit|exceeds"):
+    with pytest.raises(ParamsError, match="does not fit|exceeds") as err:
         start_stage_from_command_line("grpo", argv, description="test", example="params/grpo.yaml", log_level=None)
+    assert str(err.value).startswith("params/grpo.yaml: stage grpo")  # the error names the file
     assert not (tmp_path / "cli" / "grpo").exists()  # stopped before the stage started
+    with pytest.raises(ParamsError) as err:  # --set overrides are named with the file
+        start_stage_from_command_line("grpo", [*argv, "--set", "training.max_steps=3"], description="test",
+                                      example="params/grpo.yaml", log_level=None)
+    assert str(err.value).startswith("params/grpo.yaml with --set training.max_steps=3: stage grpo")
     params, stage = start_stage_from_command_line(
         "grpo", [*argv, "--set", "training.per_device_train_batch_size=8"],
         description="test", example="params/grpo.yaml", log_level=None)
