@@ -16,7 +16,8 @@ logs each once and keeps it for the stage's manifest (``hardware.decisions``):
                             downgraded with a warning); CPU: fp32 training, bf16 where native
     trainer_precision       bf16/fp16/use_cpu of TRL's configs, by the same rule
     bnb_compute_dtype       QLoRA's compute dtype, by the same rule
-    choose_attention        flash-attention 2 only where installed and cc >= 8.0, else SDPA
+    choose_attention        flash-attention 2 only where installed, cc >= 8.0 and fp16/bf16 weights,
+                            else SDPA
     device_map              cuda:{LOCAL_RANK} for quantized and inference models
     choose_gradient_checkpointing   auto: on with CUDA, off on a CPU
     vllm_max_model_len      longest prompt + new tokens (+ headroom), capped at the model's limit
@@ -137,6 +138,10 @@ def assumed_hardware(cuda: bool, cpu_bf16: bool = False) -> Hardware:
 # --------------------------------------------------------------------------------------------
 
 
+# The weight dtypes flash-attention 2 has kernels for (torch dtype names).
+FLASH_DTYPES = ("float16", "bfloat16")
+
+
 class GPUOnlyError(RuntimeError):
     """A GPU-only option was asked for where it cannot run; the message says what to change."""
 
@@ -236,9 +241,11 @@ def bnb_compute_dtype(hw: Hardware) -> Decision:
     return Decision("bnb_4bit_compute_dtype", "float16", f"{_gpu(hw)} < 8.0, no bf16")
 
 
-def choose_attention(requested: str, hw: Hardware, *, flash_installed: bool) -> Decision:
-    """The ``attn_implementation``: flash-attention 2 only where it is installed AND the GPU is
-    Ampere or newer (compute capability >= 8.0, which it requires); SDPA otherwise.
+def choose_attention(requested: str, hw: Hardware, *, flash_installed: bool, dtype: str) -> Decision:
+    """The ``attn_implementation``: flash-attention 2 only where it is installed, the GPU is
+    Ampere or newer (compute capability >= 8.0, which it requires) and the weights are fp16 or
+    bf16 (``dtype``: the torch dtype name :func:`choose_dtype` picked; flash-attn has no fp32
+    kernels); SDPA otherwise.
 
     An explicit ``flash_attention_2`` that cannot run stops with :class:`GPUOnlyError` saying
     what to set instead.
@@ -256,6 +263,12 @@ def choose_attention(requested: str, hw: Hardware, *, flash_installed: bool) -> 
                 f"model.attn_implementation: flash_attention_2 needs compute capability >= 8.0 (Ampere) "
                 f"and {_gpu(hw)}; set model.attn_implementation: sdpa (or auto) on this GPU"
             )
+        if dtype not in FLASH_DTYPES:
+            raise GPUOnlyError(
+                f"model.attn_implementation: flash_attention_2 runs in fp16/bf16 only, and the weights load "
+                f"as {dtype} here; set model.dtype: auto or bfloat16 (not float32), or "
+                "model.attn_implementation: sdpa (or auto)"
+            )
         return Decision(what, "flash_attention_2", "model.attn_implementation: flash_attention_2")
     if requested != "auto":
         return Decision(what, requested, f"model.attn_implementation: {requested}")
@@ -265,7 +278,11 @@ def choose_attention(requested: str, hw: Hardware, *, flash_installed: bool) -> 
         return Decision(what, "sdpa", "flash-attn is not installed")
     if not hw.bf16:
         return Decision(what, "sdpa", f"{_gpu(hw)} < 8.0: flash-attention 2 needs Ampere or newer")
-    return Decision(what, "flash_attention_2", f"flash-attn is installed and {_gpu(hw)} >= 8.0")
+    if dtype not in FLASH_DTYPES:
+        return Decision(what, "sdpa", f"the weights are {dtype} (model.dtype): flash-attention 2 runs in "
+                        "fp16/bf16 only")
+    return Decision(what, "flash_attention_2", f"flash-attn is installed, {_gpu(hw)} >= 8.0 and the "
+                    f"weights are {dtype}")
 
 
 def device_map(hw: Hardware, *, quantized: bool, for_training: bool) -> Decision:
@@ -286,6 +303,16 @@ def device_map(hw: Hardware, *, quantized: bool, for_training: bool) -> Decision
     if not for_training:
         return Decision(what, target, f"inference on {rank}")
     return Decision(what, None, "training: the trainer moves the model to its GPU")
+
+
+# How activations are recomputed when gradient checkpointing is on: non-reentrant, which is
+# transformers 5.17's own default (``PreTrainedModel.gradient_checkpointing_enable`` uses
+# ``{"use_reentrant": False}`` when given None) and right for LoRA (no input-grad hook needed).
+# TRL's configs therefore get no ``gradient_checkpointing_kwargs`` (train/common.py), which also
+# lets TRL switch to reentrant for PEFT + DeepSpeed ZeRO-3 without warning; the one caller that
+# would bypass the default, PEFT's ``prepare_model_for_kbit_training`` (it passes ``{}``, leaving
+# the choice to torch), is given these explicitly (models.py).
+GRADIENT_CHECKPOINTING_KWARGS = {"use_reentrant": False}
 
 
 def choose_gradient_checkpointing(setting: bool | str, hw: Hardware, *, stage: str = "training") -> Decision:

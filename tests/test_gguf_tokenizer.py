@@ -6,6 +6,7 @@ and embedded models would end sequences with <|im_start|> and the reward model w
 wrong token.
 """
 
+import pytest
 from gguf import GGUFReader
 
 from nl2sql_lib.models import _gguf_tokenizer, embedded_gguf_path, load_tokenizer
@@ -33,3 +34,29 @@ def test_tiny_model_ends_chat_turns_with_its_end_token():
     ids = ids["input_ids"] if hasattr(ids, "keys") else ids
     assert tokenizer.eos_token == "<|im_end|>"
     assert tokenizer.eos_token_id in ids[-2:]  # the assistant's turn closes with the end token
+
+
+def test_a_stale_unversioned_embedded_cache_is_never_read(tmp_path, monkeypatch):
+    """A folder converted under transformers 5.17 before the GGUF end-token fix ends turns with
+    <|im_start|>; the embedded cache is versioned, so such a folder is neither loaded as the
+    embedded model nor used as SmolLM2's tokenizer (which the tiny model is built from)."""
+    from transformers import AutoTokenizer
+
+    from nl2sql_lib import models
+
+    tokenizer = AutoTokenizer.from_pretrained(str(models.tiny_model_dir()))  # before the cache moves
+    monkeypatch.setenv("NL2SQL_CACHE", str(tmp_path))
+    stale = tmp_path / models.EMBEDDED_NAME  # where the old, unversioned conversion lived
+    tokenizer.eos_token = "<|im_start|>"
+    tokenizer.save_pretrained(stale)
+    (stale / "config.json").write_text("{}")
+
+    assert models.embedded_cache_dir().parent == tmp_path
+    assert models.embedded_cache_dir() != stale and models.embedded_cache_dir().name.endswith("-v2")
+    smollm2 = models._smollm2_tokenizer()
+    assert smollm2.eos_token == "<|im_end|>"
+    # the converted folder, once there, is what the tokenizer is read from
+    fresh = models.embedded_cache_dir()
+    smollm2.save_pretrained(fresh)
+    monkeypatch.setattr(models, "_gguf_tokenizer", lambda gguf: pytest.fail("read the GGUF file again"))
+    assert models._smollm2_tokenizer().eos_token == "<|im_end|>"

@@ -163,21 +163,34 @@ def test_bnb_compute_dtype():
 
 
 def test_attention_rule():
-    t4 = hardware.choose_attention("auto", T4, flash_installed=True)
+    t4 = hardware.choose_attention("auto", T4, flash_installed=True, dtype="float16")
     assert t4.choice == "sdpa" and "7.5 < 8.0" in t4.reason
-    assert hardware.choose_attention("auto", A100, flash_installed=True).choice == "flash_attention_2"
-    not_installed = hardware.choose_attention("auto", A100, flash_installed=False)
+    assert hardware.choose_attention("auto", A100, flash_installed=True, dtype="bfloat16").choice == "flash_attention_2"
+    assert hardware.choose_attention("auto", A100, flash_installed=True, dtype="float16").choice == "flash_attention_2"
+    not_installed = hardware.choose_attention("auto", A100, flash_installed=False, dtype="bfloat16")
     assert not_installed.choice == "sdpa" and "not installed" in not_installed.reason
-    assert hardware.choose_attention("auto", CPU, flash_installed=True).choice == "sdpa"
-    assert hardware.choose_attention("eager", T4, flash_installed=True).choice == "eager"
-    assert hardware.choose_attention("flash_attention_2", A100, flash_installed=True).choice == "flash_attention_2"
+    assert hardware.choose_attention("auto", CPU, flash_installed=True, dtype="float32").choice == "sdpa"
+    assert hardware.choose_attention("eager", T4, flash_installed=True, dtype="float16").choice == "eager"
+    explicit = hardware.choose_attention("flash_attention_2", A100, flash_installed=True, dtype="bfloat16")
+    assert explicit.choice == "flash_attention_2"
+
+
+def test_auto_attention_with_fp32_weights_on_an_a100_falls_back_to_sdpa():
+    """flash-attn has fp16/bf16 kernels only: model.dtype: float32 on an A100 gets SDPA, with why."""
+    fp32 = hardware.choose_attention("auto", A100, flash_installed=True, dtype="float32")
+    assert fp32.choice == "sdpa" and "float32" in fp32.reason and "fp16/bf16" in fp32.reason
 
 
 def test_explicit_flash_attention_on_a_t4_says_what_to_set():
     with pytest.raises(GPUOnlyError, match=r"compute capability >= 8.0.*Tesla T4.*attn_implementation: sdpa"):
-        hardware.choose_attention("flash_attention_2", T4, flash_installed=True)
+        hardware.choose_attention("flash_attention_2", T4, flash_installed=True, dtype="float16")
     with pytest.raises(GPUOnlyError, match="flash-attn package.*attn_implementation: sdpa"):
-        hardware.choose_attention("flash_attention_2", A100, flash_installed=False)
+        hardware.choose_attention("flash_attention_2", A100, flash_installed=False, dtype="bfloat16")
+
+
+def test_explicit_flash_attention_with_fp32_weights_names_model_dtype():
+    with pytest.raises(GPUOnlyError, match=r"fp16/bf16 only.*float32.*model\.dtype: auto.*attn_implementation: sdpa"):
+        hardware.choose_attention("flash_attention_2", A100, flash_installed=True, dtype="float32")
 
 
 def test_device_map_rule():
@@ -211,7 +224,7 @@ def test_decisions_are_logged_once_and_recorded(caplog):
     hardware.log_decisions([decision, hardware.choose_dtype("bfloat16", T4)])
     lines = [r for r in caplog.records if "dtype float16" in r.getMessage()]
     assert len(lines) == 1 and lines[0].levelno == logging.WARNING  # a downgrade warns
-    hardware.log_decisions(hardware.choose_attention("auto", T4, flash_installed=False))
+    hardware.log_decisions(hardware.choose_attention("auto", T4, flash_installed=False, dtype="float16"))
     recorded = hardware.recorded_decisions()
     assert [d["what"] for d in recorded] == ["dtype", "attn_implementation"]
     assert recorded[0]["choice"] == "float16" and recorded[0]["downgraded"] is True
@@ -228,10 +241,11 @@ def test_models_pick_fp16_and_sdpa_on_a_faked_t4(monkeypatch):
     fake_t4(monkeypatch)
     monkeypatch.setattr(models.importlib.util, "find_spec",
                         lambda name, *a: object() if name == "flash_attn" else None)
-    tree = load_params("tree", PROJECT_ROOT / "params" / "tree.yaml")  # policy.dtype: bfloat16
-    assert tree.policy.dtype == "bfloat16"
+    asked_bf16 = ModelParams(dtype="bfloat16")  # as a parameter file may ask (params/tree.yaml did)
+    assert models.choose_dtype(asked_bf16) == torch.float16
+    assert models.choose_attention(asked_bf16) == "sdpa"
+    tree = load_params("tree", PROJECT_ROOT / "params" / "tree.yaml")
     assert models.choose_dtype(tree.policy) == torch.float16
-    assert models.choose_attention(tree.policy) == "sdpa"
     with pytest.raises(GPUOnlyError, match="attn_implementation: sdpa"):
         models.choose_attention(ModelParams(attn_implementation="flash_attention_2"))
     assert models.bnb_config_kwargs(ModelParams(quantization="4bit"))["bnb_4bit_compute_dtype"] == "float16"
@@ -245,6 +259,16 @@ def test_models_pick_bf16_and_flash_attention_on_a_faked_a100(monkeypatch):
                         lambda name, *a: object() if name == "flash_attn" else None)
     assert models.choose_dtype(ModelParams()) == torch.bfloat16
     assert models.choose_attention(ModelParams()) == "flash_attention_2"
+    # fp32 weights: flash-attn cannot run them; from_pretrained gets SDPA, an explicit ask stops
+    fp32 = ModelParams(spec="x/y", dtype="float32")
+    assert models.choose_attention(fp32) == "sdpa"
+    kwargs = models.from_pretrained_kwargs(fp32, hardware=detect_hardware())
+    assert kwargs["dtype"] == torch.float32 and kwargs["attn_implementation"] == "sdpa"
+    assert models.from_pretrained_kwargs(ModelParams(spec="x/y"), hardware=detect_hardware())[
+        "attn_implementation"] == "flash_attention_2"
+    with pytest.raises(GPUOnlyError, match="model.dtype"):
+        models.from_pretrained_kwargs(fp32.model_copy(update={"attn_implementation": "flash_attention_2"}),
+                                      hardware=detect_hardware())
 
 
 def test_vllm_engine_arguments_on_a_t4_and_an_a100():
@@ -324,7 +348,8 @@ def _sft(hw: Hardware, tmp_path):
 def test_sft_config_on_a_t4(tmp_path):
     args = _sft(T4, tmp_path)
     assert (args.fp16, args.bf16) == (True, False)
-    assert args.gradient_checkpointing is True and args.gradient_checkpointing_kwargs == {"use_reentrant": False}
+    # transformers 5.17's default (non-reentrant) applies: no kwargs, as for GRPO and the reward model
+    assert args.gradient_checkpointing is True and not args.gradient_checkpointing_kwargs
     assert args.optim == "adamw_torch" and args.use_cpu is False
 
 
@@ -340,7 +365,8 @@ def _reward_and_dpo(hw: Hardware, tmp_path):
     from nl2sql_lib.train.reward_model import trl_config
 
     cfg = load_params("reward_model", PROJECT_ROOT / "params" / "reward_model.yaml")
-    assert cfg.model.dtype == "bfloat16" and cfg.dpo_policy.dtype == "bfloat16"  # what the file asks
+    # what the file asks (auto since 51b3c66; bfloat16 before): fp16 on a T4, bf16 on an A100 either way
+    assert {cfg.model.dtype, cfg.dpo_policy.dtype} <= {"auto", "bfloat16"}
     reward = trl_config(RewardConfig, cfg.training, cfg.model, tmp_path / "rm", cfg.seed, hardware=hw)
     dpo = trl_config(DPOConfig, cfg.dpo_training, cfg.dpo_policy, tmp_path / "dpo", cfg.seed, hardware=hw,
                      beta=cfg.dpo_beta)

@@ -353,3 +353,36 @@ def test_inference_models_load_onto_the_local_ranks_gpu(monkeypatch):
     seen.clear()
     load_model(ModelParams(spec="tiny:smollm2"), lora=LoraParams(), for_training=True)
     assert "device_map" not in seen  # the trainer places a model it trains
+
+
+def test_qlora_preparation_follows_the_gradient_checkpointing_decision(monkeypatch):
+    """PEFT's prepare_model_for_kbit_training turns checkpointing on unless told otherwise, and the
+    Trainer never turns it off: training.gradient_checkpointing: false must reach it (QLoRA)."""
+    import peft
+    from transformers import AutoModelForCausalLM
+
+    from tests.test_hardware import fake_gpus
+
+    real = AutoModelForCausalLM.from_pretrained.__func__
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained",
+                        classmethod(lambda cls, path, **kwargs: real(cls, path, dtype=torch.float32)))
+    monkeypatch.setattr(models, "check_gpu_options", lambda params: None)  # no bitsandbytes here
+    fake_gpus(monkeypatch, "NVIDIA A100-SXM4-40GB", 8, 0)
+    calls = []
+
+    def prepare(model, **kwargs):
+        calls.append(kwargs)
+        return model
+
+    monkeypatch.setattr(peft, "prepare_model_for_kbit_training", prepare)
+    qlora = ModelParams(spec="tiny:smollm2", quantization="4bit")
+    load_model(qlora, lora=LoraParams(r=2), for_training=True, gradient_checkpointing=False)
+    load_model(qlora, lora=LoraParams(r=2), for_training=True, gradient_checkpointing=True)
+    load_model(qlora, lora=LoraParams(r=2), for_training=True)  # not given: auto, on with CUDA
+    assert calls == [
+        {"use_gradient_checkpointing": False},
+        {"use_gradient_checkpointing": True, "gradient_checkpointing_kwargs": {"use_reentrant": False}},
+        {"use_gradient_checkpointing": True, "gradient_checkpointing_kwargs": {"use_reentrant": False}},
+    ]
+    assert models.kbit_training_kwargs(False) == {"use_gradient_checkpointing": False}
+    assert unsloth_peft_kwargs(LoraParams(), gradient_checkpointing=False)["use_gradient_checkpointing"] is False

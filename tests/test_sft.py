@@ -22,6 +22,8 @@ from nl2sql_lib.train.sft import (
     sft_config_kwargs,
 )
 
+from tests.test_hardware import A100, CPU, T4
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SMOKE = PROJECT_ROOT / "params" / "smoke" / "sft.yaml"
 
@@ -102,7 +104,27 @@ def test_config_kwargs_on_gpu_with_qlora(tmp_path):
     assert kwargs["bf16"] is True and "use_cpu" not in kwargs
     assert kwargs["optim"] == "paged_adamw_8bit"
     assert kwargs["gradient_checkpointing"] is True
-    assert kwargs["gradient_checkpointing_kwargs"] == {"use_reentrant": False}
+    # transformers 5.17's default (non-reentrant) applies, as for every trainer (train/common.py)
+    assert "gradient_checkpointing_kwargs" not in kwargs
+
+
+def test_every_trainer_gets_the_same_checkpointing_keys(tmp_path):
+    """One rule (train/common.gradient_checkpointing_kwargs): SFT, GRPO and the reward model/DPO
+    configs get gradient_checkpointing only, no kwargs of their own."""
+    from trl import RewardConfig
+
+    from nl2sql_lib.train.grpo import grpo_config_kwargs
+    from nl2sql_lib.train.reward_model import trl_config
+
+    cfg = _training(smoke_params(tmp_path), gradient_checkpointing=True)
+    keys = {k: v for k, v in sft_config_kwargs(cfg, tmp_path, cuda=True).items() if "checkpointing" in k}
+    grpo = load_params("grpo", PROJECT_ROOT / "params" / "smoke" / "grpo.yaml", run="t", output_root=str(tmp_path))
+    grpo = grpo.model_copy(update={"training": grpo.training.model_copy(update={"gradient_checkpointing": True})})
+    grpo_keys = {k: v for k, v in grpo_config_kwargs(grpo, tmp_path, cuda=True, reward_weights=[1.0]).items()
+                 if "checkpointing" in k}
+    reward = trl_config(RewardConfig, cfg.training, cfg.model, tmp_path / "rm", 0, hardware=A100)
+    assert keys == grpo_keys == {"gradient_checkpointing": True}
+    assert reward.gradient_checkpointing is True and not reward.gradient_checkpointing_kwargs
 
 
 def test_unknown_extra_key_and_missing_tracker_are_clear_errors(tmp_path, monkeypatch):
@@ -296,3 +318,107 @@ def test_merge_adapter_saves_equivalent_full_weights(tmp_path):
     ids = tokenizer("SELECT name FROM singer;", return_tensors="pt")["input_ids"]
     with torch.no_grad():
         torch.testing.assert_close(merged(input_ids=ids).logits, model(input_ids=ids).logits, atol=1e-4, rtol=1e-4)
+
+
+# ---------------------------------------------------------------------------- dev samples on the GPU
+
+
+def test_before_samples_run_on_the_gpu_the_trainer_will_use(tmp_path, monkeypatch):
+    """A full-precision training model loads on the CPU (the trainer places it); on a GPU machine
+    the "before" dev samples must not generate there: it is moved to cuda:{LOCAL_RANK} first."""
+    from nl2sql_lib import models
+    from nl2sql_lib.train import sft
+
+    make_run(tmp_path / "t", n_train=6, n_dev=2)
+    cfg = smoke_params(tmp_path)
+    monkeypatch.setattr(models, "detect_hardware", lambda: T4)  # run_sft and load_model read it
+    monkeypatch.setattr(sft, "_is_main_process", lambda: True)
+    real_load = models.load_model
+    moves: list = []
+
+    def loading(*args, **kwargs):
+        model, tokenizer = real_load(*args, **kwargs)
+        assert model.device.type == "cpu"  # device_map None for training
+        model.to = lambda *to_args, **to_kwargs: moves.append(to_args) or model  # no real GPU here
+        return model, tokenizer
+
+    class Sampled(Exception):
+        pass
+
+    def sampling(model, *args, **kwargs):
+        raise Sampled
+
+    monkeypatch.setattr(models, "load_model", loading)
+    monkeypatch.setattr(sft, "sample_answers", sampling)
+    with pytest.raises(Sampled):
+        run_sft(cfg, StageRun(cfg, "sft").start())
+    assert moves == [("cuda:0",)]
+
+
+def test_place_for_samples_moves_only_a_cpu_model_on_a_cuda_machine():
+    from types import SimpleNamespace
+
+    from nl2sql_lib.hardware import Hardware
+    from nl2sql_lib.train.sft import place_for_samples
+
+    def model_on(device_type: str):
+        moves: list = []
+        return SimpleNamespace(device=torch.device(device_type), to=lambda device: moves.append(device)), moves
+
+    rank3 = Hardware(cuda=True, device_count=4, local_rank=3, world_size=4, name="NVIDIA A100", capability=(8, 0))
+    on_cpu, moves = model_on("cpu")
+    assert place_for_samples(on_cpu, rank3) == "cuda:3" and moves == ["cuda:3"]
+    on_cpu, moves = model_on("cpu")
+    assert place_for_samples(on_cpu, CPU) is None and moves == []  # a CPU machine: stays
+    quantized, moves = model_on("meta")  # loaded onto its GPU already (meta: no CUDA here)
+    assert place_for_samples(quantized, rank3) is None and moves == []
+
+
+def test_sharded_launch_is_recognised(monkeypatch):
+    """Under FSDP/DeepSpeed no process holds the whole model: dev samples are skipped, before and after."""
+    from types import SimpleNamespace
+
+    from nl2sql_lib.train.sft import sharded_training
+
+    for name in ("ACCELERATE_USE_FSDP", "ACCELERATE_USE_DEEPSPEED"):
+        monkeypatch.delenv(name, raising=False)
+    assert sharded_training(SimpleNamespace(fsdp=[], deepspeed=None)) is False
+    assert sharded_training(SimpleNamespace(fsdp=["full_shard"], deepspeed=None)) is True
+    assert sharded_training(SimpleNamespace(fsdp=[], deepspeed="ds_zero3.json")) is True
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    assert sharded_training() is True
+
+
+# ---------------------------------------------------------------------------- linking prompts, shared
+
+
+def test_eval_linking_engine_is_sized_by_what_predict_links_sends(run_dir, monkeypatch):
+    """06_eval's linked systems size their vLLM engine with SFT's linking prompts and budget (one
+    function and one constant in train/sft.py), so the two cannot drift apart."""
+    from types import SimpleNamespace
+
+    from nl2sql_lib.evaluate import systems
+    from nl2sql_lib.train import sft
+
+    examples = read_examples(run_dir / "data" / "dev.jsonl")[:2]
+    monkeypatch.setattr(sft, "LINKING_MAX_NEW_TOKENS", 77)
+    engines, asked = [], []
+
+    class Linker:
+        def generate(self, messages, *, max_new_tokens, desc=""):
+            asked.append((messages, max_new_tokens))
+            return [['{"tables": ["singer"], "columns": ["singer.name"]}'] for _ in messages]
+
+    def factory(system, cfg, *, prompts=None, max_new_tokens=None):
+        engines.append((system.task, prompts, max_new_tokens))
+        return Linker()
+
+    monkeypatch.setattr(systems, "default_generator_factory", factory)
+    system = systems.System("sft", "stage:sft", linking_model="stage:linker")
+    dataset = SimpleNamespace(name="dev")
+    keeps = systems._predict_keeps(system, [(dataset, ex) for ex in examples], SimpleNamespace(use_vllm=True),
+                                   factory)
+    expected = sft.linking_prompts(examples, system.schema())
+    assert engines == [("schema_linking", expected, 77)]
+    assert asked == [(expected, 77)]
+    assert all(keep == {"tables": ["singer"], "columns": ["singer.name"]} for keep in keeps.values())

@@ -423,17 +423,16 @@ def _predict_keeps(system: System, todo: list[tuple[Dataset, Example]], cfg: Eva
     The linking model is loaded through the same factory as the systems (a System named
     ``<system>:linker``) and freed before the system's own model loads.
     """
-    from ..train.sft import predict_links
+    # The linking prompts and their token budget come from train/sft.py, which sends them
+    # (predict_links): the engine is sized by exactly what it will be asked.
+    from ..train.sft import LINKING_MAX_NEW_TOKENS, linking_prompts, predict_links
 
     linking_system = System(f"{system.name}:linker", system.linking_model, task="schema_linking")
     examples = [ex for _, ex in todo]
     if make_generator is default_generator_factory and cfg.use_vllm:
-        from ..data.prompts import linking_messages
-        from ..data.schema import schema_text_for
-
-        schema = system.schema()
-        prompts = [linking_messages(ex, schema_text_for(ex, schema)) for ex in examples]
-        linker = default_generator_factory(linking_system, cfg, prompts=prompts, max_new_tokens=128)
+        prompts = linking_prompts(examples, system.schema())
+        linker = default_generator_factory(linking_system, cfg, prompts=prompts,
+                                           max_new_tokens=LINKING_MAX_NEW_TOKENS)
     else:
         linker = make_generator(linking_system, cfg)
     try:

@@ -58,9 +58,12 @@ def gradient_checkpointing_kwargs(t: TrainingParams, hardware: Hardware, *, stag
     """``gradient_checkpointing`` for a TRL config: the parameter, or for ``auto`` on with CUDA
     and off on a CPU (TRL's own default is on everywhere; CPU-NOTES gotcha 3).
 
-    No ``gradient_checkpointing_kwargs``: transformers 5 already checkpoints non-reentrantly when
-    none are given (``{"use_reentrant": False}``, also right for LoRA), and TRL forces reentrant
-    itself for PEFT + DeepSpeed ZeRO-3, warning when we had asked otherwise.
+    The one place the TRL configs (SFT, GRPO, reward model, DPO) get their checkpointing keys.
+    No ``gradient_checkpointing_kwargs`` on purpose: transformers 5.17 already checkpoints
+    non-reentrantly when none are given (``modeling_utils.gradient_checkpointing_enable``:
+    ``{"use_reentrant": False}``, also right for LoRA; see
+    :data:`nl2sql_lib.hardware.GRADIENT_CHECKPOINTING_KWARGS`), and TRL forces reentrant itself
+    for PEFT + DeepSpeed ZeRO-3, warning when we had asked otherwise.
     """
     decision = hw_rules.choose_gradient_checkpointing(t.gradient_checkpointing, hardware, stage=stage)
     hw_rules.log_decisions(decision, log)

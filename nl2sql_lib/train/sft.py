@@ -46,6 +46,7 @@ from ..config import SchemaParams, SFTParams, params_as_dict
 from ..io import write_json
 from .. import runs
 from ..runs import StageRun, require_output
+from .. import hardware as hw_rules
 from ..hardware import Hardware
 from .common import (
     StepTimer,
@@ -93,8 +94,7 @@ def sft_config_kwargs(cfg: SFTParams, output_dir: str | Path, *, cuda: bool | No
         ddp_find_unused_parameters=False,
         push_to_hub=False,  # done by us after saving, with the token from the environment
     )
-    if kwargs["gradient_checkpointing"]:
-        kwargs["gradient_checkpointing_kwargs"] = {"use_reentrant": False}
+    # gradient_checkpointing_kwargs: none, as for every trainer (train/common.py)
     from trl import SFTConfig
 
     kwargs.update(checked_extra(cfg.training.extra, SFTConfig))
@@ -226,13 +226,24 @@ def score_linking(predictions: Sequence[dict | None], golds: Sequence[dict]) -> 
     return out
 
 
-def predict_links(generator, examples: Sequence[Any], schema: SchemaParams) -> list[dict | None]:
-    """A schema-linking model's ``keep`` for each example (None where it gave no usable JSON)."""
+# New tokens a schema-linking model may write (its JSON of tables and columns). The one value for
+# SFT's pruning (predict_links) and 06_eval's linked systems, which also size a vLLM engine by it.
+LINKING_MAX_NEW_TOKENS = 128
+
+
+def linking_prompts(examples: Sequence[Any], schema: SchemaParams) -> list[list[dict]]:
+    """The chat prompts a schema-linking model is asked (the prompts :func:`predict_links` sends;
+    06_eval sizes its vLLM engine with them)."""
     from ..data.prompts import linking_messages
     from ..data.schema import schema_text_for
 
-    messages = [linking_messages(ex, schema_text_for(ex, schema)) for ex in examples]
-    texts = generator.generate(messages, max_new_tokens=128, desc="linking")
+    return [linking_messages(ex, schema_text_for(ex, schema)) for ex in examples]
+
+
+def predict_links(generator, examples: Sequence[Any], schema: SchemaParams) -> list[dict | None]:
+    """A schema-linking model's ``keep`` for each example (None where it gave no usable JSON)."""
+    messages = linking_prompts(examples, schema)
+    texts = generator.generate(messages, max_new_tokens=LINKING_MAX_NEW_TOKENS, desc="linking")
     keeps = []
     for ex, (text,) in zip(examples, texts):
         links = parse_links(text)
@@ -259,6 +270,42 @@ def linking_generator(spec: str, cfg: SFTParams):
 # --------------------------------------------------------------------------------------------
 # Dev samples before/after
 # --------------------------------------------------------------------------------------------
+
+
+def sharded_training(args=None) -> bool:
+    """True when the weights will be sharded over the processes (FSDP or DeepSpeed, from the
+    ``accelerate launch`` config or the SFTConfig): no process holds the whole model, so the dev
+    samples are skipped (sample from sft/adapter or sft/model afterwards)."""
+    import os
+
+    def on(name: str) -> bool:
+        return os.environ.get(name, "").strip().lower() in ("1", "true", "yes")
+
+    if on("ACCELERATE_USE_FSDP") or on("ACCELERATE_USE_DEEPSPEED"):
+        return True
+    return bool(args is not None and (getattr(args, "fsdp", None) or getattr(args, "deepspeed", None)))
+
+
+def place_for_samples(model, hardware: Hardware) -> str | None:
+    """Move the training model to this process's GPU for the "before" dev samples.
+
+    A model that trains in full precision loads on the CPU (the trainer places it:
+    ``hardware.device_map``), so sampling it there would generate on the CPU of a GPU machine -
+    minutes for a 1.5B model, and an error with flash-attention 2. On a CUDA machine such a model
+    goes to ``hardware.device`` (``cuda:{LOCAL_RANK}``), where the trainer would put it anyway;
+    a quantized model is there already. Returns the device moved to, or None.
+    """
+    if not hardware.cuda:
+        return None
+    device = getattr(model, "device", None)
+    if device is None or getattr(device, "type", str(device)) != "cpu":
+        return None
+    model.to(hardware.device)
+    hw_rules.log_decisions(hw_rules.Decision(
+        "dev_samples_device", hardware.device,
+        f"the training model loaded on the CPU (the trainer places it); moved to {hardware.device} "
+        "for the dev samples"), log)
+    return hardware.device
 
 
 def sample_answers(model, tokenizer, cfg: SFTParams, examples, messages) -> list[dict[str, Any]]:
@@ -362,9 +409,11 @@ def run_sft(cfg: SFTParams, stage: StageRun) -> dict[str, Any]:
             if dev and main:
                 dev_keeps = predict_links(linking_generator(cfg.prune_schema_with, cfg), dev, schema)
         records = build_records(examples, cfg, schema, train_keeps)
+        checkpointing = hw_rules.choose_gradient_checkpointing(cfg.training.gradient_checkpointing, hardware,
+                                                               stage="SFT")
         model, tokenizer = load_model(cfg.model, run_dir=cfg.run_dir,
                                       lora=None if cfg.full_finetune else cfg.lora, for_training=True,
-                                      seed=cfg.seed)
+                                      seed=cfg.seed, gradient_checkpointing=checkpointing.choice)
         lengths = [record_length(r, tokenizer) for r in records]
         kept = [r for r, n in zip(records, lengths) if n <= cfg.training.max_length or not cfg.drop_longer_than_max_length]
         dropped = len(records) - len(kept)
@@ -380,13 +429,17 @@ def run_sft(cfg: SFTParams, stage: StageRun) -> dict[str, Any]:
 
     dev_messages = [prompt_messages(ex, cfg, schema, dev_keeps[i] if dev_keeps else None) for i, ex in enumerate(dev)]
     dev_golds = [gold_links(ex) for ex in dev] if cfg.task == "schema_linking" else None
+    checkpoints = stage.dir / "checkpoints"
+    logs_dir = tensorboard_dir(stage.dir)
+    args = SFTConfig(**sft_config_kwargs(cfg, checkpoints, hardware=hardware))
+    sharded = sharded_training(args)
     before: list[dict] = []
-    if main:
+    if main and dev and not sharded:
+        place_for_samples(model, hardware)
         with stage.timer("samples_before"):
             before = sample_answers(model, tokenizer, cfg, dev, dev_messages)
 
     # 3-4. trainer
-    checkpoints = stage.dir / "checkpoints"
     if main:
         _clear_outputs(stage)
     resume_from = resume_checkpoint(checkpoints, _fingerprint(cfg), resume=cfg.training.resume) if main else None
@@ -395,8 +448,6 @@ def run_sft(cfg: SFTParams, stage: StageRun) -> dict[str, Any]:
         from transformers.trainer_utils import get_last_checkpoint
 
         resume_from = get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
-    logs_dir = tensorboard_dir(stage.dir)
-    args = SFTConfig(**sft_config_kwargs(cfg, checkpoints, hardware=hardware))
     timer = StepTimer()
     trainer = SFTTrainer(
         model=model,
@@ -441,9 +492,10 @@ def run_sft(cfg: SFTParams, stage: StageRun) -> dict[str, Any]:
     metrics.update(saved)
 
     unwrapped = trainer.accelerator.unwrap_model(trainer.model)
-    if trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled:
+    if sharded or trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled:
         after: list[dict] = []  # sharded weights: sample from sft/adapter or sft/model afterwards
-        metrics["samples_note"] = "skipped after training under FSDP/DeepSpeed (sharded weights)"
+        before = []
+        metrics["samples_note"] = "skipped under FSDP/DeepSpeed (sharded weights)"
     else:
         with stage.timer("samples_after"):
             after = sample_answers(unwrapped, tokenizer, cfg, dev, dev_messages)
