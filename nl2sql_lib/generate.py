@@ -265,12 +265,21 @@ def model_max_positions(model_path: str | Path) -> int | None:
     return None
 
 
+def vllm_prompt_length(tokenizer: Any, prompt_text: str) -> int:
+    """Tokens vLLM makes of a text prompt: ``LLM.generate`` tokenizes a string with the
+    tokenizer's special tokens (``add_special_tokens=True``), so a tokenizer that adds a BOS
+    adds it again in front of a chat template that already starts with one. Counted exactly as
+    vLLM does, not as the transformers path (``add_special_tokens=False``) feeds the model."""
+    return len(tokenizer(prompt_text, add_special_tokens=True)["input_ids"])
+
+
 def longest_prompt_tokens(tokenizer: Any, messages_batch: Sequence[list[dict]]) -> int:
-    """Tokens of the longest chat-templated prompt (assistant turn opened), 0 for none."""
+    """Tokens of the longest chat-templated prompt (assistant turn opened) as vLLM counts them
+    (:func:`vllm_prompt_length`), 0 for none."""
     longest = 0
     for messages in messages_batch:
         text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        longest = max(longest, len(tokenizer(text, add_special_tokens=False)["input_ids"]))
+        longest = max(longest, vllm_prompt_length(tokenizer, text))
     return longest
 
 
@@ -360,7 +369,7 @@ class VLLMGenerator:
         prompts = [
             self.tokenizer.apply_chat_template(m, tokenize=False, add_generation_prompt=True) for m in messages_batch
         ]
-        lengths = [len(self.tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts]
+        lengths = [vllm_prompt_length(self.tokenizer, p) for p in prompts]
         budgets = fitting_new_tokens(lengths, max_new_tokens, self.max_model_len)
         fits = [i for i, budget in enumerate(budgets) if budget > 0]
         if len(fits) < len(prompts):

@@ -134,3 +134,36 @@ def test_vllm_context_is_sized_from_the_prompts(tmp_path, generator):
     assert engine_max_model_len(tokenizer, tmp_path, None, params) == 64  # unknown prompts: the parameter
     # a prompt that still does not fit gets fewer new tokens, or none (an empty answer), not an error
     assert fitting_new_tokens([10, 90, 120], 32, 100) == [32, 10, 0]
+
+
+def test_vllm_prompt_lengths_count_the_special_tokens_vllm_adds(generator, monkeypatch):
+    """vLLM tokenizes a text prompt with add_special_tokens=True: a tokenizer that adds a BOS adds
+    it in front of the chat template's own first token. The context is sized, and each prompt's
+    new-token budget cut, by exactly that count (one short before, for BOS-adding tokenizers)."""
+    import copy
+    import sys
+    from types import SimpleNamespace
+
+    from nl2sql_lib.generate import VLLMGenerator, longest_prompt_tokens, vllm_prompt_length
+
+    messages = [{"role": "user", "content": "How many singers are there?"}]
+    stock = copy.deepcopy(generator.tokenizer)
+    text = stock.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    plain = len(stock(text, add_special_tokens=False)["input_ids"])
+    assert longest_prompt_tokens(stock, [messages]) == plain  # SmolLM2's tokenizer adds no BOS
+    bos = copy.deepcopy(stock)
+    bos.add_bos_token = True  # as Llama-style tokenizers do
+    assert bos(text)["input_ids"][:2] == [bos.bos_token_id] * 2  # the template starts with it too
+    assert vllm_prompt_length(bos, text) == plain + 1
+    assert longest_prompt_tokens(bos, [messages]) == plain + 1
+
+    # the per-prompt budget: what is left of max_model_len after the prompt as vLLM counts it
+    seen = []
+    monkeypatch.setitem(sys.modules, "vllm", SimpleNamespace(SamplingParams=lambda **kwargs: kwargs))
+    engine = object.__new__(VLLMGenerator)
+    engine.tokenizer, engine.stop_strings, engine.seed, engine.lora_request = bos, None, 0, None
+    engine.max_model_len = plain + 1 + 5
+    engine.llm = SimpleNamespace(generate=lambda prompts, params, lora_request=None: (
+        seen.extend(params) or [SimpleNamespace(outputs=[SimpleNamespace(text="SELECT 1")]) for _ in prompts]))
+    assert engine.generate([messages], max_new_tokens=32) == [["SELECT 1"]]
+    assert seen[0]["max_tokens"] == 5
