@@ -136,3 +136,34 @@ def test_sigkilled_sharded_run_resumes_without_duplicates_or_loss(tmp_path):
     assert summary["duplicates_dropped"] == 0 and summary["invalid"] == [] and summary["missing"] == []
     assert all(len(t.nodes) == 3 and t.solved for t in trees)
     assert json.loads((shard_dir / "run.json").read_text())["workers"] == 2
+
+
+class DecidingPolicySource:
+    """A policy source whose build(), in each worker process, takes a hardware decision as loading
+    a model does (models.from_pretrained_kwargs logs dtype, attention and placement)."""
+
+    def build(self, worker_index: int):
+        from nl2sql_lib import hardware
+
+        hardware.log_decisions(hardware.Decision("device_map", {"": 0}, "inference on local rank 0's GPU (cuda:0)"))
+        return numbered_policy(12)
+
+    def describe(self) -> str:
+        return "deciding"
+
+
+def test_worker_hardware_decisions_reach_the_parents_record(tmp_path):
+    """With workers > 1 the model loads in spawned processes; the decisions they take are handed
+    back and recorded in the parent, which writes the stage's manifest (runs.hardware_record)."""
+    from nl2sql_lib import hardware
+
+    db = make_shop_db(tmp_path)
+    examples = numbered_examples(db, 4)
+    hardware.reset_decisions()
+    try:
+        run_sharded(examples, DecidingPolicySource(), SETTINGS, tmp_path / "shards", workers=2)
+        recorded = hardware.recorded_decisions()
+    finally:
+        hardware.reset_decisions()
+    assert recorded == [{"what": "device_map", "choice": {"": 0}, "downgraded": False,
+                         "reason": "inference on local rank 0's GPU (cuda:0) (tree shard workers)"}]

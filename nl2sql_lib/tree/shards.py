@@ -13,6 +13,11 @@ and writes one trees file in the questions' order.
 
 Workers are started with multiprocessing's ``spawn`` method (safe with CUDA and threads); with a
 single worker the shard is built in this process. There is no scheduler beyond the split.
+
+The hardware decisions a worker takes when it loads its model (dtype, attention, placement on
+its GPU, vLLM's context) are written to ``decisions-XX-of-YY.json`` beside its shard as it
+exits, and the parent records them (:func:`nl2sql_lib.hardware.log_decisions`), so they reach
+the stage's manifest as a single-process run's do.
 """
 
 from __future__ import annotations
@@ -105,6 +110,7 @@ class ShardJob:
     schema: SchemaTextSource
     semantics: str = "bird"
     sql_timeout: float = 2.0
+    workers: int = 1  # how many shards the run has (names the decisions file)
 
 
 def local_gpu_devices() -> list[str]:
@@ -183,14 +189,43 @@ def _run_job(job: ShardJob) -> int:
     return len(trees)
 
 
+def decisions_path(shard_dir: str | Path, index: int, workers: int) -> Path:
+    """Where worker ``index`` leaves the hardware decisions it took."""
+    return Path(shard_dir) / f"decisions-{index:02d}-of-{workers:02d}.json"
+
+
+def _save_decisions(job: ShardJob) -> None:
+    """Write the hardware decisions this worker process took (none when it built no policy)."""
+    from ..hardware import recorded_decisions
+
+    write_json(decisions_path(Path(job.path).parent, job.index, job.workers), recorded_decisions())
+
+
 def _worker_main(job: ShardJob) -> None:
-    """Entry point of a spawned worker: run the job, exit non-zero with a traceback on failure."""
+    """Entry point of a spawned worker: run the job, hand its hardware decisions to the parent,
+    exit non-zero with a traceback on failure."""
     try:
         _run_job(job)
+        _save_decisions(job)
     except BaseException:
         traceback.print_exc(file=sys.stderr)
         sys.stderr.flush()
         os._exit(1)
+
+
+def _record_worker_decisions(shard_dir: Path, workers: int) -> None:
+    """Record in this (the parent) process the hardware decisions the workers took, once each,
+    marked as the workers' (each sees one GPU, as cuda:0); they reach the stage's manifest."""
+    from ..hardware import Decision, log_decisions
+    from ..io import read_json
+
+    for index in range(workers):
+        path = decisions_path(shard_dir, index, workers)
+        if not path.is_file():
+            continue
+        for item in read_json(path):
+            log_decisions(Decision(item["what"], item["choice"], f"{item['reason']} (tree shard workers)",
+                                   bool(item.get("downgraded"))))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -237,19 +272,23 @@ def run_sharded(
 
     paths = [shard_path(shard_dir, i, workers) for i in range(workers)]
     jobs = [
-        ShardJob(i, str(paths[i]), [e.to_dict() for e in part], policy, settings, schema, semantics, sql_timeout)
+        ShardJob(i, str(paths[i]), [e.to_dict() for e in part], policy, settings, schema, semantics, sql_timeout,
+                 workers)
         for i, part in enumerate(split_round_robin(list(examples), workers))
     ]
     if workers == 1:
         _run_job(jobs[0])
         return paths
 
+    for index in range(workers):
+        decisions_path(shard_dir, index, workers).unlink(missing_ok=True)
     context = multiprocessing.get_context("spawn")
     processes = [context.Process(target=_worker_main, args=(job,), name=f"tree-shard-{job.index}") for job in jobs]
     for process in processes:
         process.start()
     for process in processes:
         process.join()
+    _record_worker_decisions(shard_dir, workers)
     failed = [(p.name, p.exitcode) for p in processes if p.exitcode != 0]
     if failed:
         raise ShardError(
