@@ -40,14 +40,18 @@ def run_dpo(cfg: RewardModelParams, stage: StageRun, pairs: Sequence[dict]) -> d
     """Train the policy with DPO on ``pairs``; save ``<run>/dpo/adapter``; return metrics."""
     from trl import DPOConfig, DPOTrainer
 
+    from ..hardware import choose_gradient_checkpointing, detect_hardware
     from ..models import load_model, resolve_spec, save_base_spec
     from .reward_model import _step_timer, last_checkpoint, tensorboard_dir, trl_config
 
     dpo_stage = StageRun(cfg, "dpo").start()  # its own folder: 06_eval's system "dpo" reads it
     dpo_stage.inputs.update(stage.inputs)
     with dpo_stage.timer("load_model"):
+        # the trainer's checkpointing decision, also where the model turns it on itself (QLoRA, Unsloth)
+        checkpointing = choose_gradient_checkpointing(cfg.dpo_training.gradient_checkpointing, detect_hardware(),
+                                                      stage="DPO")
         model, tokenizer = load_model(cfg.dpo_policy, run_dir=cfg.run_dir, lora=cfg.lora, for_training=True,
-                                      seed=cfg.seed)
+                                      seed=cfg.seed, gradient_checkpointing=checkpointing.choice)
     dataset = dpo_dataset(pairs)
     checkpoints = dpo_stage.path("checkpoints")
     args = trl_config(DPOConfig, cfg.dpo_training, cfg.dpo_policy, checkpoints, cfg.seed, beta=cfg.dpo_beta)

@@ -403,7 +403,11 @@ def run_grpo(cfg: GRPOParams, stage: StageRun) -> dict[str, Any]:
         shutil.rmtree(stage.dir / name, ignore_errors=True)
 
     with stage.timer("load_model"):
-        model, tokenizer = load_model(cfg.model, run_dir=cfg.run_dir, lora=cfg.lora, for_training=True, seed=cfg.seed)
+        # the trainer's checkpointing decision, also where the model turns it on itself (QLoRA, Unsloth)
+        checkpointing = hw_rules.choose_gradient_checkpointing(cfg.training.gradient_checkpointing, hardware,
+                                                               stage="GRPO")
+        model, tokenizer = load_model(cfg.model, run_dir=cfg.run_dir, lora=cfg.lora, for_training=True,
+                                      seed=cfg.seed, gradient_checkpointing=checkpointing.choice)
         resolved = resolve_spec(cfg.model.spec, cfg.run_dir)
     trainable, total = count_parameters(model)
 
