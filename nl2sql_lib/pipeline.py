@@ -9,9 +9,11 @@ Profiles are folders of parameter files: ``smoke`` -> params/smoke/, ``cpu`` -> 
 A100/H100). ``--set STAGE.KEY=VALUE`` (``overrides`` in :func:`run_pipeline`) changes one key of
 one stage's file for this run only; the value is read as YAML, dotted keys reach nested groups.
 Every parameter file of the chosen stages is validated, overrides applied, before the first
-notebook starts, so a typo stops the run in seconds, not after an hour of training. Each executed notebook is saved under outputs/<run>/notebooks/. A failing stage
-stops the run with the notebook, the cell and the error; the stages before it keep their
-outputs, and ``--from <stage>`` resumes there.
+notebook starts, so a typo stops the run in seconds, not after an hour of training; on a GPU
+machine each stage's memory plan is checked then too (nl2sql_lib/memory_plan.py). Each executed
+notebook is saved under outputs/<run>/notebooks/. A failing stage stops the run with the
+notebook, the cell and the error; the stages before it keep their outputs, and ``--from
+<stage>`` resumes there.
 """
 
 from __future__ import annotations
