@@ -28,3 +28,24 @@ def require_spider_dev(path: Path = SPIDER_DEV) -> Path:
 @pytest.fixture(scope="session")
 def spider_dev() -> Path:
     return require_spider_dev()
+
+
+class ModelLoaded(Exception):
+    """Raised by the stub of :func:`stub_load_model` to stop a stage right after it loads its model."""
+
+
+@pytest.fixture
+def stub_load_model(monkeypatch) -> dict:
+    """Replace ``nl2sql_lib.models.load_model`` by a stub that records its keyword arguments and
+    raises :class:`ModelLoaded`: a stage run up to its model load shows what it asked for."""
+    from nl2sql_lib import models
+
+    seen: dict = {}
+
+    def fake_load(*args, **kwargs):
+        seen.clear()
+        seen.update(kwargs)
+        raise ModelLoaded
+
+    monkeypatch.setattr(models, "load_model", fake_load)
+    return seen

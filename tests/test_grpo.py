@@ -249,26 +249,16 @@ def test_records_carry_the_reward_columns_and_long_prompts_are_dropped(tmp_path)
     assert (len(kept), dropped) == (0, 4)
 
 
-def test_grpo_loads_the_policy_with_the_trainers_checkpointing_decision(tmp_path, monkeypatch):
+def test_grpo_loads_the_policy_with_the_trainers_checkpointing_decision(tmp_path, stub_load_model):
     """QLoRA's prepare_model_for_kbit_training turns checkpointing on by itself: load_model must
     get GRPO's decision (here false, set explicitly), or a 'false' in the parameter file is lost."""
-    from nl2sql_lib import models
     from nl2sql_lib.runs import StageRun
     from nl2sql_lib.train.grpo import run_grpo
+    from tests.conftest import ModelLoaded
 
-    class Loaded(Exception):
-        pass
-
-    seen = {}
-
-    def fake_load(*args, **kwargs):
-        seen.update(kwargs)
-        raise Loaded
-
-    monkeypatch.setattr(models, "load_model", fake_load)
     cfg = _tiny_run(tmp_path, max_steps=1)
     for setting, expected in ((False, False), (True, True), ("auto", False)):  # auto: off on this CPU
         cfg.training.gradient_checkpointing = setting
-        with pytest.raises(Loaded):
+        with pytest.raises(ModelLoaded):
             run_grpo(cfg, StageRun(cfg, "grpo").start())
-        assert seen["gradient_checkpointing"] is expected and seen["for_training"] is True
+        assert stub_load_model["gradient_checkpointing"] is expected and stub_load_model["for_training"] is True

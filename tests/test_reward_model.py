@@ -356,26 +356,16 @@ def test_full_finetuning_saves_model_folder_that_the_scorer_loads(tmp_path):
     assert metrics["n"] == 8
 
 
-def test_dpo_loads_the_policy_with_the_trainers_checkpointing_decision(tmp_path, monkeypatch):
+def test_dpo_loads_the_policy_with_the_trainers_checkpointing_decision(tmp_path, stub_load_model):
     """As for GRPO: QLoRA's preparation must not turn on checkpointing that dpo_training turns off."""
-    from nl2sql_lib import models
     from nl2sql_lib.config import RewardModelParams
     from nl2sql_lib.runs import StageRun
     from nl2sql_lib.train.dpo import run_dpo
+    from tests.conftest import ModelLoaded
 
-    class Loaded(Exception):
-        pass
-
-    seen = {}
-
-    def fake_load(*args, **kwargs):
-        seen.update(kwargs)
-        raise Loaded
-
-    monkeypatch.setattr(models, "load_model", fake_load)
     cfg = RewardModelParams(run="dpo", output_root=str(tmp_path), profile="smoke")
     for setting, expected in ((False, False), (True, True)):
         cfg.dpo_training.gradient_checkpointing = setting
-        with pytest.raises(Loaded):
+        with pytest.raises(ModelLoaded):
             run_dpo(cfg, StageRun(cfg, "reward_model").start(), [])
-        assert seen["gradient_checkpointing"] is expected
+        assert stub_load_model["gradient_checkpointing"] is expected
