@@ -64,19 +64,33 @@ def remove_distinct(sql: str) -> str:
     (``SELECT DISTINCT``, ``COUNT(DISTINCT x)``, in subqueries). We find the same tokens with
     sqlglot's tokenizer and cut them out of the original text, so nothing else in the query is
     rewritten. If the text cannot be tokenized it is returned unchanged.
+
+    Spider's version also keeps only the first statement (``sqlparse.parse(s)[0]``): the text is
+    cut after the first semicolon outside strings, comments and parentheses, so that
+    ``SELECT ...;;`` or ``SELECT ...; SELECT 1`` runs as ``SELECT ...;``. This does the same.
     """
     try:
         tokens = sqlglot.tokenize(sql, read=_DIALECT)
     except (sqlglot.errors.SqlglotError, ValueError):
         return sql
-    spans = [(t.start, t.end + 1) for t in tokens if t.token_type == TokenType.DISTINCT]
-    if not spans:
+    spans, depth, end = [], 0, len(sql)
+    for t in tokens:
+        if t.token_type == TokenType.DISTINCT:
+            spans.append((t.start, t.end + 1))
+        elif t.token_type == TokenType.L_PAREN:
+            depth += 1
+        elif t.token_type == TokenType.R_PAREN:
+            depth -= 1
+        elif t.token_type == TokenType.SEMICOLON and depth <= 0:
+            end = t.end + 1  # sqlparse's splitter: a ';' at parenthesis level <= 0 ends a statement
+            break
+    if not spans and end == len(sql):
         return sql
     pieces, last = [], 0
-    for start, end in spans:
+    for start, stop in spans:
         pieces.append(sql[last:start])
-        last = end
-    pieces.append(sql[last:])
+        last = stop
+    pieces.append(sql[last:end])
     return "".join(pieces)
 
 

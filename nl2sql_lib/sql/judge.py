@@ -13,8 +13,8 @@ script runs the queries as written.
 What is cached, per judge: every gold result (``gold_cache_size``), and complete prediction
 results of up to 1,000 rows, keyed by database and SQL as run (``pred_cache_size``; 0 turns it
 off), so a candidate repeated across samples or questions runs once whatever its row cap. A
-prediction whose text equals the gold's up to surrounding blanks and trailing semicolons reuses
-the gold result without running.
+prediction whose text equals the gold's up to surrounding blanks and one trailing semicolon
+reuses the gold result without running.
 """
 
 from __future__ import annotations
@@ -48,8 +48,13 @@ def _cacheable(result: ExecResult) -> bool:
 
 
 def _trimmed(sql: str) -> str:
-    """The query without surrounding blanks and trailing semicolons (it runs the same)."""
-    return sql.strip().rstrip(";").strip()
+    """The query without surrounding blanks and one trailing semicolon (it runs the same).
+
+    Only one: ``SELECT 1;;`` is two statements, which sqlite3's ``execute`` refuses (so BIRD's
+    evaluator scores it wrong), and it must run to get that verdict, not borrow the gold's result.
+    """
+    sql = sql.strip()
+    return sql[:-1].strip() if sql.endswith(";") else sql
 
 
 @lru_cache(maxsize=65536)
@@ -95,7 +100,7 @@ class _Question:
     gold_sql: str
     db: str  # db_key(db_path)
     gold_run: str  # the gold as it runs (prepared)
-    gold_text: str  # gold_run without surrounding blanks and trailing semicolons
+    gold_text: str  # gold_run without surrounding blanks and one trailing semicolon
     gold: ExecResult
     cap: int  # the candidates' row cap: at least the gold's row count
     order_matters: bool
