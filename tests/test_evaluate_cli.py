@@ -208,3 +208,113 @@ def test_pool_gives_the_same_items(files, pool_after: float) -> None:
     pooled = cli.score_parallel(examples, preds, {"semantics": "spider"}, workers=2, pool_after=pool_after)
     assert pooled == serial
     assert [it["index"] for it in pooled] == list(range(len(examples)))
+
+
+# ---------------------------------------------------------------------------------------------
+# Malformed input (issue 15): bytes that are not UTF-8, odd line breaks, a BOM, stray semicolons
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("which", ["pred", "gold", "json_pred"])
+def test_bytes_that_are_not_utf8_stop_with_file_line_and_offset(files, which: str) -> None:
+    path = files["tmp"] / f"latin1_{which}"
+    if which == "pred":
+        data = ("\n".join(PRED) + "\n").encode().replace(b"score > 15", b"score > 15 -- caf\xe9")
+        gold, pred = files["tsv_gold"], path
+        line, offset = 1, data.index(b"\xe9")
+    elif which == "gold":
+        data = "".join(f"{sql}\t{db}\n" for sql, db, _ in GOLD).encode().replace(b"count(*)", b"count(*) /*\xff*/")
+        gold, pred = path, files["line_pred"]
+        line, offset = 2, data.index(b"\xff")
+    else:
+        data = files["bird_pred"].read_bytes().replace(b'"1": "', b'\n"1": "\x80')
+        gold, pred = files["bird_gold"], path
+        line, offset = 2, data.index(b"\x80")
+    path.write_bytes(data)
+    proc = _run("--gold", gold, "--pred", pred, "--db-root", files["root"])
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.startswith("error: ")
+    assert str(path) in proc.stderr and "not UTF-8" in proc.stderr
+    assert f"line {line}" in proc.stderr and f"byte offset {offset}" in proc.stderr
+
+
+def test_form_feed_inside_a_query_does_not_split_it(files) -> None:
+    """Only newlines end a line: a form feed (or vertical tab, U+2028) stays inside its query."""
+    gold3 = files["tmp"] / "gold3.sql"
+    gold3.write_text("".join(f"{sql}\t{db}\n" for sql, db, _ in GOLD[:3]))
+    two = files["tmp"] / "two.sql"
+    two.write_text(PRED[0] + "\n" + "SELECT count(*) FROM t\fWHERE id > 1\n")
+    proc = _run("--gold", gold3, "--pred", two, "--db-root", files["root"])
+    assert proc.returncode == 2, proc.stdout
+    assert "has 3 questions but --pred" in proc.stderr and "has 2 predictions" in proc.stderr
+
+    # Same count: every answer stays with its question, and the breaks inside queries are kept.
+    odd = files["tmp"] / "odd_breaks.sql"
+    preds = [PRED[0].replace(" WHERE", "\fWHERE"), PRED[1].replace(" WHERE", "\vWHERE"),
+             PRED[2].replace(" ORDER", "\u2028ORDER"), PRED[3] + "\x1c"]
+    odd.write_bytes("\r\n".join(preds).encode() + b"\r\n")
+    gold_odd = files["tmp"] / "gold_odd.sql"
+    gold_odd.write_bytes("".join(f"{sql.replace(' FROM', chr(12) + 'FROM')}\t{db}\r\n" for sql, db, _ in GOLD).encode())
+    items = files["tmp"] / "odd.jsonl"
+    proc = _run("--gold", gold_odd, "--pred", odd, "--db-root", files["root"], "--per-item", items)
+    assert proc.returncode == 0, proc.stderr
+    records = [json.loads(line) for line in items.read_text(encoding="utf-8").split("\n") if line]
+    assert [r["pred_sql"] for r in records] == [p.strip() for p in preds]  # str.strip: \x1c is a blank
+    assert [r["correct"] for r in records] == [True, False, False, True]
+
+
+def test_byte_order_mark_is_stripped(files) -> None:
+    bom = b"\xef\xbb\xbf"
+    for name in ("tsv_gold", "bird_gold", "line_pred", "bird_pred"):
+        copy = files["tmp"] / f"bom_{files[name].name}"
+        copy.write_bytes(bom + files[name].read_bytes())
+        files[f"bom_{name}"] = copy
+    for gold, pred in [("bom_tsv_gold", "bom_line_pred"), ("bom_bird_gold", "bom_bird_pred")]:
+        items = files["tmp"] / f"bom_{gold}.jsonl"
+        proc = _run("--gold", files[gold], "--pred", files[pred], "--db-root", files["root"], "--per-item", items)
+        assert proc.returncode == 0, proc.stderr
+        first = json.loads(items.read_text().splitlines()[0])
+        assert first["pred_sql"] == PRED[0] and first["correct"]
+    # the gold's first query is compared without the mark: a prediction equal to it matches exactly
+    same = files["tmp"] / "same.sql"
+    same.write_text("\n".join([GOLD[0][0]] + PRED[1:]) + "\n")
+    items = files["tmp"] / "bom_same.jsonl"
+    proc = _run("--gold", files["bom_tsv_gold"], "--pred", same, "--db-root", files["root"], "--per-item", items)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(items.read_text().splitlines()[0])["exact_match"]
+
+
+STRAY = ["SELECT count(*) FROM t;;", "SELECT count(*) FROM t; ;", "SELECT count(*) FROM t ; \t",
+         "SELECT count(*) FROM t; SELECT 1"]
+
+
+@pytest.mark.parametrize("flags, expected", [
+    # BIRD's evaluator hands the text to sqlite3's cursor.execute, which refuses a second
+    # statement, even an empty one: only a single trailing semicolon (and blanks) runs.
+    (["--semantics", "bird"], [False, False, True, False]),
+    # Test-suite's remove_distinct keeps only sqlparse's first statement (up to its semicolon).
+    (["--semantics", "spider"], [True, True, True, True]),
+    # With --keep_distinct test-suite runs the text as written, like BIRD.
+    (["--semantics", "spider", "--keep-distinct"], [False, False, True, False]),
+])
+def test_stray_semicolons_get_each_official_verdict(files, flags: list[str], expected: list[bool]) -> None:
+    gold = files["tmp"] / "count_gold.sql"
+    gold.write_text("SELECT count(*) FROM t\tdb_one\n" * len(STRAY))
+    pred = files["tmp"] / "stray.sql"
+    pred.write_text("\n".join(STRAY) + "\n")
+    items = files["tmp"] / "stray.jsonl"
+    proc = _run("--gold", gold, "--pred", pred, "--db-root", files["root"], "--per-item", items,
+                "--no-components", *flags)
+    assert proc.returncode == 0, proc.stderr
+    assert [json.loads(line)["correct"] for line in items.read_text().splitlines()] == expected
+
+
+def test_spider_first_statement_cut_respects_strings_comments_and_parentheses() -> None:
+    from nl2sql_lib.sql.compare import remove_distinct
+
+    assert remove_distinct("SELECT DISTINCT a FROM t; ;") == "SELECT  a FROM t;"
+    assert remove_distinct("SELECT a FROM t WHERE b = ';' -- ;\n; DROP TABLE t") == \
+        "SELECT a FROM t WHERE b = ';' -- ;\n;"
+    assert remove_distinct("SELECT (1;2)") == "SELECT (1;2)"
+    assert remove_distinct("SELECT a FROM t") == "SELECT a FROM t"

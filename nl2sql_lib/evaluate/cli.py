@@ -11,7 +11,10 @@ PRED: BIRD's ``predict_dev.json`` (``{"0": "SQL\\t----- bird -----\\tdb_id", ...
 file with one SQL per line. Databases are found at ``DB_ROOT/<db_id>/<db_id>.sqlite``.
 
 The run stops with a clear message (exit code 2) when the counts differ, a line is empty, a
-prediction names another database than its gold, or a database is missing. Gold SQL runs once
+prediction names another database than its gold, a database is missing, or a file is not UTF-8
+(the message names the file, the line and the byte offset). Files are read as the official
+evaluators' readers read them: a leading UTF-8 byte-order mark is ignored, and lines end at
+``\n``, ``\r\n`` or ``\r`` only (a form feed, vertical tab or U+2028 stays inside its query). Gold SQL runs once
 per question. With ``--workers N``, work that lasts more than a couple of seconds is split by
 database over N processes; smaller runs stay in one process, where they are faster (see
 score_parallel).
@@ -22,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
+import re
 import sys
 import time
 from collections import defaultdict
@@ -44,6 +48,33 @@ class EvalInputError(ValueError):
 # Reading the inputs
 # ---------------------------------------------------------------------------------------------
 
+# Line ends as Python's text mode sees them (universal newlines), which is how both official
+# evaluators read their files; str.splitlines() would also break on \f, \v, \x1c-\x1e, \x85,
+# U+2028 and U+2029, splitting a query in two and shifting every later answer (issue 15).
+_LINE_END = re.compile(r"\r\n|\r|\n")
+
+
+def _lines(text: str) -> list[str]:
+    """``text`` split at newlines only, trailing blank lines dropped."""
+    lines = _LINE_END.split(text)
+    while lines and not lines[-1].strip():
+        lines.pop()  # trailing newlines are fine
+    return lines
+
+
+def _read_text(path: Path, flag: str) -> str:
+    """The file decoded as UTF-8, strictly, without a leading byte-order mark."""
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = len(_LINE_END.split(data[:exc.start].decode("utf-8")))
+        raise EvalInputError(
+            f"{flag} {path}: line {line} is not UTF-8 (byte 0x{data[exc.start]:02x} at byte offset {exc.start}, "
+            f"counted from 0: {exc.reason}); save the file as UTF-8, e.g. iconv -f latin1 -t utf-8"
+        ) from None
+    return text[1:] if text.startswith("\ufeff") else text
+
 
 def _difficulty(record: dict, sql: str) -> str:
     if record.get("difficulty"):
@@ -61,7 +92,7 @@ def read_gold(path: str | Path, db_root: str | Path) -> list[Example]:
     path, db_root = Path(path), Path(db_root)
     if not path.is_file():
         raise EvalInputError(f"--gold {path}: file not found")
-    text = path.read_text(encoding="utf-8")
+    text = _read_text(path, "--gold")
     examples: list[Example] = []
     if text.lstrip().startswith("["):
         try:
@@ -75,9 +106,7 @@ def read_gold(path: str | Path, db_root: str | Path) -> list[Example]:
             examples.append(_example(i, rec["db_id"], sql, db_root, rec.get("question_id", i),
                                      rec.get("question", ""), _difficulty(rec, sql)))
         return examples
-    lines = text.splitlines()
-    while lines and not lines[-1].strip():
-        lines.pop()  # trailing newlines are fine
+    lines = _lines(text)
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             raise EvalInputError(f"--gold {path}: line {number} is empty; every line must be 'SQL<TAB>db_id'")
@@ -101,7 +130,7 @@ def read_predictions(path: str | Path) -> tuple[list[str], list[str | None]]:
     path = Path(path)
     if not path.is_file():
         raise EvalInputError(f"--pred {path}: file not found")
-    text = path.read_text(encoding="utf-8")
+    text = _read_text(path, "--pred")
     if text.lstrip().startswith("{"):
         try:
             data = json.loads(text)
@@ -123,9 +152,7 @@ def read_predictions(path: str | Path) -> tuple[list[str], list[str | None]]:
             sqls.append(sql.strip())
             dbs.append(db_id.strip() if sep else None)
         return sqls, dbs
-    lines = text.splitlines()
-    while lines and not lines[-1].strip():
-        lines.pop()
+    lines = _lines(text)
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             raise EvalInputError(
@@ -311,6 +338,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m nl2sql_lib.evaluate",
         description="Execution accuracy (EX) of predicted SQL against gold SQL on SQLite databases.",
+        epilog="Input files must be UTF-8: a byte that is not UTF-8 stops the run (exit 2) with the file, "
+               "the line and the byte offset; nothing is decoded leniently. A leading byte-order mark is "
+               "ignored. Lines end at \\n, \\r\\n or \\r only, as in the official evaluators' readers: a "
+               "form feed, vertical tab or U+2028 stays inside its query. Stray semicolons get each official "
+               "evaluator's verdict: under --semantics bird (and spider --keep-distinct) the text runs as "
+               "written, so 'SELECT ...;;' or 'SELECT ...; ;' is a second statement and wrong; under "
+               "--semantics spider only the first statement, up to its semicolon, runs (test-suite keeps "
+               "sqlparse's first statement when it removes DISTINCT).",
     )
     parser.add_argument("--gold", required=True, help="BIRD/Spider dev JSON, or a SQL<TAB>db_id file")
     parser.add_argument("--pred", required=True, help="BIRD predict_dev.json, or one SQL per line")
