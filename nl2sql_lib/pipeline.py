@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import copy
 import json
 import logging
 import os
@@ -32,7 +31,7 @@ from typing import Any
 
 import yaml
 
-from .config import NOTEBOOK_OF_STAGE, STAGES, ParamsError, parse_params, read_yaml
+from .config import NOTEBOOK_OF_STAGE, STAGES, ParamsError, apply_overrides, parse_params, read_yaml
 from .io import write_json
 from .runs import PROJECT_ROOT
 
@@ -83,29 +82,6 @@ def resolve_stage(name: str) -> str:
         if name in (stage, notebook) or name.lstrip("0") == notebook.split("_")[0].lstrip("0"):
             return stage
     raise ParamsError(f"unknown stage {name!r}; known: {', '.join(NOTEBOOKS)}")
-
-
-def apply_overrides(values: dict, overrides: dict[str, Any], origin: str = "parameters") -> dict:
-    """A copy of ``values`` with each ``"dotted.key": value`` of ``overrides`` set.
-
-    ``{"training.max_steps": 2}`` sets ``values["training"]["max_steps"]``, creating the group
-    when the file has none; the other keys of the group stay. A value replaces what was there
-    whole (a list is not merged). Unknown keys are not caught here: the stage's typed model
-    rejects them next, naming ``origin``.
-    """
-    result = copy.deepcopy(values)
-    for key, value in overrides.items():
-        *parents, last = str(key).split(".")
-        if not last or not all(parents):
-            raise ParamsError(f"{origin}: override {key!r} is not a dotted key like training.max_steps")
-        target = result
-        for depth, part in enumerate(parents):
-            target = target.setdefault(part, {})
-            if not isinstance(target, dict):
-                group = ".".join(parents[: depth + 1])
-                raise ParamsError(f"{origin}: override {key!r}: '{group}' is a value, not a group of keys")
-        target[last] = copy.deepcopy(value)
-    return result
 
 
 def parse_set_options(items: list[str]) -> dict[str, dict[str, Any]]:

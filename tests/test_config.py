@@ -266,3 +266,19 @@ def test_spider_if_missing_skip_keeps_the_path_and_06_eval_notes_the_skip(tmp_pa
     assert spider_skipped(load_params("eval", path, spider_path=str(spider))) is None
     with pytest.raises(ParamsError, match="spider_if_missing: skip"):
         load_params("eval", path, spider_if_missing="error")
+
+
+def test_command_line_set_uses_the_shared_dotted_overrides(tmp_path):
+    """params_from_args and make pipeline's --set share config.apply_overrides: same groups, same errors."""
+    import argparse
+
+    from nl2sql_lib.config import params_from_args
+
+    path = tmp_path / "sft.yaml"
+    path.write_text("seed: 3\ntraining:\n  max_steps: 10\n")
+    args = argparse.Namespace(params=str(path), set=["training.max_steps=4", "lora.r=8"], run="r", output_root=None)
+    cfg = params_from_args("sft", args)
+    assert (cfg.training.max_steps, cfg.lora.r, cfg.seed, cfg.run) == (4, 8, 3, "r")
+    args.set = ["seed.value=1"]
+    with pytest.raises(ParamsError, match=r"sft.yaml --set: override 'seed.value': 'seed' is a value"):
+        params_from_args("sft", args)
