@@ -35,7 +35,10 @@ from .config import NOTEBOOK_OF_STAGE, STAGES, ParamsError, apply_overrides, par
 from .io import write_json
 from .runs import PROJECT_ROOT
 
-PROFILE_DIRS = {"smoke": "params/smoke", "cpu": "params/cpu", "t4": "params/t4", "gpu": "params"}
+PROFILE_DIRS = {
+    "smoke": "params/smoke", "cpu": "params/cpu", "spider": "params/spider", "t4": "params/t4",
+    "gpu": "params",
+}
 NOTEBOOKS = [NOTEBOOK_OF_STAGE[stage] for stage in STAGES]
 
 # glibc's allocator makes CPU training steps slow and erratic (../shared/CPU-NOTES.md, gotcha 5);

@@ -111,3 +111,19 @@ def test_notebook_runs_on_the_smoke_profile(tmp_path):
     assert {p.name for p in (data / "plots").iterdir()} == {
         "difficulty_by_db.png", "schema_sizes.png", "prompt_lengths.png"
     }
+
+
+@pytest.mark.spider
+def test_training_questions_without_a_database_stay_out_of_train_jsonl(spider_dev, tmp_path):
+    """Spider's training folder lacks 2 databases: their questions cannot be trained on (no
+    schema, nothing to execute), so train.jsonl leaves them out and stats.json lists them."""
+    source = SourceParams(type="spider", path=str(spider_dev / "dev.json"), split="train", limit=200)
+    cfg = _params(tmp_path, [source])
+    stage = StageRun(cfg, "data").start()
+    run_data(cfg, stage)
+    stats = json.loads((stage.dir / "stats.json").read_text())
+    train = read_examples(stage.dir / "train.jsonl")
+    missing = stats["missing_db"]["train"]
+    assert missing and len(train) == 200 - len(missing)
+    assert not {e.question_id for e in train} & set(missing)
+    assert all(Path(e.db_path).is_file() for e in train)

@@ -94,6 +94,11 @@ def add_reasoning(cfg, train: list[Example], run_dir=None) -> dict:
     return {"teacher": f"{cfg.reasoning_teacher}:{cfg.reasoning_teacher_model}", **report}
 
 
+def trainable(examples: list[Example]) -> list[Example]:
+    """The examples whose database file exists (the others are marked ``missing_db``)."""
+    return [example for example in examples if not example.extra.get("missing_db")]
+
+
 def run_data(cfg, stage) -> dict:
     """Run 01_data for ``cfg`` (:class:`~nl2sql_lib.config.DataParams`); returns headline metrics."""
     work_dir = stage.dir
@@ -105,7 +110,10 @@ def run_data(cfg, stage) -> dict:
     with stage.timer("reasoning"):
         reasoning = add_reasoning(cfg, splits["train"], run_dir=cfg.run_dir)
     with stage.timer("write"):
-        write_examples(stage.path("train.jsonl"), splits["train"])
+        # A training question whose database file is missing cannot be trained on (no schema
+        # for its prompt, nothing to execute its SQL against), so train.jsonl leaves it out;
+        # dev.jsonl keeps it marked so 06_eval reports it as skipped. stats.json lists both.
+        write_examples(stage.path("train.jsonl"), trainable(splits["train"]))
         write_examples(stage.path("dev.jsonl"), splits["dev"])
     with stage.timer("stats"):
         counters = token_counters(cfg.tokenizer)
