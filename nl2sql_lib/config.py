@@ -85,6 +85,13 @@ class StageParams(_Strict):
     def run_dir(self) -> Path:
         return Path(self.output_root) / self.run
 
+    @property
+    def prompt_policy_spec(self) -> str | None:
+        """The model this stage prompts after another stage trained it (``stage:sft`` ...), whose
+        recorded schema rendering its prompts follow (:func:`nl2sql_lib.runs.schema_params_for`);
+        None: the stage's prompts follow the data stage's rendering."""
+        return None
+
 
 class LoraParams(_Strict):
     enabled: bool = True
@@ -215,6 +222,16 @@ class SFTParams(StageParams):
 
 
 class RewardWeights(_Strict):
+    """GRPO's weight of each reward, by the name :data:`nl2sql_lib.rewards.REWARDS` registers it.
+
+    The fields are the default weights; a reward registered without a field here is weighted
+    ``rewards.<name>: w`` all the same (0 when not given). Every name, field or key, is checked
+    against the registry when the parameters are validated.
+    """
+
+    # Extra keys are allowed only for registered rewards (checked below).
+    model_config = ConfigDict(extra="allow", validate_assignment=True, protected_namespaces=())
+
     execution: float = 1.0
     executable: float = 0.1
     partial: float = 0.3
@@ -222,6 +239,24 @@ class RewardWeights(_Strict):
     format: float = 0.0
     reward_model: float = Field(0.0, ge=0, description="weight of the trained reward model's score "
                                 "(GRPO's reward_model parameter names the model)")
+
+    @model_validator(mode="after")
+    def _names_are_registered(self) -> "RewardWeights":
+        from .rewards import reward_weight_names  # the registry (imported here: sqlglot is heavy)
+
+        known = reward_weight_names()
+        unregistered = [name for name in type(self).model_fields if name not in known]
+        if unregistered:
+            raise ValueError(
+                f"RewardWeights field(s) {unregistered} have no reward in nl2sql_lib.rewards.REWARDS: "
+                "register the function there (or remove the field)"
+            )
+        for name, value in (self.model_extra or {}).items():
+            if name not in known:
+                raise ValueError(f"unknown reward {name!r}; known: {', '.join(known)}")
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"rewards.{name} must be a number >= 0, got {value!r}")
+        return self
 
 
 class GRPOParams(StageParams):
@@ -267,6 +302,10 @@ class GRPOParams(StageParams):
             )
         return self
 
+    @property
+    def prompt_policy_spec(self) -> str | None:
+        return self.model.spec
+
 
 class TreeParams(StageParams):
     policy: ModelParams = Field(default_factory=lambda: ModelParams(spec="stage:sft"))
@@ -293,6 +332,10 @@ class TreeParams(StageParams):
         None, description="prompt schema rendering; None: the data stage's settings (as trained)"
     )
     resume: bool = Field(True, description="keep finished questions of an interrupted run")
+
+    @property
+    def prompt_policy_spec(self) -> str | None:
+        return self.policy.spec
 
 
 class RewardModelParams(StageParams):

@@ -22,6 +22,13 @@ that each curve in the logs (``rewards/<name>/mean``) reads as a rate: ``rewards
 is the execution accuracy of the sampled completions. :func:`build_rewards` turns the parameter
 file's weights into the enabled functions and their weights.
 
+:data:`REWARDS` is the one registry of these names: adding a reward is one function with the
+signature ``reward(ctx, prompts, completions, **kwargs)`` (``ctx``: the :class:`RewardFunction`,
+whose ``scorer`` and ``reasoning`` it may use) and one line in :data:`REWARDS`; its weight is then
+``rewards.<name>`` in a parameter file (:class:`~nl2sql_lib.config.RewardWeights` checks every
+weight's name against the registry, so a weight without a reward, or a misspelt one, stops at
+validation).
+
 Execution is the expensive part, so the functions of one batch share a :class:`ExecutionScorer`:
 each distinct (database, gold, candidate) is executed once per batch, the gold result is cached
 by the :class:`~nl2sql_lib.sql.judge.Judge` for the whole run, and a runaway candidate cannot
@@ -54,8 +61,6 @@ def extract_sql(text: str) -> str:
         return _extract_sql(text or "").strip()
     except Exception:  # e.g. a pathological string the tokenizer rejects
         return ""
-
-REWARD_NAMES = ("execution", "executable", "partial", "syntax", "format")
 
 # Dataset columns that may hold the gold SQL, in order of preference.
 GOLD_COLUMNS = ("sql", "gold_sql", "gold", "query")
@@ -298,8 +303,8 @@ class RewardFunction:
     """One reward with TRL's signature; ``__name__`` is what TRL logs (``rewards/<name>/mean``)."""
 
     def __init__(self, name: str, scorer: ExecutionScorer | None = None, *, reasoning: bool = False):
-        if name not in REWARD_NAMES:
-            raise ValueError(f"unknown reward {name!r}; known: {', '.join(REWARD_NAMES)}")
+        if name not in REWARDS:
+            raise ValueError(f"unknown reward {name!r}; known: {', '.join(REWARDS)}")
         self.__name__ = name
         self.name = name
         self.reasoning = reasoning
@@ -315,29 +320,70 @@ class RewardFunction:
         return f"RewardFunction({self.name!r})"
 
     def __call__(self, prompts: Sequence[Any] | None, completions: Sequence[Any], **kwargs: Any) -> list[float | None]:
-        n = len(completions)
-        if self.name == "format":
-            return [1.0 if format_ok(completion_text(c), reasoning=self.reasoning) else 0.0 for c in completions]
-        if self.name == "syntax":
-            return [1.0 if _valid(extract_sql(completion_text(c))) else 0.0 for c in completions]
-        golds = _column(kwargs, GOLD_COLUMNS, n, self.name)
-        if self.name == "partial":
-            return [_partial(extract_sql(completion_text(c)), g) for c, g in zip(completions, golds)]
-        db_paths = _column(kwargs, ("db_path",), n, self.name)
-        scores = self.scorer.score(completions, db_paths, golds)
-        self._log(kwargs)
-        if self.name == "execution":
-            return [None if s.correct is None else float(s.correct) for s in scores]
-        return [float(s.executed) for s in scores]  # executable: the candidate's own property
+        return REWARDS[self.name](self, prompts, completions, **kwargs)
 
-    def _log(self, kwargs: dict[str, Any]) -> None:
-        """Scoring cost and timeouts next to TRL's own metrics (once per batch)."""
-        log_metric: Callable[[str, float], None] | None = kwargs.get("log_metric")
-        if log_metric is None or self.name != "execution":
-            return
-        stats = self.scorer.last_stats
-        log_metric("sql/seconds", stats.seconds)
-        log_metric("sql/timeout_rate", stats.timeouts / max(stats.n, 1))
+    def execution_scores(self, completions: Sequence[Any], kwargs: dict[str, Any]) -> list[CandidateScore]:
+        """The batch's :class:`CandidateScore` from the shared scorer (executed once per batch)."""
+        n = len(completions)
+        golds = _column(kwargs, GOLD_COLUMNS, n, self.name)
+        db_paths = _column(kwargs, ("db_path",), n, self.name)
+        return self.scorer.score(completions, db_paths, golds)
+
+
+# --------------------------------------------------------------------------------------------
+# The registry: one function per reward name
+# --------------------------------------------------------------------------------------------
+
+
+def execution_score(ctx: RewardFunction, prompts: Any, completions: Sequence[Any], **kwargs: Any) -> list[float | None]:
+    """1 when the result matches the gold result, 0 otherwise, None when the gold query fails."""
+    scores = ctx.execution_scores(completions, kwargs)
+    _log_scoring_cost(ctx.scorer, kwargs)
+    return [None if s.correct is None else float(s.correct) for s in scores]
+
+
+def executable_score(ctx: RewardFunction, prompts: Any, completions: Sequence[Any], **kwargs: Any) -> list[float]:
+    """1 when the candidate runs without error (the candidate's own property, right or wrong)."""
+    return [float(s.executed) for s in ctx.execution_scores(completions, kwargs)]
+
+
+def partial_score(ctx: RewardFunction, prompts: Any, completions: Sequence[Any], **kwargs: Any) -> list[float]:
+    """sqlglot's component match against the gold query, in [0, 1]."""
+    golds = _column(kwargs, GOLD_COLUMNS, len(completions), ctx.name)
+    return [_partial(extract_sql(completion_text(c)), g) for c, g in zip(completions, golds)]
+
+
+def syntax_score(ctx: RewardFunction, prompts: Any, completions: Sequence[Any], **kwargs: Any) -> list[float]:
+    """1 when sqlglot parses the extracted SQL."""
+    return [1.0 if _valid(extract_sql(completion_text(c))) else 0.0 for c in completions]
+
+
+def format_score(ctx: RewardFunction, prompts: Any, completions: Sequence[Any], **kwargs: Any) -> list[float]:
+    """1 when the whole completion has the strict output format (:func:`format_ok`)."""
+    return [1.0 if format_ok(completion_text(c), reasoning=ctx.reasoning) else 0.0 for c in completions]
+
+
+# Name -> reward function; the order is the order of build_rewards' output (and of TRL's logs).
+REWARDS: dict[str, Callable[..., list[float | None]]] = {
+    "execution": execution_score,
+    "executable": executable_score,
+    "partial": partial_score,
+    "syntax": syntax_score,
+    "format": format_score,
+}
+# The registry's names at import (readers that want a tuple; a reward registered later is in
+# REWARDS only, which is what the code consults).
+REWARD_NAMES = tuple(REWARDS)
+
+
+def _log_scoring_cost(scorer: ExecutionScorer, kwargs: dict[str, Any]) -> None:
+    """Scoring cost and timeouts next to TRL's own metrics (once per batch: by the execution reward)."""
+    log_metric: Callable[[str, float], None] | None = kwargs.get("log_metric")
+    if log_metric is None:
+        return
+    stats = scorer.last_stats
+    log_metric("sql/seconds", stats.seconds)
+    log_metric("sql/timeout_rate", stats.timeouts / max(stats.n, 1))
 
 
 def _valid(sql: str) -> bool:
@@ -441,24 +487,34 @@ def _as_messages(prompt: Any) -> list[dict]:
     return [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
 
 
+def reward_weight_names() -> tuple[str, ...]:
+    """Every name a weight may have: the registry's rewards, then the trained reward model's."""
+    return (*REWARDS, MODEL_REWARD)
+
+
 def build_rewards(
     weights: Any, *, scorer: ExecutionScorer | None = None, reasoning: bool = False,
     reward_model: RewardModelReward | None = None,
 ) -> tuple[list[Callable], list[float]]:
-    """The enabled reward functions (weight > 0) and their weights, in REWARD_NAMES order.
+    """The enabled reward functions (weight > 0) and their weights, in :data:`REWARDS` order.
 
-    ``weights`` is a :class:`~nl2sql_lib.config.RewardWeights` (or any object/dict with the five
-    names, and optionally ``reward_model``). The functions share ``scorer`` so that a candidate
-    is executed once per batch. A ``reward_model`` weight > 0 appends ``reward_model`` (a
-    :class:`RewardModelReward`) last.
+    ``weights`` is a :class:`~nl2sql_lib.config.RewardWeights` (or any object/dict with weights
+    by reward name; a name without a weight is 0). The functions share ``scorer`` so that a
+    candidate is executed once per batch. A ``reward_model`` weight > 0 appends
+    ``reward_model`` (a :class:`RewardModelReward`) last.
     """
-    names = (*REWARD_NAMES, MODEL_REWARD)
-    values = weights if isinstance(weights, dict) else {n: getattr(weights, n, 0.0) for n in names}
+    names = reward_weight_names()
+    if isinstance(weights, dict):
+        values = dict(weights)
+    elif hasattr(weights, "model_dump"):
+        values = weights.model_dump()
+    else:
+        values = {n: getattr(weights, n, 0.0) for n in names}
     unknown = set(values) - set(names)
     if unknown:
         raise ValueError(f"unknown reward(s) {sorted(unknown)}; known: {', '.join(names)}")
-    enabled = [(name, float(values.get(name, 0.0))) for name in REWARD_NAMES if values.get(name, 0.0) > 0]
-    model_weight = float(values.get(MODEL_REWARD, 0.0))
+    enabled = [(name, float(values.get(name) or 0.0)) for name in REWARDS if (values.get(name) or 0.0) > 0]
+    model_weight = float(values.get(MODEL_REWARD) or 0.0)
     if not enabled and model_weight <= 0:
         raise ValueError("every reward weight is 0: set rewards.execution (and others) > 0 in the parameter file")
     scorer = scorer or ExecutionScorer()

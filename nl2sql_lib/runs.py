@@ -264,3 +264,14 @@ def schema_render_for(params: StageParams, override: Any = None, policy_spec: st
         if rendered:
             return SchemaParams.model_validate(rendered)
     return SchemaParams()
+
+
+def schema_params_for(params: StageParams):
+    """The schema rendering of ``params``'s prompts: the one helper every stage calls.
+
+    :func:`schema_render_for` with the stage's own ``schema_render`` parameter (when it has one)
+    and the model it prompts after training (``params.prompt_policy_spec``: GRPO's ``model``,
+    the trees' ``policy``; None for SFT, the reward model and 06_eval, whose prompts follow the
+    data stage).
+    """
+    return schema_render_for(params, getattr(params, "schema_render", None), params.prompt_policy_spec)

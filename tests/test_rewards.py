@@ -299,3 +299,56 @@ def test_grpo_params_name_the_missing_reward_model():
         parse_params("grpo", {"profile": "smoke", "rewards": {"execution": 1.0, "reward_model": 0.5}})
     cfg = parse_params("grpo", {"profile": "smoke", "rewards": {"reward_model": 0.5}, "reward_model": "stage:reward_model"})
     assert cfg.rewards.reward_model == 0.5 and cfg.reward_model == "stage:reward_model"
+
+
+# ---- the registry: names, weights and functions cannot drift -------------------------------------
+
+
+def test_every_weight_field_names_a_registered_reward_and_back():
+    """RewardWeights' fields and rewards.REWARDS (+ the reward model) are the same names, so a
+    reward without a weight default, or a weight without a reward, cannot slip in."""
+    from nl2sql_lib import rewards
+
+    assert set(RewardWeights.model_fields) == set(rewards.reward_weight_names())
+    assert REWARD_NAMES == tuple(rewards.REWARDS)
+    for name in REWARD_NAMES:
+        assert RewardFunction(name).name == name  # every registered name builds
+
+
+def test_a_weight_field_without_a_reward_fails_validation():
+    class Drifted(RewardWeights):  # a weight added to the model, no function registered
+        brevity: float = 0.0
+
+    with pytest.raises(ValueError, match=r"brevity.*no reward in nl2sql_lib.rewards.REWARDS"):
+        Drifted()
+
+
+def test_unknown_reward_names_stop_at_validation():
+    from nl2sql_lib.config import ParamsError, parse_params
+
+    with pytest.raises(ValueError, match="unknown reward 'style'"):
+        RewardWeights.model_validate({"execution": 1.0, "style": 0.5})
+    with pytest.raises(ParamsError, match="style"):
+        parse_params("grpo", {"rewards": {"style": 0.5}})
+    with pytest.raises(ValueError, match="unknown reward 'nope'"):
+        RewardFunction("nope")
+
+
+def test_a_new_reward_is_one_function_and_one_registry_line(db, monkeypatch):
+    """Register a function (one line), weight it from parameters, and GRPO's rewards use it."""
+    from nl2sql_lib import rewards
+    from nl2sql_lib.config import parse_params
+
+    def brevity(ctx, prompts, completions, **kwargs):
+        return [1.0 if len(completion_text(c)) <= 60 else 0.0 for c in completions]
+
+    monkeypatch.setitem(rewards.REWARDS, "brevity", brevity)  # the one registry line
+
+    cfg = parse_params("grpo", {"rewards": {"execution": 1.0, "executable": 0.0, "partial": 0.0, "brevity": 0.25}})
+    funcs, weights = build_rewards(cfg.rewards)
+    assert [f.__name__ for f in funcs] == ["execution", "brevity"] and weights == [1.0, 0.25]
+    completions = [RIGHT, MALFORMED + " " + MALFORMED]
+    values = funcs[1](prompts=None, completions=completions, db_path=[db] * 2, sql=[GOLD] * 2)
+    assert values == [1.0, 0.0]
+    # without a weight it stays off, like any reward weighted 0
+    assert "brevity" not in [f.__name__ for f in build_rewards(RewardWeights())[0]]

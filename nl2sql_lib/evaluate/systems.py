@@ -21,7 +21,6 @@ from __future__ import annotations
 import gc
 import hashlib
 import json
-import random
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -31,6 +30,7 @@ from ..config import NOTEBOOK_OF_STAGE, EvalParams, ModelParams, SchemaParams
 from ..data.example import Example
 from ..io import append_jsonl, iter_jsonl, read_json, write_json, write_jsonl
 from .. import runs
+from ..sampling import seeded_subsample
 from ..runs import MissingStageOutput
 
 # Systems that name a stage of this run: the folder outputs/<run>/<name>/ holds their model
@@ -81,8 +81,11 @@ class System:
 
 
 @dataclass
-class Dataset:
-    """A named list of questions to evaluate, with the comparison rule and what was left out."""
+class EvalSet:
+    """A named list of questions to evaluate, with the comparison rule and what was left out.
+
+    (Not a Hugging Face ``datasets.Dataset``: plain examples and a name for the report.)
+    """
 
     name: str
     examples: list[Example]
@@ -256,12 +259,11 @@ def resolve_systems(cfg: EvalParams) -> tuple[list[System], list[str]]:
 # --------------------------------------------------------------------------------------------
 
 
-def subsample(examples: list[Example], limit: int | None, seed: int) -> list[Example]:
-    """A deterministic random subset of ``limit`` examples, kept in their original order."""
-    if limit is None or len(examples) <= limit:
-        return list(examples)
-    keep = sorted(random.Random(seed).sample(range(len(examples)), limit))
-    return [examples[i] for i in keep]
+# The name before EvalSet, kept for the modules that still import it (evaluate/stage.py).
+Dataset = EvalSet
+
+# The one seeded-subsample rule (nl2sql_lib/sampling.py); the old name stays for callers.
+subsample = seeded_subsample
 
 
 def drop_missing_databases(examples: list[Example]) -> tuple[list[Example], dict[str, int]]:
@@ -280,9 +282,8 @@ def drop_missing_databases(examples: list[Example]) -> tuple[list[Example], dict
 # --------------------------------------------------------------------------------------------
 
 
-def schema_params_for(cfg: EvalParams) -> SchemaParams:
-    """The run's default schema rendering: eval's parameter, else the data stage's, else defaults."""
-    return runs.schema_render_for(cfg, cfg.schema_render)
+# The run's default schema rendering: eval's parameter, else the data stage's, else defaults.
+schema_params_for = runs.schema_params_for
 
 
 def build_messages(
@@ -359,7 +360,7 @@ def _extract(text: str) -> str:
 
 def generate_predictions(
     system: System,
-    datasets: Sequence[Dataset],
+    datasets: Sequence[EvalSet],
     cfg: EvalParams,
     eval_dir: Path,
     make_generator: GeneratorFactory,
@@ -416,7 +417,7 @@ def generate_predictions(
     return by_dataset, info
 
 
-def _predict_keeps(system: System, todo: list[tuple[Dataset, Example]], cfg: EvalParams,
+def _predict_keeps(system: System, todo: list[tuple[EvalSet, Example]], cfg: EvalParams,
                    make_generator: GeneratorFactory) -> dict[str, dict | None]:
     """The linking model's tables/columns for each question to generate, by record key.
 
@@ -425,7 +426,7 @@ def _predict_keeps(system: System, todo: list[tuple[Dataset, Example]], cfg: Eva
     """
     # The linking prompts and their token budget come from train/sft.py, which sends them
     # (predict_links): the engine is sized by exactly what it will be asked.
-    from ..train.sft import LINKING_MAX_NEW_TOKENS, linking_prompts, predict_links
+    from ..data.linking import LINKING_MAX_NEW_TOKENS, linking_prompts, predict_links
 
     linking_system = System(f"{system.name}:linker", system.linking_model, task="schema_linking")
     examples = [ex for _, ex in todo]
@@ -444,7 +445,7 @@ def _predict_keeps(system: System, todo: list[tuple[Dataset, Example]], cfg: Eva
 
 
 def _open_generator(make_generator: GeneratorFactory, system: System, cfg: EvalParams,
-                    todo: list[tuple[Dataset, Example]], keeps: dict[str, dict | None]) -> GeneratorLike:
+                    todo: list[tuple[EvalSet, Example]], keeps: dict[str, dict | None]) -> GeneratorLike:
     """The system's generator. The default factory with vLLM is also given every prompt it will
     get, so that the engine's context (``max_model_len``) fits the longest of them."""
     if make_generator is not default_generator_factory or not cfg.use_vllm:
@@ -463,7 +464,7 @@ def _complete(record: dict | None, wants_pool: bool, n_candidates: int) -> bool:
 
 def _generate_missing(
     generator: GeneratorLike,
-    todo: list[tuple[Dataset, Example]],
+    todo: list[tuple[EvalSet, Example]],
     system: System,
     cfg: EvalParams,
     n_candidates: int,

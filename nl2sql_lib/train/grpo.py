@@ -28,7 +28,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import random
 import shutil
 from collections import deque
 from pathlib import Path
@@ -38,6 +37,7 @@ from .. import hardware as hw_rules
 from ..config import GRPOParams, SchemaParams, params_as_dict
 from ..hardware import Hardware
 from ..io import write_json
+from ..sampling import seeded_shuffled_head
 from ..rewards import ExecutionScorer, RewardFunction, RewardModelReward, build_rewards, completion_text
 from .. import runs
 from ..runs import StageRun, require_output
@@ -187,9 +187,8 @@ def policy_stage_metrics(cfg: GRPOParams) -> dict[str, Any]:
     return runs.policy_stage_metrics(cfg, cfg.model.spec)
 
 
-def schema_params_for(cfg: GRPOParams) -> SchemaParams:
-    """The schema rendering the policy was trained with, so GRPO's prompts are the ones it knows."""
-    return runs.schema_render_for(cfg, cfg.schema_render, cfg.model.spec)
+# The schema rendering the policy was trained with, so GRPO's prompts are the ones it knows.
+schema_params_for = runs.schema_params_for
 
 
 def build_records(examples: Sequence[Any], cfg: GRPOParams, schema: SchemaParams) -> list[dict[str, Any]]:
@@ -391,9 +390,8 @@ def run_grpo(cfg: GRPOParams, stage: StageRun) -> dict[str, Any]:
 
     train_path = stage.record_input(require_output(cfg, "data", "train.jsonl"))
     examples = read_examples(train_path)
-    if cfg.max_train_examples is not None:
-        random.Random(cfg.seed).shuffle(examples)  # a sample across databases, not the first one
-        examples = examples[: cfg.max_train_examples]
+    # a sample across databases, not the first one (GRPO's own rule, kept: see sampling.py)
+    examples = seeded_shuffled_head(examples, cfg.max_train_examples, cfg.seed)
     trained_format = policy_stage_metrics(cfg).get("format")
     if trained_format and trained_format != cfg.format:
         logger.warning("the policy was trained with format %r but GRPO asks for %r: its prompts will be "

@@ -92,7 +92,7 @@ def data_schema_params(cfg: RewardModelParams) -> Any:
     """The schema rendering the data stage used (the prompts the policy was trained on)."""
     from .. import runs
 
-    return runs.schema_render_for(cfg)
+    return runs.schema_params_for(cfg)
 
 
 def gather_pairs(cfg: RewardModelParams, stage: StageRun) -> tuple[list[dict], list[dict], dict[str, Any]]:

@@ -15,15 +15,15 @@ question with the policy ``cfg.policy`` (default: the SFT adapter of this run) i
 
 from __future__ import annotations
 
-import random
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..config import SchemaParams, TreeParams
+from ..config import TreeParams
 from ..data.example import Example, read_examples
 from ..generate import EngineContext
 from ..io import write_json, write_jsonl
 from .. import runs
+from ..sampling import seeded_subsample
 from ..runs import StageRun, require_output
 from .builder import BuildSettings, Policy
 from .nodes import Tree
@@ -32,12 +32,8 @@ from .shards import ModelPolicySource, SchemaTextSource, local_gpu_devices, merg
 from .verify import verify_trees
 
 
-def subsample(examples: Sequence[Example], limit: int | None, seed: int) -> list[Example]:
-    """``limit`` examples drawn with ``seed``, kept in their file order (all when no limit)."""
-    if limit is None or limit >= len(examples):
-        return list(examples)
-    keep = set(random.Random(seed).sample(range(len(examples)), limit))
-    return [e for i, e in enumerate(examples) if i in keep]
+# The one seeded-subsample rule (nl2sql_lib/sampling.py); the old name stays for callers.
+subsample = seeded_subsample
 
 
 def _policy_stage_metrics(cfg: TreeParams) -> dict[str, Any]:
@@ -45,9 +41,8 @@ def _policy_stage_metrics(cfg: TreeParams) -> dict[str, Any]:
     return runs.policy_stage_metrics(cfg, cfg.policy.spec)
 
 
-def schema_params_for(cfg: TreeParams) -> SchemaParams:
-    """The schema rendering the policy was trained with (see runs.schema_render_for)."""
-    return runs.schema_render_for(cfg, cfg.schema_render, cfg.policy.spec)
+# The schema rendering the policy was trained with (see runs.schema_params_for).
+schema_params_for = runs.schema_params_for
 
 
 def policy_uses_reasoning(cfg: TreeParams) -> bool:
