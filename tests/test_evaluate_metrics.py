@@ -167,3 +167,65 @@ def test_time_ratio(dbs) -> None:
     # right (4**7 / 4096 = 4 rows) but much slower than the gold: ratio well below 1
     slow = "SELECT count(*) / 4096 FROM city a, city b, city c, city d, city e, city f, city g"
     assert 0 < time_ratio(db, slow, gold, judge, repeats=3) < 0.5
+
+
+# --- component scores: clause items are cached per SQL text (issue 15) --------------------------
+
+from nl2sql_lib.sql import parse as sql_parse  # noqa: E402
+
+# (pred, gold) pairs that exercise alias resolution, sorted '=' operands, a compound query, a
+# comparison nested in a swapped operand, a trailing semicolon and an unparsable prediction.
+COMPONENT_PAIRS = [
+    ("SELECT T1.name FROM singer AS T1 WHERE T1.age > 30", "SELECT singer.name FROM singer WHERE singer.age > 30"),
+    ("SELECT singer.name FROM Singer WHERE 3 = singer.id;", "SELECT singer.name FROM singer WHERE singer.id = 3"),
+    ("SELECT T1.name FROM singer AS T1 WHERE T1.id = 3 UNION SELECT T2.name FROM actor AS T2 WHERE 5 = T2.x",
+     "SELECT name FROM singer WHERE id = 3 UNION SELECT name FROM actor WHERE x = 5"),
+    ("SELECT a FROM t WHERE 3 = (SELECT max(b) FROM u WHERE u.z = t.y)",
+     "SELECT a FROM t WHERE (SELECT max(b) FROM u WHERE u.z = t.y) = 3"),
+    ("SELECT a, count(*) FROM t GROUP BY a ORDER BY count(*) DESC LIMIT 1", "SELECT a FROM t GROUP BY a"),
+    ("SELEC a FROM t", "SELECT a FROM t"),
+]
+
+
+def _scores(pred: str, gold: str) -> tuple:
+    return (sql_parse.exact_match(pred, gold), sql_parse.partial_match_score(pred, gold),
+            sql_parse.component_scores(pred, gold))
+
+
+def test_cached_components_give_the_uncached_scores() -> None:
+    uncached = []
+    for pred, gold in COMPONENT_PAIRS:
+        sql_parse._components.cache_clear()  # every pair computed from scratch
+        uncached.append(_scores(pred, gold))
+    sql_parse._components.cache_clear()
+    # Warm: each SQL is worked out once, then reused, in another order and repeatedly.
+    for _ in range(2):
+        warm = [_scores(pred, gold) for pred, gold in reversed(COMPONENT_PAIRS)][::-1]
+        assert warm == uncached
+    assert sql_parse._components.cache_info().hits > 0
+    # The figures of the version that deep-copied every tree (git e95a836):
+    assert [u[0] for u in uncached] == [True, True, False, False, False, False]
+    assert [round(u[1], 4) for u in uncached] == [1.0, 1.0, 0.2222, 0.6667, 0.5333, 0.0]
+    assert uncached[-1] == (False, 0.0, {c: 0.0 for c in sql_parse.COMPONENTS})
+
+
+def test_component_items_match_the_copying_version() -> None:
+    # Figures of the version that deep-copied every tree (git e95a836), including its quirk: a
+    # comparison nested inside an operand that gets swapped keeps its own operand order.
+    assert sql_parse._components(COMPONENT_PAIRS[2][0]) == {
+        "select": ("singer.name",), "where": ("3 = singer.id",), "group_by": (), "having": (),
+        "from": ("singer", "<union>", "SELECT t1.name FROM singer AS t1 WHERE t1.id = 3 UNION "
+                 "SELECT t2.name FROM actor AS t2 WHERE 5 = t2.x"),
+        "order_by": (), "limit": (),
+    }
+    assert sql_parse._components(COMPONENT_PAIRS[3][0])["where"] == ("(SELECT MAX(b) FROM u WHERE u.z = t.y) = 3",)
+    assert sql_parse._components(COMPONENT_PAIRS[3][1])["where"] == ("(SELECT MAX(b) FROM u WHERE t.y = u.z) = 3",)
+
+
+def test_components_leave_shared_parse_trees_alone() -> None:
+    sql = COMPONENT_PAIRS[2][0]
+    before = (sql_parse.parse_sql(sql).sql(), sql_parse.normalize_sql(sql))
+    sql_parse._components.cache_clear()
+    sql_parse._components(sql)
+    assert (sql_parse.parse_sql(sql).sql(), sql_parse.normalize_sql(sql)) == before
+    assert all(isinstance(items, tuple) for items in sql_parse._components(sql).values())  # no caller can edit them

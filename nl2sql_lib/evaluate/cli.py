@@ -29,6 +29,7 @@ import re
 import sys
 import time
 from collections import defaultdict
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -76,15 +77,22 @@ def _read_text(path: Path, flag: str) -> str:
     return text[1:] if text.startswith("\ufeff") else text
 
 
-def _difficulty(record: dict, sql: str) -> str:
+def _difficulty(record: dict, sql: str, known: dict[str, str]) -> str:
+    """The record's difficulty label, else Spider's hardness of ``sql``.
+
+    ``known`` maps SQL to its hardness already worked out: a gold file often repeats its
+    queries (one line per sampled candidate), and each hardness costs a full sqlglot parse.
+    """
     if record.get("difficulty"):
         return str(record["difficulty"])
-    try:  # Spider has no label in dev.json; derive its hardness as Spider's evaluator does
-        from ..data.loaders import spider_hardness
+    if sql not in known:
+        try:  # Spider has no label in dev.json; derive its hardness as Spider's evaluator does
+            from ..data.loaders import spider_hardness
 
-        return spider_hardness(sql)
-    except Exception:  # noqa: BLE001 - a label is a nicety, never a reason to fail
-        return "unknown"
+            known[sql] = spider_hardness(sql)
+        except Exception:  # noqa: BLE001 - a label is a nicety, never a reason to fail
+            known[sql] = "unknown"
+    return known[sql]
 
 
 def read_gold(path: str | Path, db_root: str | Path) -> list[Example]:
@@ -94,6 +102,7 @@ def read_gold(path: str | Path, db_root: str | Path) -> list[Example]:
         raise EvalInputError(f"--gold {path}: file not found")
     text = _read_text(path, "--gold")
     examples: list[Example] = []
+    hardness: dict[str, str] = {}
     if text.lstrip().startswith("["):
         try:
             records = json.loads(text)
@@ -104,7 +113,7 @@ def read_gold(path: str | Path, db_root: str | Path) -> list[Example]:
             if not sql or not rec.get("db_id"):
                 raise EvalInputError(f"--gold {path}: record {i} needs 'db_id' and 'SQL' (BIRD) or 'query' (Spider)")
             examples.append(_example(i, rec["db_id"], sql, db_root, rec.get("question_id", i),
-                                     rec.get("question", ""), _difficulty(rec, sql)))
+                                     rec.get("question", ""), _difficulty(rec, sql, hardness)))
         return examples
     lines = _lines(text)
     for number, line in enumerate(lines, start=1):
@@ -114,15 +123,21 @@ def read_gold(path: str | Path, db_root: str | Path) -> list[Example]:
             raise EvalInputError(f"--gold {path}: line {number} has no TAB; expected 'SQL<TAB>db_id'")
         sql, db_id = line.rsplit("\t", 1)
         examples.append(_example(number - 1, db_id.strip(), sql.strip(), db_root, number - 1, "",
-                                 _difficulty({}, sql.strip())))
+                                 _difficulty({}, sql.strip(), hardness)))
     return examples
 
 
 def _example(index: int, db_id: str, sql: str, db_root: Path, qid: Any, question: str, difficulty: str) -> Example:
     return Example(
-        question_id=str(qid), db_id=db_id, db_path=str(db_root / db_id / f"{db_id}.sqlite"),
+        question_id=str(qid), db_id=db_id, db_path=_db_path(db_root, db_id),
         question=question, sql=sql, difficulty=difficulty,
     )
+
+
+@lru_cache(maxsize=4096)
+def _db_path(db_root: Path, db_id: str) -> str:
+    """DB_ROOT/<db_id>/<db_id>.sqlite, built once per database rather than once per line."""
+    return str(db_root / db_id / f"{db_id}.sqlite")
 
 
 def read_predictions(path: str | Path) -> tuple[list[str], list[str | None]]:
@@ -177,9 +192,10 @@ def check_inputs(examples: list[Example], preds: list[str], pred_dbs: list[str |
     for i, (ex, db_id) in enumerate(zip(examples, pred_dbs)):
         if db_id is not None and db_id != ex.db_id:
             raise EvalInputError(f"--pred {pred}: prediction {i} names database {db_id!r} but gold question {i} is on {ex.db_id!r}")
-    missing = sorted({ex.db_path for ex in examples if not Path(ex.db_path).is_file()})
+    missing = sorted(path for path in {ex.db_path for ex in examples} if not Path(path).is_file())
     if missing and skip_missing:
-        return [i for i, ex in enumerate(examples) if ex.db_path not in set(missing)]
+        absent = set(missing)
+        return [i for i, ex in enumerate(examples) if ex.db_path not in absent]
     if missing:
         shown = "\n  ".join(missing[:10]) + ("\n  ..." if len(missing) > 10 else "")
         raise EvalInputError(

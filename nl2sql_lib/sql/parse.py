@@ -32,8 +32,8 @@ _DIALECT = "sqlite"
 COMPONENTS = ("select", "from", "where", "group_by", "having", "order_by", "limit")
 
 
-@lru_cache(maxsize=4096)
-def _parse_cached(sql: str) -> exp.Expression | None:
+def _parse_statement(sql: str) -> exp.Expression | None:
+    """A new tree of the one statement in ``sql`` (None if it does not parse or is several)."""
     try:
         trees = sqlglot.parse(sql, read=_DIALECT)
     except (sqlglot.errors.SqlglotError, ValueError, RecursionError):
@@ -44,11 +44,19 @@ def _parse_cached(sql: str) -> exp.Expression | None:
     return trees[0]
 
 
+# Shared trees: whoever takes one must copy it before changing it (parse_sql does).
+_parse_cached = lru_cache(maxsize=4096)(_parse_statement)
+
+
+def _statement_text(sql: str) -> str:
+    return sql.strip().rstrip(";").strip()
+
+
 def parse_sql(sql: str) -> exp.Expression | None:
     """The sqlglot tree of one SQL statement, or None when it does not parse (or is several)."""
     if not sql or not sql.strip():
         return None
-    tree = _parse_cached(sql.strip().rstrip(";").strip())
+    tree = _parse_cached(_statement_text(sql))
     return tree.copy() if tree is not None else None
 
 
@@ -133,8 +141,13 @@ def _resolve_aliases(select: exp.Select) -> exp.Select:
 
 
 def _canon(node: exp.Expression) -> str:
-    """Canonical text of one item; symmetric comparisons get their operands sorted."""
-    node = node.copy()
+    """Canonical text of one item; symmetric comparisons get their operands sorted.
+
+    Changes ``node`` in place: callers pass parts of a tree of their own (see _components).
+    A swapped pair of operands is put back as copies, so comparisons nested inside an operand
+    that was moved are left as they were (the original copy-based version did the same, and
+    the scores must not change).
+    """
     for cmp in list(node.find_all(exp.EQ, exp.NEQ)):
         left, right = cmp.left, cmp.right
         if right.sql(dialect=_DIALECT) < left.sql(dialect=_DIALECT):
@@ -153,7 +166,8 @@ def _conjuncts(node: exp.Expression | None) -> list[str]:
 
 
 def _select_components(select: exp.Select) -> dict[str, list[str]]:
-    select = _resolve_aliases(_lower_identifiers(select.copy()))
+    """Clause items of one SELECT; changes ``select`` in place (lower-cased, aliases resolved)."""
+    select = _resolve_aliases(_lower_identifiers(select))
     comps: dict[str, list[str]] = {}
     items = [_canon(e) for e in select.expressions]
     if select.args.get("distinct") is not None:
@@ -183,16 +197,27 @@ def _select_components(select: exp.Select) -> dict[str, list[str]]:
     return comps
 
 
-def _components(sql: str) -> dict[str, list[str]] | None:
+# Clause items per SQL text, worked out once: an evaluation compares every candidate with its
+# gold, the gold repeats once per candidate, and exact match, partial score and component F1
+# all need the same items. Values are tuples, so no caller can change a cached entry.
+_COMPONENTS_CACHE_SIZE = 65536
+
+
+@lru_cache(maxsize=_COMPONENTS_CACHE_SIZE)
+def _components(sql: str) -> dict[str, tuple[str, ...]] | None:
     """Clause items of one query, or None when it does not parse (never raises)."""
     try:
-        return _components_of_tree(sql)
+        comps = _components_of_tree(sql)
     except (sqlglot.errors.SqlglotError, ValueError, RecursionError, AttributeError):
         return None
+    return None if comps is None else {c: tuple(items) for c, items in comps.items()}
 
 
 def _components_of_tree(sql: str) -> dict[str, list[str]] | None:
-    tree = parse_sql(sql)
+    if not sql or not sql.strip():
+        return None
+    # A tree of our own, parsed for this call and changed in place: no copies of shared trees.
+    tree = _parse_statement(_statement_text(sql))
     if not isinstance(tree, exp.Query):
         return None
     if isinstance(tree, exp.Select):
@@ -200,11 +225,13 @@ def _components_of_tree(sql: str) -> dict[str, list[str]] | None:
     if isinstance(tree, exp.SetOperation):
         # A compound query: compare its first branch clause by clause, and fold the operator
         # and the other branches into the FROM component so a different compound never matches.
+        # The whole query's text is taken first, before the first branch is changed in place.
+        whole = normalize_sql(tree.sql(dialect=_DIALECT))
         left = tree.left
         while isinstance(left, exp.SetOperation):
             left = left.left
         comps = _select_components(left) if isinstance(left, exp.Select) else {c: [] for c in COMPONENTS}
-        comps["from"] = comps["from"] + [f"<{type(tree).__name__.lower()}>", normalize_sql(tree.sql(dialect=_DIALECT))]
+        comps["from"] = comps["from"] + [f"<{type(tree).__name__.lower()}>", whole]
         return comps
     comps = {c: [] for c in COMPONENTS}
     comps["from"] = [normalize_sql(tree.sql(dialect=_DIALECT))]
