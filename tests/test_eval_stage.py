@@ -15,7 +15,13 @@ import pytest
 from nl2sql_lib.config import EvalParams, load_params
 from nl2sql_lib.data.example import Example, write_examples
 from nl2sql_lib.evaluate import systems as sysmod
-from nl2sql_lib.evaluate.stage import EvalStageError, run_eval, selection_summary
+from nl2sql_lib.evaluate.stage import (
+    EvalStageError,
+    add_statistics,
+    comparison_plan,
+    run_eval,
+    selection_summary,
+)
 from nl2sql_lib.io import read_json, read_jsonl, write_json
 from nl2sql_lib.runs import MissingStageOutput, StageRun
 
@@ -242,6 +248,105 @@ def test_metrics_json_shape(run_cfg):
         assert {"n", "ex", "by_difficulty", "errors"} <= set(entry)
         assert isinstance(entry["ex"], float) and 0.0 <= entry["ex"] <= 1.0
         assert sum(level["n"] for level in entry["by_difficulty"].values()) == entry["n"] == 6
+
+
+def test_every_ex_carries_its_wilson_interval_and_n(run_cfg):
+    cfg = _bon_cfg(run_cfg)
+    metrics, stage = _run(cfg)
+    dev = read_json(stage.dir / "metrics.json")["dev"]
+    # base 1 of 6, sft 3 of 6, grpo 4 of 6, the oracle 5 of 6 (see the test above)
+    for key, (k, low, high) in {"base/greedy": (1, 0.0301, 0.5635), "sft/greedy": (3, 0.1876, 0.8124),
+                                "grpo/greedy": (4, 0.3, 0.9032), "sft/oracle@4": (5, 0.4365, 0.9699)}.items():
+        assert dev[key]["n"] == 6 and dev[key]["ex"] == pytest.approx(k / 6)
+        assert dev[key]["ex_ci"] == pytest.approx([low, high], abs=1e-4), key
+    grpo = dev["grpo/greedy"]
+    assert grpo["by_difficulty"]["simple"]["ex_ci"] == pytest.approx([0.4385, 1.0], abs=1e-4)      # 3 of 3
+    assert grpo["by_difficulty"]["challenging"]["ex_ci"] == pytest.approx([0.0, 0.7935], abs=1e-4)  # 0 of 1
+    assert grpo["by_difficulty"]["moderate"]["ex_ci"] == pytest.approx([0.0945, 0.9055], abs=1e-4)  # 1 of 2
+    assert grpo["by_db"]["shop"]["ex_ci"] == grpo["ex_ci"]
+
+    report = (stage.dir / "report.md").read_text()
+    assert "| base/greedy | 6 | 16.7 | [3.0, 56.4] |" in report
+    assert "| grpo/greedy | 100.0 [43.9, 100.0] (3) | 50.0 [9.5, 90.5] (2) | 0.0 [0.0, 79.3] (1) |" in report
+    # the best-of-N table: n, then each strategy's EX with its interval
+    assert "| dev | sft | 6 | 50.0 [18.8, 81.2] | 50.0 [18.8, 81.2] | - | - | 83.3 [43.6, 97.0] |" in report
+
+
+def test_paired_comparisons_in_metrics_json_and_report(run_cfg):
+    cfg = _bon_cfg(run_cfg)
+    _finish_fake_reward_model(cfg)
+    metrics, stage = _run(cfg, scorer=ScriptedScorer())
+    dev = read_json(stage.dir / "metrics.json")["dev"]
+    found = {(before, after): c for after, m in dev.items() for before, c in m.get("comparisons", {}).items()}
+    assert list(found) == [
+        ("base/greedy", "sft/greedy"), ("sft/greedy", "sft/vote@4"), ("sft/greedy", "sft/rm@4"),
+        ("sft/greedy", "sft/rm_vote@4"), ("sft/greedy", "sft/oracle@4"), ("sft/greedy", "grpo/greedy"),
+    ]
+    # base -> sft: q1 and q5 gained, nothing lost: +2/6, McNemar p = 2 * 0.5^2
+    sft = found[("base/greedy", "sft/greedy")]
+    assert (sft["n"], sft["gained"], sft["lost"]) == (6, 2, 0)
+    assert sft["difference"] == pytest.approx(2 / 6) and sft["p_value"] == pytest.approx(0.5)
+    assert sft["difference_ci"][0] >= 0.0 and sft["difference_ci"][1] <= 1.0 and not sft["significant"]
+    assert sft["sentence"].endswith("2 gained and 0 lost; exact McNemar p = 0.5: within noise at 0.05.")
+    # sft -> grpo: q3 gained: p = 1
+    grpo = found[("sft/greedy", "grpo/greedy")]
+    assert (grpo["gained"], grpo["lost"], grpo["p_value"]) == (1, 0, 1.0)
+    # the vote picks exactly greedy's verdicts here: identical, p = 1, interval [0, 0]
+    vote = found[("sft/greedy", "sft/vote@4")]
+    assert (vote["gained"], vote["lost"], vote["difference"], vote["difference_ci"], vote["p_value"]) == (
+        0, 0, 0.0, [0.0, 0.0], 1.0)
+    # the oracle and the reward model both add q3 and q4
+    for key in ("sft/oracle@4", "sft/rm@4"):
+        c = found[("sft/greedy", key)]
+        assert (c["gained"], c["lost"], c["p_value"]) == (2, 0, pytest.approx(0.5))
+
+    report = (stage.dir / "report.md").read_text()
+    section = report[report.index("### Paired comparisons"):report.index("### EX by difficulty")]
+    assert "| sft/greedy | base/greedy | 6 | +33.3 [" in section and "| 2 | 0 | 0.5 | within noise |" in section
+    assert "- sft/vote@4 against sft/greedy: the same verdict on all 6 questions, no difference (p = 1)." in section
+    assert "No difference here is significant at 0.05: all are within noise." in section
+
+
+def _scored(verdicts: dict[str, bool]) -> list[dict]:
+    return [{"question_id": qid, "db_id": "shop", "difficulty": "simple", "correct": ok} for qid, ok in verdicts.items()]
+
+
+def test_add_statistics_matches_questions_by_id_and_skips_other_question_sets():
+    right = {f"q{i}": i < 7 for i in range(10)}           # sft: q0-q6 right
+    items = {
+        "base/greedy": _scored({f"q{i}": i == 0 for i in range(10)}),
+        "sft/greedy": _scored(dict(reversed(list(right.items())))),   # same verdicts, other order
+        "sft+constrained/greedy": _scored({**right, "q6": False, "q9": True}),
+        "grpo/greedy": _scored({f"z{i}": True for i in range(10)}),   # other questions: no pairing
+    }
+    entries = {key: {"n": 10, "ex": sum(it["correct"] for it in rows) / 10,
+                     "by_difficulty": {"simple": {"n": 10, "ex": 0.0}}} for key, rows in items.items()}
+    add_statistics(entries, items, seed=0)
+
+    assert entries["base/greedy"]["ex_ci"] == pytest.approx([0.0179, 0.4042], abs=1e-4)   # 1 of 10
+    assert entries["base/greedy"]["by_difficulty"]["simple"]["ex_ci"] == entries["base/greedy"]["ex_ci"]
+    assert "comparisons" not in entries["base/greedy"] and "comparisons" not in entries["grpo/greedy"]
+    gain = entries["sft/greedy"]["comparisons"]["base/greedy"]
+    assert (gain["gained"], gain["lost"]) == (6, 0)  # by position it would be 3 gained, 1 lost
+    assert gain["p_value"] == pytest.approx(0.03125) and gain["significant"] is True
+    assert gain["sentence"].endswith("significant at 0.05 (sft/greedy is better).")
+    constrained = entries["sft+constrained/greedy"]["comparisons"]["sft/greedy"]
+    assert (constrained["gained"], constrained["lost"], constrained["p_value"]) == (1, 1, 1.0)
+    assert constrained["difference"] == 0.0
+
+
+def test_comparison_plan_covers_training_variants_and_selectors():
+    keys = ["base/greedy", "sft/greedy", "sft/vote@4", "sft/oracle@4", "sft+constrained/greedy",
+            "sft+pruned/greedy", "sft+pruned+constrained/greedy", "grpo/greedy", "grpo/rm@4", "dpo/greedy",
+            "coder/greedy"]
+    assert comparison_plan(keys) == [
+        ("base/greedy", "sft/greedy"), ("sft/greedy", "grpo/greedy"), ("sft/greedy", "dpo/greedy"),
+        ("sft/greedy", "sft/vote@4"), ("sft/greedy", "sft/oracle@4"),
+        ("sft/greedy", "sft+constrained/greedy"), ("sft/greedy", "sft+pruned/greedy"),
+        ("sft+pruned/greedy", "sft+pruned+constrained/greedy"), ("grpo/greedy", "grpo/rm@4"),
+    ]
+    assert comparison_plan(["sft/greedy", "grpo/greedy"]) == [("sft/greedy", "grpo/greedy")]
+    assert comparison_plan(["base/greedy"]) == []
 
 
 def test_rm_skipped_with_a_note_when_reward_model_did_not_run(run_cfg):

@@ -4,16 +4,23 @@
 
 ``metrics`` has the shape of eval/metrics.json::
 
-    {"<dataset>": {"<system>/<strategy>": {"n", "ex", "by_difficulty": {d: {"n", "ex"}},
-                                           "errors": {kind: count}, ...}}}
+    {"<dataset>": {"<system>/<strategy>": {"n", "ex", "ex_ci", "by_difficulty": {d: {"n", "ex", "ex_ci"}},
+                                           "errors": {kind: count}, "comparisons": {...}, ...}}}
+
+``ex_ci`` is EX's 95% interval ``[low, high]`` (Wilson, over questions); where a summary lacks
+it (the evaluate CLI's), it is computed here from ``n`` and ``ex``. ``comparisons`` (optional)
+maps another system/strategy scored on the same questions to a paired comparison against it
+(:meth:`nl2sql_lib.evaluate.stats.PairedComparison.as_dict` plus a ``sentence``).
 
 ``items_by_system`` (optional) is ``{"<dataset>": {"<system>/<strategy>": [item, ...]}}`` with
 the per-question records of :func:`nl2sql_lib.evaluate.metrics.score_items`; when a summary lacks
 component scores they are averaged from these items.
 
-The report has, per dataset: overall EX (and exact match / partial score when known), EX by
-difficulty, the error taxonomy of the misses, and the component scores, each as a Markdown table
-with a matching PNG under ``plots/`` (matplotlib, Agg backend: no display needed).
+The report has, per dataset: overall EX with its interval and n (and exact match / partial score
+when known), the paired comparisons (difference, its interval, gained/lost questions, exact
+McNemar p, in words), EX by difficulty, the error taxonomy of the misses, and the component
+scores, each as a Markdown table with a matching PNG under ``plots/`` (matplotlib, Agg backend:
+no display needed; EX bars and differences carry their 95% intervals as error bars).
 """
 
 from __future__ import annotations
@@ -24,8 +31,9 @@ from typing import Any
 from ..data.example import DIFFICULTIES
 from ..io import atomic_write_text
 from ..sql.parse import COMPONENTS
+from .stats import ALPHA, wilson_interval
 
-__all__ = ["write_report", "report_markdown"]
+__all__ = ["write_report", "report_markdown", "ex_interval", "ex_with_interval", "comparison_sentence", "error_bars"]
 
 REPORT_NAME = "report.md"
 PLOTS_DIR = "plots"
@@ -33,6 +41,82 @@ PLOTS_DIR = "plots"
 
 def _pct(value: Any) -> str:
     return "-" if value is None else f"{100 * float(value):.1f}"
+
+
+def ex_interval(summary: dict) -> tuple[float, float] | None:
+    """EX's 95% interval: the summary's ``ex_ci``, else Wilson's from its ``n`` and ``ex``."""
+    if summary.get("ex_ci"):
+        low, high = summary["ex_ci"]
+        return float(low), float(high)
+    n = int(summary.get("n") or 0)
+    # ex is k / n exactly, so k is recovered by rounding
+    return wilson_interval(round(float(summary.get("ex") or 0.0) * n), n) if n else None
+
+
+def _interval_text(ci: tuple[float, float] | None) -> str:
+    return "-" if ci is None else f"[{_pct(ci[0])}, {_pct(ci[1])}]"
+
+
+def ex_with_interval(summary: dict) -> str:
+    """``40.0 [16.8, 68.7]``: EX and its 95% interval, in %."""
+    return f"{_pct(summary.get('ex'))} {_interval_text(ex_interval(summary))}"
+
+
+def _points(value: float) -> str:
+    return f"{100 * value:+.1f}"
+
+
+def _p_text(p: float) -> str:
+    return f"{p:.3g}"
+
+
+def comparison_sentence(before: str, after: str, c: dict) -> str:
+    """The paired comparison of ``after`` against ``before`` in words, with its verdict at 0.05."""
+    low, high = c["difference_ci"]
+    if c["gained"] == c["lost"] == 0:
+        return (f"{after} against {before}: the same verdict on all {c['n']} questions, "
+                "no difference (p = 1).")
+    figures = (f"{after} against {before} on the same {c['n']} questions: {_points(c['difference'])} points "
+               f"(95% CI {_points(low)} to {_points(high)}), {c['gained']} gained and {c['lost']} lost; "
+               f"exact McNemar p = {_p_text(c['p_value'])}")
+    if c["p_value"] < ALPHA:
+        direction = "better" if c["difference"] > 0 else "worse"
+        return f"{figures}: significant at {ALPHA:.2g} ({after} is {direction})."
+    return f"{figures}: within noise at {ALPHA:.2g}."
+
+
+def _comparisons(entries: dict[str, dict]) -> list[tuple[str, str, dict]]:
+    """(before, after, comparison) for every comparison the entries carry, in their order."""
+    return [(before, after, c) for after, m in entries.items() for before, c in (m.get("comparisons") or {}).items()]
+
+
+def _comparison_lines(entries: dict[str, dict]) -> list[str]:
+    found = _comparisons(entries)
+    if not found:
+        return []
+    lines = ["### Paired comparisons on the same questions", ""]
+    lines += [
+        "Each row compares two systems on the same questions, matched by question id: the "
+        "difference in EX with its 95% paired-bootstrap interval (questions resampled), the "
+        "questions the second one *gained* (b: it is right, the first is wrong) and *lost* (c), "
+        f"and the exact McNemar p (binomial test of b in b + c at 0.5). The verdict at {ALPHA:.2g} "
+        "rests on p; with few differing questions the bootstrap interval is approximate and can "
+        "exclude 0 while p does not reach significance.",
+        "",
+    ]
+    rows = [
+        [after, before, str(c["n"]), f"{_points(c['difference'])} [{_points(c['difference_ci'][0])}, "
+         f"{_points(c['difference_ci'][1])}]", str(c["gained"]), str(c["lost"]), _p_text(c["p_value"]),
+         "significant" if c["p_value"] < ALPHA else "within noise"]
+        for before, after, c in found
+    ]
+    lines += _table(["system/strategy", "against", "n", "difference (points) [95% CI]", "gained (b)",
+                     "lost (c)", "McNemar p", f"at {ALPHA:.2g}"], rows)
+    lines += [f"- {c.get('sentence') or comparison_sentence(before, after, c)}" for before, after, c in found]
+    significant = [f"{after} vs {before}" for before, after, c in found if c["p_value"] < ALPHA]
+    lines += ["", (f"Significant at {ALPHA:.2g}: {', '.join(significant)}; every other difference is within noise."
+                   if significant else f"No difference here is significant at {ALPHA:.2g}: all are within noise."), ""]
+    return lines
 
 
 def _safe(name: str) -> str:
@@ -67,18 +151,19 @@ def _dataset_sections(dataset: str, entries: dict[str, dict], items: dict[str, l
 
     lines += ["### Overall", ""]
     lines += _table(
-        ["system/strategy", "n", "EX %", "exact match %", "partial score %"],
-        [[k, str(entries[k].get("n", 0)), _pct(entries[k].get("ex")), _pct(entries[k].get("exact_match")),
-          _pct(entries[k].get("partial"))] for k in keys],
+        ["system/strategy", "n", "EX %", "EX 95% CI", "exact match %", "partial score %"],
+        [[k, str(entries[k].get("n", 0)), _pct(entries[k].get("ex")), _interval_text(ex_interval(entries[k])),
+          _pct(entries[k].get("exact_match")), _pct(entries[k].get("partial"))] for k in keys],
     )
+    lines += _comparison_lines(entries)
 
     levels = _levels(entries)
     if levels:
-        lines += ["### EX by difficulty (%, n in brackets)", ""]
+        lines += ["### EX by difficulty (%, [95% CI], (n))", ""]
         rows = []
         for k in keys:
             by = entries[k].get("by_difficulty", {})
-            rows.append([k] + [f"{_pct(by[d]['ex'])} ({by[d]['n']})" if d in by else "-" for d in levels])
+            rows.append([k] + [f"{ex_with_interval(by[d])} ({by[d]['n']})" if d in by else "-" for d in levels])
         lines += _table(["system/strategy"] + levels, rows)
 
     kinds = sorted({e for k in keys for e in entries[k].get("errors", {})})
@@ -100,6 +185,13 @@ def _dataset_sections(dataset: str, entries: dict[str, dict], items: dict[str, l
             [[k] + [_pct(comps[k][c]) for c in COMPONENTS] for k in comp_keys],
         )
     return lines
+
+
+def error_bars(values: list[float], intervals: list[tuple[float, float] | None]) -> list[list[float]]:
+    """matplotlib's yerr (distances below and above each bar, in %) from 95% intervals."""
+    below = [0.0 if ci is None else max(0.0, v - 100 * ci[0]) for v, ci in zip(values, intervals)]
+    above = [0.0 if ci is None else max(0.0, 100 * ci[1] - v) for v, ci in zip(values, intervals)]
+    return [below, above]
 
 
 def _plots(dataset: str, entries: dict[str, dict], items: dict[str, list[dict]], plot_dir: Path) -> list[str]:
@@ -124,15 +216,31 @@ def _plots(dataset: str, entries: dict[str, dict], items: dict[str, list[dict]],
     groups = ["all"] + levels
     bar = 0.8 / len(groups)
     for j, group in enumerate(groups):
-        values = [100 * (entries[k]["ex"] if group == "all"
-                         else entries[k].get("by_difficulty", {}).get(group, {}).get("ex", 0.0)) for k in keys]
-        ax.bar([i + j * bar for i in range(len(keys))], values, bar, label=group)
+        summaries = [entries[k] if group == "all" else entries[k].get("by_difficulty", {}).get(group, {})
+                     for k in keys]
+        values = [100 * summary.get("ex", 0.0) for summary in summaries]
+        ax.bar([i + j * bar for i in range(len(keys))], values, bar, label=group,
+               yerr=error_bars(values, [ex_interval(summary) for summary in summaries]),
+               error_kw={"elinewidth": 0.8, "capsize": 2})
     ax.set_xticks([i + 0.4 - bar / 2 for i in range(len(keys))], keys, rotation=30, ha="right")
-    ax.set_ylabel("EX (%)")
+    ax.set_ylabel("EX (%), 95% CI")
     ax.set_ylim(0, 100)
     ax.set_title(f"{dataset}: EX overall and by difficulty", fontsize=10)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     save(fig, f"{_safe(dataset)}_ex.png", f"EX on {dataset}")
+
+    found = _comparisons(entries)
+    if found:
+        fig, ax = plt.subplots(figsize=(6.5, 0.45 * len(found) + 1.4))
+        for row, (before, after, c) in enumerate(reversed(found)):
+            diff, (low, high) = 100 * c["difference"], c["difference_ci"]
+            ax.errorbar([diff], [row], xerr=[[diff - 100 * low], [100 * high - diff]], fmt="o", capsize=3,
+                        color="tab:red" if c["p_value"] < ALPHA else "tab:gray")
+        ax.axvline(0, color="black", linewidth=0.8)
+        ax.set_yticks(range(len(found)), [f"{after} vs {before}" for before, after, _ in reversed(found)], fontsize=7)
+        ax.set_xlabel("difference in EX (points), 95% paired-bootstrap CI")
+        ax.set_title(f"{dataset}: paired differences (red: McNemar p < {ALPHA:.2g})", fontsize=10)
+        save(fig, f"{_safe(dataset)}_comparisons.png", f"Paired differences on {dataset}")
 
     kinds = sorted({e for k in keys for e in entries[k].get("errors", {})})
     if kinds:
@@ -173,6 +281,9 @@ def report_markdown(metrics: dict[str, dict[str, dict]], items_by_system: dict |
         "EX is execution accuracy; exact match and the partial score compare sqlglot parses clause by "
         "clause (see nl2sql_lib/sql/parse.py). Misses are classified by the prediction's execution "
         "error, `wrong_result` (it ran, rows differ) or `gold_failed` (the gold query did not run).",
+        "",
+        "Every EX comes with n (questions scored) and its 95% confidence interval over questions "
+        "(Wilson score interval), in brackets.",
         "",
     ]
     if not metrics:

@@ -14,13 +14,17 @@ Steps, in the order they run:
    ``eval/predictions_<system>.jsonl``;
 4. score with the SQL engine's Judge: ``<system>/greedy`` for all, ``vote@N``, ``rm@N`` (the
    reward model of 05, when it ran) and ``oracle@N`` for the pools;
-5. write ``eval/metrics.json`` (``{dataset: {"system/strategy": {"n", "ex", "by_difficulty",
-   "errors", ...}}}``), ``eval/report.md`` and the plots.
+5. add to every EX its 95% interval (``ex_ci``, Wilson over questions, also per difficulty and
+   database) and, to each system/strategy, its paired comparisons (``comparisons``: against the
+   system it should improve on, on the same questions; see :func:`comparison_plan`);
+6. write ``eval/metrics.json`` (``{dataset: {"system/strategy": {"n", "ex", "ex_ci",
+   "by_difficulty", "errors", "comparisons", ...}}}``), ``eval/report.md`` and the plots.
 """
 
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from pathlib import Path
 from typing import Any, Callable
 
@@ -29,7 +33,10 @@ from ..data.example import Example, read_examples
 from ..io import atomic_write_text, write_json, write_jsonl
 from ..runs import StageRun, require_output
 from .selection import RM_STRATEGIES
+from .stats import compare_items, wilson_interval
 from .systems import (
+    CONSTRAINED_SUFFIX,
+    PRUNED_SUFFIX,
     Dataset,
     GeneratorFactory,
     default_generator_factory,
@@ -201,6 +208,9 @@ def run_eval(
             metrics[ds.name], items_by_system[ds.name] = _score_dataset(
                 ds, systems, pool_systems, preds, scores, judge, cfg
             )
+    with stage.timer("statistics"):
+        for dataset, entries in metrics.items():
+            add_statistics(entries, items_by_system[dataset], seed=cfg.seed)
     _write_back(stage.dir, systems, datasets, preds, items_by_system)
 
     # 4. Artifacts.
@@ -301,6 +311,88 @@ def _score_dataset(ds, systems, pool_systems, preds, scores, judge, cfg):
     return metrics, items
 
 
+# --------------------------------------------------------------------------------------------
+# Intervals and paired comparisons
+# --------------------------------------------------------------------------------------------
+
+# Training steps compared greedy to greedy: each stage against the model it started from.
+TRAINING_STEPS = (("base", "sft"), ("sft", "grpo"), ("sft", "dpo"))
+# Variant suffixes compared against the same model without them (free -> constrained decoding,
+# whole schema -> pruned schema).
+VARIANT_SUFFIXES = (CONSTRAINED_SUFFIX, PRUNED_SUFFIX)
+
+
+def comparison_plan(keys: list[str]) -> list[tuple[str, str]]:
+    """The ``(before, after)`` pairs of system/strategy keys that the report compares.
+
+    Of the keys present: base -> sft, sft -> grpo and sft -> dpo (greedy); each variant's plain
+    model -> the variant (``sft/greedy`` -> ``sft+constrained/greedy``, the last suffix dropped);
+    and, per best-of-N system, its greedy answer -> each selector and the oracle.
+    """
+    present = set(keys)
+    plan: list[tuple[str, str]] = []
+
+    def want(before: str, after: str) -> None:
+        if before in present and after in present and (before, after) not in plan:
+            plan.append((before, after))
+
+    for before, after in TRAINING_STEPS:
+        want(f"{before}/greedy", f"{after}/greedy")
+    for key in keys:
+        system, strategy = key.split("/", 1)
+        if strategy != "greedy":
+            want(f"{system}/greedy", key)
+            continue
+        for suffix in VARIANT_SUFFIXES:
+            if system.endswith(suffix):
+                want(f"{system[: -len(suffix)]}/greedy", key)
+    return plan
+
+
+def _interval(k: int, n: int) -> list[float] | None:
+    ci = wilson_interval(k, n)
+    return None if ci is None else [ci[0], ci[1]]
+
+
+def add_intervals(summary: dict[str, Any], items: list[dict]) -> None:
+    """Set ``ex_ci`` (95% Wilson interval) on a summary and on each of its by_difficulty and
+    by_db groups, counting the right answers in ``items`` (the questions the summary scored)."""
+    summary["ex_ci"] = _interval(sum(bool(it["correct"]) for it in items), len(items))
+    for group_field, item_field in (("by_difficulty", "difficulty"), ("by_db", "db_id")):
+        right = Counter(str(it.get(item_field, "unknown")) for it in items if it["correct"])
+        for name, group in summary.get(group_field, {}).items():
+            group["ex_ci"] = _interval(right[name], group["n"])
+
+
+def _question_ids(items: list[dict]) -> set:
+    return {it["question_id"] for it in items}
+
+
+def add_comparisons(entries: dict[str, dict], items: dict[str, list[dict]], *, seed: int) -> None:
+    """Put each planned paired comparison in ``entries[after]["comparisons"][before]``.
+
+    Only systems scored on the same question ids are paired (items matched by id, not position).
+    """
+    from .report import comparison_sentence
+
+    for before, after in comparison_plan(list(entries)):
+        if _question_ids(items[before]) != _question_ids(items[after]):
+            continue
+        result = compare_items(items[before], items[after], seed=seed)
+        if result is None:  # no questions: nothing to compare
+            continue
+        record = result.as_dict()
+        record["sentence"] = comparison_sentence(before, after, record)
+        entries[after].setdefault("comparisons", {})[before] = record
+
+
+def add_statistics(entries: dict[str, dict], items: dict[str, list[dict]], *, seed: int) -> None:
+    """Intervals on every EX of one dataset's entries, then the paired comparisons."""
+    for key, summary in entries.items():
+        add_intervals(summary, items[key])
+    add_comparisons(entries, items, seed=seed)
+
+
 def efficiency(examples: list[Example], items: list[dict], judge, repeats: int) -> dict[str, float]:
     """BIRD's VES and mini-dev's R-VES of one system's predictions (timed ``repeats`` times)."""
     from .ves import rves, time_ratio, ves
@@ -386,7 +478,8 @@ def write_eval_report(cfg, eval_dir, metrics, items_by_system, selection, gen_in
     text = path.read_text(encoding="utf-8")
     intro_end = text.find("\n## ")
     head, body = (text, "") if intro_end < 0 else (text[: intro_end + 1], text[intro_end + 1 :])
-    tail = _best_of_n_section(cfg, selection, eval_dir) + _ves_section(metrics, cfg) + _generation_section(gen_info)
+    tail = (_best_of_n_section(cfg, selection, metrics, eval_dir) + _ves_section(metrics, cfg)
+            + _generation_section(gen_info))
     atomic_write_text(path, head + _run_section(cfg, gen_info, notes) + body.rstrip() + "\n\n" + tail)
     return path
 
@@ -419,42 +512,51 @@ def _run_section(cfg: EvalParams, gen_info: dict[str, dict], notes: list[str]) -
     return "\n".join(lines) + "\n\n"
 
 
-def _best_of_n_section(cfg: EvalParams, selection: dict, eval_dir: Path) -> str:
+def _best_of_n_section(cfg: EvalParams, selection: dict, metrics: dict, eval_dir: Path) -> str:
+    from .report import ex_with_interval
+
     n = cfg.num_candidates
     lines = [f"## Best of {n}: the oracle's headroom and what selection recovers", ""]
     if not selection:
         return "\n".join(lines + ["No best-of-N results in this run.", "", ""])
     lines += [
-        "EX in %. *headroom* = oracle - greedy: what a perfect picker would add; *recovered* = "
-        "(strategy - greedy) / headroom, the share of that headroom a strategy wins.",
+        "EX in % with its 95% interval (Wilson, over the n questions). *headroom* = oracle - greedy: "
+        "what a perfect picker would add; *recovered* = (strategy - greedy) / headroom, the share of "
+        "that headroom a strategy wins. Whether a strategy's gain over greedy is more than noise: "
+        "see the paired comparisons above.",
         "",
         "*rm* = the reward model's top-scored candidate; *rm_vote* = the execution-result vote "
         "with each candidate weighted by sigmoid(its reward-model score).",
         "",
-        "| dataset | system | " + " | ".join(STRATEGIES) + " | headroom | "
+        "| dataset | system | n | " + " | ".join(STRATEGIES) + " | headroom | "
         + " | ".join(f"{s} recovered" for s in SELECTORS) + " |",
-        "|---|---|" + "---|" * (len(STRATEGIES) + 1 + len(SELECTORS)),
+        "|---|---|---|" + "---|" * (len(STRATEGIES) + 1 + len(SELECTORS)),
     ]
     for dataset, rows in selection.items():
         for system, r in rows.items():
-            cells = [_fmt(r.get(s)) for s in STRATEGIES] + [_fmt(r["headroom"])]
-            cells += [_fmt(r.get(f"{s}_recovered")) for s in SELECTORS]
+            entries = {s: metrics[dataset].get(strategy_key(system, s, n)) for s in STRATEGIES}
+            cells = [str(entries["greedy"]["n"]) if entries["greedy"] else "-"]
+            cells += [ex_with_interval(entries[s]) if entries[s] else "-" for s in STRATEGIES]
+            cells += [_fmt(r["headroom"])] + [_fmt(r.get(f"{s}_recovered")) for s in SELECTORS]
             lines.append(f"| {dataset} | {system} | " + " | ".join(cells) + " |")
     lines.append("")
     if cfg.plots:
-        lines += [f"![best of {n}]({plot_best_of_n(selection, eval_dir, n)})", ""]
+        lines += [f"![best of {n}]({plot_best_of_n(selection, eval_dir, n, metrics)})", ""]
     return "\n".join(lines) + "\n"
 
 
 def _ves_section(metrics: dict, cfg: EvalParams) -> str:
+    from .report import ex_with_interval
+
     rows = [(d, k, m) for d, entries in metrics.items() for k, m in entries.items() if "ves" in m]
     if not rows:
         return ""
     lines = ["## Efficiency: VES and R-VES of the greedy predictions", "",
              f"BIRD's definitions; each right prediction and its gold query timed {cfg.ves_repeats} times "
              "on this machine (compare systems within one run only).", "",
-             "| dataset | system/strategy | EX % | VES | R-VES |", "|---|---|---|---|---|"]
-    lines += [f"| {d} | {k} | {_fmt(m['ex'])} | {m['ves']:.1f} | {m['rves']:.1f} |" for d, k, m in rows]
+             "| dataset | system/strategy | n | EX % [95% CI] | VES | R-VES |", "|---|---|---|---|---|---|"]
+    lines += [f"| {d} | {k} | {m['n']} | {ex_with_interval(m)} | {m['ves']:.1f} | {m['rves']:.1f} |"
+              for d, k, m in rows]
     return "\n".join(lines) + "\n\n"
 
 
@@ -468,23 +570,29 @@ def _generation_section(gen_info: dict[str, dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot_best_of_n(selection: dict, eval_dir: Path, n: int) -> str:
-    """Grouped bars of greedy / vote / rm / oracle EX per dataset and system; returns its path."""
+def plot_best_of_n(selection: dict, eval_dir: Path, n: int, metrics: dict | None = None) -> str:
+    """Grouped bars of greedy / vote / rm / oracle EX per dataset and system, with 95% intervals
+    as error bars when ``metrics`` is given; returns its path."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [(f"{d}\n{s}", r) for d, systems in selection.items() for s, r in systems.items()]
+    from .report import error_bars, ex_interval
+
+    rows = [(d, s, r) for d, systems in selection.items() for s, r in systems.items()]
     strategies = list(STRATEGIES)
     fig, ax = plt.subplots(figsize=(max(4.5, 1.6 * len(rows) + 1.5), 3.4))
     width = 0.8 / len(strategies)
     for j, strategy in enumerate(strategies):
-        values = [100 * (r.get(strategy) or 0.0) for _, r in rows]
-        ax.bar([i + j * width for i in range(len(rows))], values, width,
+        values = [100 * (r.get(strategy) or 0.0) for _, _, r in rows]
+        entries = [(metrics or {}).get(d, {}).get(strategy_key(s, strategy, n)) for d, s, _ in rows]
+        yerr = error_bars(values, [ex_interval(e) if e else None for e in entries])
+        ax.bar([i + j * width for i in range(len(rows))], values, width, yerr=yerr,
+               error_kw={"elinewidth": 0.8, "capsize": 2},
                label=strategy if strategy == "greedy" else f"{strategy}@{n}")
-    ax.set_xticks([i + 0.4 - width / 2 for i in range(len(rows))], [label for label, _ in rows])
-    ax.set_ylabel("EX (%)")
+    ax.set_xticks([i + 0.4 - width / 2 for i in range(len(rows))], [f"{d}\n{s}" for d, s, _ in rows])
+    ax.set_ylabel("EX (%), 95% CI")
     ax.set_ylim(0, 100)
     ax.set_title(f"Best of {n}: selection strategies against the oracle", fontsize=10)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
@@ -497,7 +605,7 @@ def plot_best_of_n(selection: dict, eval_dir: Path, n: int) -> str:
 
 
 def comparison_frame(metrics: dict[str, dict[str, dict]]):
-    """One pandas row per dataset and system/strategy: n, EX and EX by difficulty (in %)."""
+    """One pandas row per dataset and system/strategy: n, EX, its 95% interval and EX by difficulty (in %)."""
     import pandas as pd
 
     from ..data.example import DIFFICULTIES
@@ -505,7 +613,9 @@ def comparison_frame(metrics: dict[str, dict[str, dict]]):
     rows = []
     for dataset, entries in metrics.items():
         for key, m in entries.items():
-            row = {"dataset": dataset, "system/strategy": key, "n": m["n"], "EX %": round(100 * m["ex"], 1)}
+            ci = m.get("ex_ci")
+            row = {"dataset": dataset, "system/strategy": key, "n": m["n"], "EX %": round(100 * m["ex"], 1),
+                   "EX 95% CI": "-" if not ci else f"[{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]"}
             for level, sub in m.get("by_difficulty", {}).items():
                 row[f"{level} %"] = round(100 * sub["ex"], 1)
             rows.append(row)
