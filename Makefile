@@ -16,7 +16,7 @@ TO       ?= 06_eval
 SET      ?=
 PYTEST_ARGS ?=
 
-# glibc's allocator makes CPU training steps slow and erratic (../shared/CPU-NOTES.md, gotcha 5).
+# glibc's allocator makes CPU training steps slow and erratic (docs/cpu-notes.md, gotcha 5).
 export MALLOC_MMAP_THRESHOLD_ ?= 34359738368
 export MALLOC_TRIM_THRESHOLD_ ?= 68719476736
 export MALLOC_TOP_PAD_ ?= 1073741824
