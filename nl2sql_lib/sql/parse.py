@@ -148,14 +148,16 @@ def _canon(node: exp.Expression) -> str:
     that was moved are left as they were (the original copy-based version did the same, and
     the scores must not change).
     """
+    # copy=False: sqlglot's generator copies the tree first by default, as it may rewrite parts
+    # of it; these trees are ours, and what a rewrite changes is what the text shows anyway.
     for cmp in list(node.find_all(exp.EQ, exp.NEQ)):
         left, right = cmp.left, cmp.right
-        if right.sql(dialect=_DIALECT) < left.sql(dialect=_DIALECT):
+        if right.sql(dialect=_DIALECT, copy=False) < left.sql(dialect=_DIALECT, copy=False):
             cmp.set("this", right.copy())
             cmp.set("expression", left.copy())
     if isinstance(node, exp.Alias):
         node = node.this
-    return node.sql(dialect=_DIALECT)
+    return node.sql(dialect=_DIALECT, copy=False)
 
 
 def _conjuncts(node: exp.Expression | None) -> list[str]:
