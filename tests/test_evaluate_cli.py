@@ -318,3 +318,18 @@ def test_spider_first_statement_cut_respects_strings_comments_and_parentheses() 
         "SELECT a FROM t WHERE b = ';' -- ;\n;"
     assert remove_distinct("SELECT (1;2)") == "SELECT (1;2)"
     assert remove_distinct("SELECT a FROM t") == "SELECT a FROM t"
+
+
+@pytest.mark.parametrize("workers,pool_after", [(1, None), (2, 0)])
+def test_hardness_worked_out_while_scoring_matches_read_gold(files, workers: int, pool_after) -> None:
+    """The command leaves Spider hardness to the scoring (in the workers, once per gold SQL):
+    its items carry the labels read_gold gives when it works them out itself."""
+    from nl2sql_lib.evaluate import cli
+
+    labelled = cli.read_gold(files["tsv_gold"], files["root"]) * 3
+    pending = cli.read_gold(files["tsv_gold"], files["root"], derive_hardness=False) * 3
+    assert {ex.difficulty for ex in pending} == {cli.HARDNESS_PENDING}
+    assert cli.HARDNESS_PENDING not in {ex.difficulty for ex in labelled}
+    expected = cli.score_parallel(labelled, PRED * 3, {"semantics": "bird"}, workers=1)
+    items = cli.score_parallel(pending, PRED * 3, {"semantics": "bird"}, workers=workers, pool_after=pool_after)
+    assert items == expected

@@ -15,7 +15,8 @@ prediction names another database than its gold, a database is missing, or a fil
 (the message names the file, the line and the byte offset). Files are read as the official
 evaluators' readers read them: a leading UTF-8 byte-order mark is ignored, and lines end at
 ``\n``, ``\r\n`` or ``\r`` only (a form feed, vertical tab or U+2028 stays inside its query). Gold SQL runs once
-per question. With ``--workers N``, work that lasts more than a couple of seconds is split by
+per question; its Spider hardness (for gold without difficulty labels) and its clause items are
+worked out once, by the process that scores it. With ``--workers N``, work that lasts more than a couple of seconds is split by
 database over N processes; smaller runs stay in one process, where they are faster (see
 score_parallel).
 """
@@ -77,32 +78,44 @@ def _read_text(path: Path, flag: str) -> str:
     return text[1:] if text.startswith("\ufeff") else text
 
 
-def _difficulty(record: dict, sql: str, known: dict[str, str]) -> str:
-    """The record's difficulty label, else Spider's hardness of ``sql``.
+# The difficulty of a question whose record has no label, until its Spider hardness is worked
+# out (read_gold(derive_hardness=False) leaves that to the scoring, which may run in workers).
+HARDNESS_PENDING = ""
 
-    ``known`` maps SQL to its hardness already worked out: a gold file often repeats its
-    queries (one line per sampled candidate), and each hardness costs a full sqlglot parse.
-    """
-    if record.get("difficulty"):
-        return str(record["difficulty"])
-    if sql not in known:
+# SQL -> Spider hardness, per process: a gold file often repeats its queries (one line per
+# sampled candidate), and each hardness costs a full sqlglot parse.
+_HARDNESS: dict[str, str] = {}
+
+
+def _hardness(sql: str) -> str:
+    if sql not in _HARDNESS:
         try:  # Spider has no label in dev.json; derive its hardness as Spider's evaluator does
             from ..data.loaders import spider_hardness
 
-            known[sql] = spider_hardness(sql)
+            _HARDNESS[sql] = spider_hardness(sql)
         except Exception:  # noqa: BLE001 - a label is a nicety, never a reason to fail
-            known[sql] = "unknown"
-    return known[sql]
+            _HARDNESS[sql] = "unknown"
+    return _HARDNESS[sql]
 
 
-def read_gold(path: str | Path, db_root: str | Path) -> list[Example]:
-    """Examples from a BIRD/Spider dev JSON or a ``SQL<TAB>db_id`` file (order kept)."""
+def _difficulty(record: dict, sql: str, derive: bool) -> str:
+    """The record's difficulty label, else Spider's hardness of ``sql`` (or HARDNESS_PENDING)."""
+    if record.get("difficulty"):
+        return str(record["difficulty"])
+    return _hardness(sql) if derive else HARDNESS_PENDING
+
+
+def read_gold(path: str | Path, db_root: str | Path, *, derive_hardness: bool = True) -> list[Example]:
+    """Examples from a BIRD/Spider dev JSON or a ``SQL<TAB>db_id`` file (order kept).
+
+    A question without a difficulty label gets Spider's hardness of its gold SQL; with
+    ``derive_hardness=False`` it gets HARDNESS_PENDING instead, and the scoring works it out.
+    """
     path, db_root = Path(path), Path(db_root)
     if not path.is_file():
         raise EvalInputError(f"--gold {path}: file not found")
     text = _read_text(path, "--gold")
     examples: list[Example] = []
-    hardness: dict[str, str] = {}
     if text.lstrip().startswith("["):
         try:
             records = json.loads(text)
@@ -113,7 +126,7 @@ def read_gold(path: str | Path, db_root: str | Path) -> list[Example]:
             if not sql or not rec.get("db_id"):
                 raise EvalInputError(f"--gold {path}: record {i} needs 'db_id' and 'SQL' (BIRD) or 'query' (Spider)")
             examples.append(_example(i, rec["db_id"], sql, db_root, rec.get("question_id", i),
-                                     rec.get("question", ""), _difficulty(rec, sql, hardness)))
+                                     rec.get("question", ""), _difficulty(rec, sql, derive_hardness)))
         return examples
     lines = _lines(text)
     for number, line in enumerate(lines, start=1):
@@ -123,7 +136,7 @@ def read_gold(path: str | Path, db_root: str | Path) -> list[Example]:
             raise EvalInputError(f"--gold {path}: line {number} has no TAB; expected 'SQL<TAB>db_id'")
         sql, db_id = line.rsplit("\t", 1)
         examples.append(_example(number - 1, db_id.strip(), sql.strip(), db_root, number - 1, "",
-                                 _difficulty({}, sql.strip(), hardness)))
+                                 _difficulty({}, sql.strip(), derive_hardness)))
     return examples
 
 
@@ -210,17 +223,36 @@ def check_inputs(examples: list[Example], preds: list[str], pred_dbs: list[str |
 # ---------------------------------------------------------------------------------------------
 
 
-def _score_chunk(args: tuple) -> list[dict]:
-    """Worker: score the (index, example, prediction) triples of some databases."""
-    triples, judge_kwargs, components = args
-    from ..sql.judge import Judge
+def _score(index: int, example: Example, pred: str, judge, components: bool) -> dict:
+    """One question's item; a pending difficulty is worked out here, once per gold SQL."""
     from .metrics import score_item
 
+    if example.difficulty == HARDNESS_PENDING:
+        example.difficulty = _hardness(example.sql)
+    return score_item(index, example, pred, judge, components=components)
+
+
+# The questions a "fork" pool's workers score: set just before the pool starts, so the workers
+# inherit them with the parent's memory instead of receiving them pickled.
+_INHERITED: tuple[Sequence[Example], Sequence[str]] | None = None
+
+
+def _score_chunk(task: tuple) -> list[dict]:
+    """Worker: the items of the questions at ``positions``, in one process.
+
+    ``task`` is (positions, examples, preds, judge_kwargs, components): ``examples[k]`` and
+    ``preds[k]`` belong to question ``positions[k]``, or, when both are None, the questions are
+    _INHERITED and ``positions`` index them.
+    """
+    positions, examples, preds, judge_kwargs, components = task
+    from ..sql.judge import Judge
+
+    if examples is None:
+        inherited_examples, inherited_preds = _INHERITED
+        examples = [inherited_examples[i] for i in positions]
+        preds = [inherited_preds[i] for i in positions]
     judge = Judge(**judge_kwargs)
-    out = []
-    for index, example, pred in triples:
-        out.append(score_item(index, example, pred, judge, components=components))
-    return out
+    return [_score(i, ex, pred, judge, components) for i, ex, pred in zip(positions, examples, preds)]
 
 
 def split_by_database(examples: Sequence[Example], workers: int) -> list[list[int]]:
@@ -264,7 +296,7 @@ def score_parallel(examples: list[Example], preds: list[str], judge_kwargs: dict
     processes. ``pool_after=0`` sends every question to the pool.
     """
     if workers <= 1 or len(examples) <= 1:
-        return _score_chunk((list(zip(range(len(examples)), examples, preds)), judge_kwargs, components))
+        return _score_chunk((range(len(examples)), examples, preds, judge_kwargs, components))
     method = _start_method()
     budget = POOL_AFTER_SECONDS[method] if pool_after is None else pool_after
     if budget > 0:
@@ -272,8 +304,7 @@ def score_parallel(examples: list[Example], preds: list[str], judge_kwargs: dict
     else:
         items, rest = [], list(range(len(examples)))
     if rest:
-        items += _score_in_pool([examples[i] for i in rest], [preds[i] for i in rest], rest, judge_kwargs,
-                                workers, components, method)
+        items += _score_in_pool(examples, preds, rest, judge_kwargs, workers, components, method)
     return sorted(items, key=lambda it: it["index"])
 
 
@@ -284,14 +315,13 @@ def _score_until(examples: list[Example], preds: list[str], judge_kwargs: dict, 
     Returns (items scored, indices left for the pool).
     """
     from ..sql.judge import Judge
-    from .metrics import score_item
 
     judge = Judge(**judge_kwargs)
     items: list[dict] = []
     start = time.perf_counter()
     decided = False
     for i, (example, pred) in enumerate(zip(examples, preds)):
-        items.append(score_item(i, example, pred, judge, components=components))
+        items.append(_score(i, example, pred, judge, components))
         if not decided and time.perf_counter() - start >= budget:
             decided = True  # estimate once: the rest takes about as long per question as the first ones
             remaining = len(examples) - i - 1
@@ -300,15 +330,28 @@ def _score_until(examples: list[Example], preds: list[str], judge_kwargs: dict, 
     return items, []
 
 
-def _score_in_pool(examples: list[Example], preds: list[str], indices: list[int], judge_kwargs: dict,
+def _score_in_pool(examples: list[Example], preds: list[str], positions: list[int], judge_kwargs: dict,
                    workers: int, components: bool, method: str) -> list[dict]:
-    """Items for ``indices`` (examples[k] is question indices[k]), split by database over a pool."""
-    buckets = split_by_database(examples, workers)
-    tasks = [([(indices[k], examples[k], preds[k]) for k in bucket], judge_kwargs, components) for bucket in buckets]
-    if len(tasks) <= 1:
-        return _score_chunk(tasks[0]) if tasks else []
-    with multiprocessing.get_context(method).Pool(len(tasks)) as pool:
-        results = pool.map(_score_chunk, tasks)
+    """Items of the questions at ``positions``, split by database over a pool of processes.
+
+    Forked workers inherit the questions; spawned ones are sent theirs.
+    """
+    global _INHERITED
+    buckets = [[positions[k] for k in bucket]
+               for bucket in split_by_database([examples[i] for i in positions], workers)]
+    if len(buckets) <= 1:
+        return _score_chunk((buckets[0], examples, preds, judge_kwargs, components)) if buckets else []
+    if method == "fork":
+        tasks = [(bucket, None, None, judge_kwargs, components) for bucket in buckets]
+    else:
+        tasks = [(bucket, [examples[i] for i in bucket], [preds[i] for i in bucket], judge_kwargs, components)
+                 for bucket in buckets]
+    _INHERITED = (examples, preds)
+    try:
+        with multiprocessing.get_context(method).Pool(len(tasks)) as pool:
+            results = pool.map(_score_chunk, tasks)
+    finally:
+        _INHERITED = None
     return [it for chunk in results for it in chunk]
 
 
@@ -319,7 +362,7 @@ def evaluate_files(gold: str | Path, pred: str | Path, db_root: str | Path, *, s
     """Read, check and score; returns (summary, items)."""
     from .metrics import summarize
 
-    examples = read_gold(gold, db_root)
+    examples = read_gold(gold, db_root, derive_hardness=False)  # hardness comes with the scoring
     preds, pred_dbs = read_predictions(pred)
     keep = check_inputs(examples, preds, pred_dbs, str(gold), str(pred), skip_missing=skip_missing_db)
     skipped = len(examples) - len(keep)
