@@ -84,6 +84,26 @@ def test_schema_render_follows_parameter_then_policy_stage_then_data_stage(tmp_p
     assert schema_render_for(params, own, "stage:sft") is own
 
 
+def test_one_schema_params_helper_picks_each_stages_policy(tmp_path):
+    """runs.schema_params_for: GRPO follows its model's recorded rendering, the trees their
+    policy's, SFT, the reward model and 06_eval the data stage's; a stage's own parameter wins."""
+    from nl2sql_lib.config import (EvalParams, GRPOParams, RewardModelParams, SchemaParams, TreeParams)
+    from nl2sql_lib.io import write_json
+    from nl2sql_lib.runs import schema_params_for
+
+    common = {"run": "r", "output_root": str(tmp_path)}
+    write_json(tmp_path / "r" / "data" / "manifest.json", {"parameters": {"schema_render": {"style": "compact"}}})
+    write_json(tmp_path / "r" / "sft" / "metrics.json", {"schema_render": {"max_tokens": 256}})
+    follows_sft = [GRPOParams(**common), TreeParams(**common)]
+    follows_data = [SFTParams(**common), RewardModelParams(**common), EvalParams(**common)]
+    assert all(schema_params_for(p) == SchemaParams(max_tokens=256) for p in follows_sft)
+    assert all(schema_params_for(p) == SchemaParams(style="compact") for p in follows_data)
+    own = SchemaParams(sample_values=0)
+    for params in (GRPOParams(**common, schema_render=own), TreeParams(**common, schema_render=own),
+                   SFTParams(**common, schema_render=own), EvalParams(**common, schema_render=own)):
+        assert schema_params_for(params) == own
+
+
 def test_stage_command_line_parses_overrides_and_starts_the_stage(tmp_path):
     from nl2sql_lib.config import ParamsError
     from nl2sql_lib.runs import start_stage_from_command_line
