@@ -15,6 +15,7 @@ Every stage model shares :class:`StageParams` (run name, output root, seed). Nes
 from __future__ import annotations
 
 import copy
+import sys
 import types
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -531,10 +532,11 @@ _RESTART = "Kernel > Restart Kernel and Run All Cells"
 
 def _is_notebook_object(value: Any) -> bool:
     """Modules, functions, classes, and the objects the validation cell makes (cfg, stage)."""
-    from .runs import StageRun
-
-    return isinstance(value, (types.ModuleType, types.FunctionType, types.BuiltinFunctionType,
-                              types.MethodType, type, StageParams, StageRun))
+    kinds = (types.ModuleType, types.FunctionType, types.BuiltinFunctionType, types.MethodType, type, StageParams)
+    # StageRun, looked up rather than imported (runs imports this module): without nl2sql_lib.runs
+    # loaded, no StageRun can be in the namespace.
+    stage_run = getattr(sys.modules.get(f"{__package__}.runs"), "StageRun", None)
+    return isinstance(value, kinds + ((stage_run,) if stage_run is not None else ()))
 
 
 def _is_key(model: type[StageParams], name: str) -> bool:

@@ -15,7 +15,7 @@ messages); both work.
     format      1 when the completion is ``<think>...</think>`` then exactly one SQL statement
                 (reasoning format) or exactly one SQL statement and nothing else (plain format)
     reward_model  sigmoid of a trained reward model's score (05_reward_model), in (0, 1); 0 for
-                a completion without SQL (:class:`RewardModelReward`, optional)
+                a completion without SQL (:class:`nl2sql_lib.train.grpo.RewardModelReward`, optional)
 
 The functions return unweighted scores; the weights go to TRL (``GRPOConfig.reward_weights``) so
 that each curve in the logs (``rewards/<name>/mean``) reads as a rate: ``rewards/execution/mean``
@@ -257,7 +257,8 @@ class ExecutionScorer:
 # --------------------------------------------------------------------------------------------
 
 
-def _column(kwargs: dict[str, Any], names: Sequence[str], n: int, reward: str) -> list[Any]:
+def batch_column(kwargs: dict[str, Any], names: Sequence[str], n: int, reward: str) -> list[Any]:
+    """One value per completion from the first of the dataset columns ``names`` TRL passed."""
     for name in names:
         values = kwargs.get(name)
         if values is not None:
@@ -325,8 +326,8 @@ class RewardFunction:
     def execution_scores(self, completions: Sequence[Any], kwargs: dict[str, Any]) -> list[CandidateScore]:
         """The batch's :class:`CandidateScore` from the shared scorer (executed once per batch)."""
         n = len(completions)
-        golds = _column(kwargs, GOLD_COLUMNS, n, self.name)
-        db_paths = _column(kwargs, ("db_path",), n, self.name)
+        golds = batch_column(kwargs, GOLD_COLUMNS, n, self.name)
+        db_paths = batch_column(kwargs, ("db_path",), n, self.name)
         return self.scorer.score(completions, db_paths, golds)
 
 
@@ -349,7 +350,7 @@ def executable_score(ctx: RewardFunction, prompts: Any, completions: Sequence[An
 
 def partial_score(ctx: RewardFunction, prompts: Any, completions: Sequence[Any], **kwargs: Any) -> list[float]:
     """sqlglot's component match against the gold query, in [0, 1]."""
-    golds = _column(kwargs, GOLD_COLUMNS, len(completions), ctx.name)
+    golds = batch_column(kwargs, GOLD_COLUMNS, len(completions), ctx.name)
     return [_partial(extract_sql(completion_text(c)), g) for c, g in zip(completions, golds)]
 
 
@@ -433,60 +434,6 @@ format_reward = _DefaultScorerReward("format")
 MODEL_REWARD = "reward_model"
 
 
-class RewardModelReward:
-    """A trained reward model's opinion of each completion, as a reward in (0, 1).
-
-    Scored by :class:`nl2sql_lib.scoring.RewardScorer`, through the very text the model was
-    trained on: the prompt, the SQL and - for a model trained with execution feedback - the SQL's
-    outcome on the question's database (``db_path`` column). That is why this wraps the scorer
-    instead of handing TRL the model itself: TRL would score the bare completion text. The score
-    goes through a sigmoid so that its scale matches the other rewards; a completion without SQL
-    gets 0. The model loads on first use (``spec`` as :meth:`RewardScorer.from_spec` takes it).
-    """
-
-    __name__ = MODEL_REWARD
-
-    def __init__(self, spec: str | None = None, *, run_dir: Any = None, scorer: Any = None):
-        if spec is None and scorer is None:
-            raise ValueError("RewardModelReward needs a reward model spec or a scorer")
-        self.spec, self.run_dir, self._scorer = spec, run_dir, scorer
-
-    @property
-    def scorer(self) -> Any:
-        if self._scorer is None:
-            from .scoring import RewardScorer
-
-            self._scorer = RewardScorer.from_spec(self.spec, run_dir=self.run_dir)
-        return self._scorer
-
-    def __repr__(self) -> str:
-        return f"RewardModelReward({self.spec!r})"
-
-    def __call__(self, prompts: Sequence[Any] | None, completions: Sequence[Any], **kwargs: Any) -> list[float]:
-        n = len(completions)
-        sqls = [extract_sql(completion_text(c)) for c in completions]
-        db_paths = _column(kwargs, ("db_path",), n, MODEL_REWARD)
-        if prompts is None or len(prompts) != n:
-            raise ValueError(f"reward {MODEL_REWARD!r} needs one prompt per completion")
-        rewards = [0.0] * n
-        scored = [i for i, sql in enumerate(sqls) if sql]
-        if scored:
-            values = self.scorer.score_conversations(
-                [_as_messages(prompts[i]) for i in scored], [sqls[i] for i in scored],
-                db_paths=[db_paths[i] for i in scored],
-            )
-            from .scoring import sigmoid
-
-            for i, value in zip(scored, values):
-                rewards[i] = sigmoid(float(value))
-        return rewards
-
-
-def _as_messages(prompt: Any) -> list[dict]:
-    """A TRL prompt as chat messages (conversational prompts already are)."""
-    return [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
-
-
 def reward_weight_names() -> tuple[str, ...]:
     """Every name a weight may have: the registry's rewards, then the trained reward model's."""
     return (*REWARDS, MODEL_REWARD)
@@ -494,14 +441,14 @@ def reward_weight_names() -> tuple[str, ...]:
 
 def build_rewards(
     weights: Any, *, scorer: ExecutionScorer | None = None, reasoning: bool = False,
-    reward_model: RewardModelReward | None = None,
+    reward_model: Callable | None = None,
 ) -> tuple[list[Callable], list[float]]:
     """The enabled reward functions (weight > 0) and their weights, in :data:`REWARDS` order.
 
     ``weights`` is a :class:`~nl2sql_lib.config.RewardWeights` (or any object/dict with weights
     by reward name; a name without a weight is 0). The functions share ``scorer`` so that a
     candidate is executed once per batch. A ``reward_model`` weight > 0 appends
-    ``reward_model`` (a :class:`RewardModelReward`) last.
+    ``reward_model`` (a :class:`nl2sql_lib.train.grpo.RewardModelReward`) last.
     """
     names = reward_weight_names()
     if isinstance(weights, dict):

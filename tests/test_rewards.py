@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from nl2sql_lib.config import RewardWeights
+from nl2sql_lib.train.grpo import RewardModelReward
 from nl2sql_lib.rewards import (
     REWARD_NAMES,
     RewardFunction,
-    RewardModelReward,
     ExecutionScorer,
     build_rewards,
     completion_text,

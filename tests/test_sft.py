@@ -13,14 +13,8 @@ from nl2sql_lib.config import ModelParams, SFTParams, load_params
 from nl2sql_lib.data.example import Example, read_examples, write_examples
 from nl2sql_lib.runs import StageRun
 from nl2sql_lib.train.common import TrainingSetupError, loss_curve
-from nl2sql_lib.train.sft import (
-    build_records,
-    parse_links,
-    run_sft,
-    schema_params_for,
-    score_linking,
-    sft_config_kwargs,
-)
+from nl2sql_lib.data.linking import parse_links, score_linking
+from nl2sql_lib.train.sft import build_records, run_sft, schema_params_for, sft_config_kwargs
 
 from tests.test_hardware import A100, CPU, T4
 
@@ -114,7 +108,7 @@ def test_every_trainer_gets_the_same_checkpointing_keys(tmp_path):
     from trl import RewardConfig
 
     from nl2sql_lib.train.grpo import grpo_config_kwargs
-    from nl2sql_lib.train.reward_model import trl_config
+    from nl2sql_lib.train.common import trl_config
 
     cfg = _training(smoke_params(tmp_path), gradient_checkpointing=True)
     keys = {k: v for k, v in sft_config_kwargs(cfg, tmp_path, cuda=True).items() if "checkpointing" in k}
@@ -394,14 +388,14 @@ def test_sharded_launch_is_recognised(monkeypatch):
 
 def test_eval_linking_engine_is_sized_by_what_predict_links_sends(run_dir, monkeypatch):
     """06_eval's linked systems size their vLLM engine with SFT's linking prompts and budget (one
-    function and one constant in train/sft.py), so the two cannot drift apart."""
+    function and one constant in data/linking.py), so the two cannot drift apart."""
     from types import SimpleNamespace
 
+    from nl2sql_lib.data import linking
     from nl2sql_lib.evaluate import systems
-    from nl2sql_lib.train import sft
 
     examples = read_examples(run_dir / "data" / "dev.jsonl")[:2]
-    monkeypatch.setattr(sft, "LINKING_MAX_NEW_TOKENS", 77)
+    monkeypatch.setattr(linking, "LINKING_MAX_NEW_TOKENS", 77)
     engines, asked = [], []
 
     class Linker:
@@ -418,7 +412,7 @@ def test_eval_linking_engine_is_sized_by_what_predict_links_sends(run_dir, monke
     dataset = SimpleNamespace(name="dev")
     keeps = systems._predict_keeps(system, [(dataset, ex) for ex in examples], SimpleNamespace(use_vllm=True),
                                    factory)
-    expected = sft.linking_prompts(examples, system.schema())
+    expected = linking.linking_prompts(examples, system.schema())
     assert engines == [("schema_linking", expected, 77)]
     assert asked == [(expected, 77)]
     assert all(keep == {"tables": ["singer"], "columns": ["singer.name"]} for keep in keeps.values())

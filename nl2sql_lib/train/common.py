@@ -1,4 +1,22 @@
-"""Pieces every trainer wrapper shares: TRL config arguments, resume, tracking, curves, memory.
+"""The one trainer harness of SFT, GRPO, the reward model and DPO.
+
+Each stage builds its trainer in three calls, so that a fix of how we train lands once:
+
+    args = trl_config(SFTConfig, cfg.training, cfg.model, checkpoints, cfg.seed, **stage_keys)
+    run = train(stage, lambda callbacks: SFTTrainer(..., args=args, callbacks=callbacks),
+                fingerprint=checkpoint_fingerprint(cfg), resume=cfg.training.resume)
+    save_trained(run.trainer, tokenizer, stage.dir / "adapter", base_spec=...)
+
+- :func:`trl_config` / :func:`trl_config_kwargs`: TRL's config dataclass from the stage's
+  parameters (training loop, precision for this machine, optimizer, gradient checkpointing,
+  ``report_to`` checked against what is installed, ``training.extra`` checked against the
+  dataclass) plus the stage's own keys;
+- :func:`train`: TensorBoard under ``<stage>/logs``, resume from the last checkpoint only when
+  the parameter fingerprint (:func:`checkpoint_fingerprint`) is unchanged, every optimizer step
+  timed; returns a :class:`TrainRun` whose :meth:`TrainRun.metrics` are the keys every stage's
+  metrics share (``step_seconds_median`` ...);
+- :func:`save_trained`: the trained weights and the tokenizer (and the base model's spec for an
+  adapter); GRPO saves its own way, to leave out TRL's "ref" adapter (``grpo._save_policy``).
 
 Pure functions where possible, so the tests check what TRL receives without training.
 """
@@ -7,16 +25,18 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import json
 import logging
 import os
 import shutil
 import statistics
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 from .. import hardware as hw_rules
-from ..config import ModelParams, TrainingParams
+from ..config import ModelParams, StageParams, TrainingParams, params_as_dict
 from ..hardware import Hardware
 from ..io import read_json, write_json
 
@@ -126,9 +146,71 @@ def checked_extra(extra: dict[str, Any], config_class: type) -> dict[str, Any]:
     return dict(extra)
 
 
+def trl_config_kwargs(config_cls: type, training: TrainingParams, model_params: ModelParams,
+                      output_dir: str | Path, *, seed: int, hardware: Hardware | None = None,
+                      stage: str | None = None, **specific: Any) -> dict[str, Any]:
+    """The keyword arguments of TRL's ``config_cls`` (SFTConfig, GRPOConfig, RewardConfig,
+    DPOConfig) for a stage's parameters on this machine.
+
+    The training loop (:func:`training_kwargs`), precision (:func:`precision_kwargs`: bf16 on an
+    Ampere+ GPU, fp16 below, bf16 autocast on a CPU that has it), the optimizer (paged 8-bit AdamW
+    with QLoRA), ``dataloader_num_workers: 0``, then the stage's own keys (``specific``), then
+    ``training.extra`` (it wins) after its keys are checked against ``config_cls``.
+    ``hardware``: the machine (detected when not given); ``stage`` names it in logged decisions
+    (default: the config's name without "Config").
+    """
+    from ..models import optimizer_name
+
+    hw = hardware if hardware is not None else hw_rules.detect_hardware()
+    stage = stage or config_cls.__name__.removesuffix("Config")
+    kwargs: dict[str, Any] = {
+        **training_kwargs(training, output_dir, seed=seed, hardware=hw, stage=stage),
+        **precision_kwargs(model_params, hardware=hw),
+        "optim": optimizer_name(model_params),
+        "dataloader_num_workers": 0,
+        **specific,
+    }
+    kwargs.update(checked_extra(training.extra, config_cls))
+    return kwargs
+
+
+def trl_config(config_cls: type, training: TrainingParams, model_params: ModelParams, output_dir: str | Path,
+               seed: int, *, hardware: Hardware | None = None, stage: str | None = None, **specific: Any) -> Any:
+    """``config_cls(**trl_config_kwargs(...))``: the TRL config a stage's trainer receives."""
+    return config_cls(**trl_config_kwargs(config_cls, training, model_params, output_dir, seed=seed,
+                                          hardware=hardware, stage=stage, **specific))
+
+
 # --------------------------------------------------------------------------------------------
 # Resume
 # --------------------------------------------------------------------------------------------
+
+# Keys that say where a run lives or what it shows, not what its checkpoints learned: a change
+# of one of them resumes. Top level (absent ones are skipped: each stage has some of them)...
+NOT_LEARNED_KEYS = (
+    "run", "output_root", "profile", "install_from",
+    "max_dev_examples", "sample_max_new_tokens", "merge_adapter", "push_to_hub", "hub_model_id",  # SFT
+    "num_samples_shown",  # GRPO
+    "eval_batch_size", "plots",  # reward model
+)
+# ... and in a training group: a run may be extended (more steps) or logged or saved differently
+# and still resume.
+NOT_LEARNED_TRAINING_KEYS = (
+    "resume", "report_to", "logging_steps", "save_steps", "save_total_limit", "max_steps", "num_train_epochs",
+)
+
+
+def checkpoint_fingerprint(params: StageParams, *, drop: Iterable[str] = ()) -> dict[str, Any]:
+    """What a stage's checkpoints depend on: its parameters without :data:`NOT_LEARNED_KEYS`,
+    the :data:`NOT_LEARNED_TRAINING_KEYS` of each training group, and ``drop`` (keys of another
+    trainer sharing the parameters: the reward model's fingerprint drops the DPO keys)."""
+    values = params_as_dict(params)
+    for key in (*NOT_LEARNED_KEYS, *drop):
+        values.pop(key, None)
+    for group in ("training", "dpo_training"):
+        if isinstance(values.get(group), dict):
+            values[group] = {k: v for k, v in values[group].items() if k not in NOT_LEARNED_TRAINING_KEYS}
+    return json.loads(json.dumps(values))  # as it reads back from the marker file
 
 
 def resume_checkpoint(checkpoints: Path, fingerprint: dict[str, Any], *, resume: bool) -> str | None:
@@ -203,11 +285,127 @@ def memory_metrics() -> dict[str, float | None]:
     return {"peak_rss_mb": peak_rss_mb(), "cuda_max_allocated_mb": cuda_peak_mb()}
 
 
-def tensorboard_dir(stage_dir: Path) -> Path:
-    """Point TensorBoard at ``<stage>/logs`` (transformers 5 reads TENSORBOARD_LOGGING_DIR)."""
+@contextmanager
+def tensorboard_dir(stage_dir: Path) -> Iterator[Path]:
+    """TensorBoard's folder ``<stage>/logs`` while the trainer is built and trains.
+
+    transformers 5 has no ``logging_dir``: its TensorBoard callback reads TENSORBOARD_LOGGING_DIR
+    when the trainer is built. The previous value comes back afterwards (DPO trains after the
+    reward model in the same process).
+    """
     folder = stage_dir / "logs"
+    old = os.environ.get("TENSORBOARD_LOGGING_DIR")
     os.environ["TENSORBOARD_LOGGING_DIR"] = str(folder)
-    return folder
+    try:
+        yield folder
+    finally:
+        if old is None:
+            os.environ.pop("TENSORBOARD_LOGGING_DIR", None)
+        else:
+            os.environ["TENSORBOARD_LOGGING_DIR"] = old
+
+
+# --------------------------------------------------------------------------------------------
+# Train and save
+# --------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class TrainRun:
+    """What :func:`train` did: the trainer, TRL's result, where it resumed from, the step times."""
+
+    trainer: Any
+    result: Any  # transformers' TrainOutput
+    resumed_from: str | None
+    step_times: dict[str, float | int]
+    logs_dir: Path
+
+    @property
+    def train_loss(self) -> float | None:
+        loss = getattr(self.result, "training_loss", None)
+        return round(float(loss), 4) if loss is not None else None
+
+    def metrics(self) -> dict[str, Any]:
+        """The keys every training stage's metrics.json shares."""
+        return {
+            "global_step": int(self.trainer.state.global_step),
+            "resumed_from": self.resumed_from,
+            "train_loss": self.train_loss,
+            "train_runtime_s": round(float(self.result.metrics.get("train_runtime", 0.0)), 2),
+            **self.step_times,
+            "tensorboard_dir": str(self.logs_dir),
+        }
+
+
+def train(stage: Any, make_trainer: Callable[[list], Any], *, fingerprint: dict[str, Any], resume: bool,
+          folder: Path | None = None) -> TrainRun:
+    """Build the trainer (``make_trainer(callbacks)``) and train it, resuming when allowed.
+
+    ``folder`` (default ``stage.dir``) holds ``checkpoints/`` (the TRL config's ``output_dir``)
+    and ``logs/``. The main process keeps or removes the checkpoints (:func:`resume_checkpoint`:
+    removed when the fingerprint changed or ``resume`` is false); under ``accelerate launch`` the
+    other processes wait for it, then resume from the same checkpoint. Training runs under
+    ``stage.timer("train")``.
+    """
+    folder = folder or stage.dir
+    checkpoints = folder / "checkpoints"
+    if is_main_process():
+        resumed_from = resume_checkpoint(checkpoints, fingerprint, resume=resume)
+        wait_for_everyone()
+    else:
+        wait_for_everyone()
+        resumed_from = _last_checkpoint(checkpoints) if resume else None
+    timer = StepTimer()
+    with tensorboard_dir(folder) as logs_dir:
+        trainer = make_trainer([timer])
+        with stage.timer("train"):
+            result = trainer.train(resume_from_checkpoint=resumed_from)
+    return TrainRun(trainer, result, resumed_from, timer.summary(), logs_dir)
+
+
+def save_trained(trainer: Any, tokenizer: Any, folder: Path, *, base_spec: str | None = None,
+                 padding_side: str | None = None) -> bool:
+    """The trained weights (an adapter, or full weights) and the tokenizer in ``folder``.
+
+    Called on every process: ``Trainer.save_model`` gathers sharded (FSDP/ZeRO-3) weights and
+    writes from the main process only; the rest is written by the main process. An adapter gets
+    its base model's spec (``base_spec``) so that it loads alone. ``padding_side``: the
+    tokenizer's, as saved (generation wants "left"). Returns True on the main process.
+    """
+    import copy
+
+    from ..models import save_base_spec
+
+    trainer.save_model(str(folder))
+    if not is_main_process():
+        return False
+    if padding_side is not None:
+        tokenizer = copy.deepcopy(tokenizer)
+        tokenizer.padding_side = padding_side
+    tokenizer.save_pretrained(str(folder))
+    if base_spec and hasattr(trainer.accelerator.unwrap_model(trainer.model), "peft_config"):
+        save_base_spec(folder, base_spec)
+    return True
+
+
+def is_main_process() -> bool:
+    from accelerate import PartialState
+
+    return PartialState().is_main_process
+
+
+def wait_for_everyone() -> None:
+    from accelerate import PartialState
+
+    state = PartialState()
+    if state.num_processes > 1:
+        state.wait_for_everyone()
+
+
+def _last_checkpoint(checkpoints: Path) -> str | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    return get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
 
 
 def push_to_hub(model, tokenizer, repo_id: str | None) -> str:

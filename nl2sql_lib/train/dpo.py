@@ -15,11 +15,14 @@ a frozen copy of it as the reference). The result is saved where 06_eval looks f
 from __future__ import annotations
 
 import gc
-import statistics
 from typing import Any, Sequence
 
 from ..config import RewardModelParams
 from ..runs import StageRun
+from .common import checkpoint_fingerprint, save_trained, train, trl_config
+
+# What DPO's checkpoints do not depend on: the reward model's own keys (it trains in its folder).
+REWARD_MODEL_KEYS = ("dpo", "model", "training", "use_margin")
 
 
 def dpo_dataset(pairs: Sequence[dict]) -> Any:
@@ -41,8 +44,7 @@ def run_dpo(cfg: RewardModelParams, stage: StageRun, pairs: Sequence[dict]) -> d
     from trl import DPOConfig, DPOTrainer
 
     from ..hardware import choose_gradient_checkpointing, detect_hardware
-    from ..models import load_model, resolve_spec, save_base_spec
-    from .reward_model import _step_timer, last_checkpoint, tensorboard_dir, trl_config
+    from ..models import load_model, resolve_spec
 
     dpo_stage = StageRun(cfg, "dpo").start()  # its own folder: 06_eval's system "dpo" reads it
     dpo_stage.inputs.update(stage.inputs)
@@ -53,27 +55,26 @@ def run_dpo(cfg: RewardModelParams, stage: StageRun, pairs: Sequence[dict]) -> d
         model, tokenizer = load_model(cfg.dpo_policy, run_dir=cfg.run_dir, lora=cfg.lora, for_training=True,
                                       seed=cfg.seed, gradient_checkpointing=checkpointing.choice)
     dataset = dpo_dataset(pairs)
-    checkpoints = dpo_stage.path("checkpoints")
-    args = trl_config(DPOConfig, cfg.dpo_training, cfg.dpo_policy, checkpoints, cfg.seed, beta=cfg.dpo_beta)
-    timer = _step_timer()
-    with dpo_stage.timer("train"), tensorboard_dir(dpo_stage.dir / "tensorboard"):
-        trainer = DPOTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
-                             callbacks=[timer])
-        resume = last_checkpoint(checkpoints) if cfg.dpo_training.resume else None
-        result = trainer.train(resume_from_checkpoint=resume)
+    args = trl_config(DPOConfig, cfg.dpo_training, cfg.dpo_policy, dpo_stage.dir / "checkpoints", cfg.seed,
+                      max_length=cfg.dpo_training.max_length, beta=cfg.dpo_beta)
+    # the harness: resume when the parameters are unchanged, step times, logs/
+    run = train(dpo_stage, lambda callbacks: DPOTrainer(model=model, args=args, train_dataset=dataset,
+                                                        processing_class=tokenizer, callbacks=callbacks),
+                fingerprint=checkpoint_fingerprint(cfg, drop=REWARD_MODEL_KEYS), resume=cfg.dpo_training.resume)
+    trainer = run.trainer
     adapter = dpo_stage.dir / "adapter"
-    trainer.save_model(str(adapter))
-    tokenizer.save_pretrained(str(adapter))
     # The adapter applies to the policy's base (the SFT adapter was trained further, not stacked).
-    save_base_spec(adapter, resolve_spec(cfg.dpo_policy.spec, cfg.run_dir).base_spec or cfg.dpo_policy.spec)
+    save_trained(trainer, tokenizer, adapter,
+                 base_spec=resolve_spec(cfg.dpo_policy.spec, cfg.run_dir).base_spec or cfg.dpo_policy.spec)
     history = [entry for entry in trainer.state.log_history if "loss" in entry]
     metrics = {
         "pairs": len(dataset),
         "steps": trainer.state.global_step,
-        "resumed_from": resume,
-        "train_loss": round(result.training_loss, 4) if result.training_loss is not None else None,
+        "resumed_from": run.resumed_from,
+        "train_loss": run.train_loss,
         "last_logged": {k: history[-1][k] for k in history[-1] if k.startswith(("loss", "rewards/"))} if history else {},
-        "median_step_s": round(statistics.median(timer.times), 2) if timer.times else None,
+        **run.step_times,  # step_seconds_median, as every trainer reports it
+        "tensorboard_dir": str(run.logs_dir),
         "adapter": str(adapter),
     }
     del trainer, model

@@ -34,23 +34,28 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .. import hardware as hw_rules
-from ..config import GRPOParams, SchemaParams, params_as_dict
+from ..config import GRPOParams, SchemaParams
 from ..hardware import Hardware
 from ..io import write_json
 from ..sampling import seeded_shuffled_head
-from ..rewards import ExecutionScorer, RewardFunction, RewardModelReward, build_rewards, completion_text
+from ..rewards import (
+    MODEL_REWARD,
+    ExecutionScorer,
+    RewardFunction,
+    batch_column,
+    build_rewards,
+    completion_text,
+    extract_sql,
+)
 from .. import runs
 from ..runs import StageRun, require_output
 from .common import (
-    StepTimer,
     TrainingSetupError,
     _machine,
-    checked_extra,
+    checkpoint_fingerprint,
     memory_metrics,
-    precision_kwargs,
-    resume_checkpoint,
-    tensorboard_dir,
-    training_kwargs,
+    train,
+    trl_config_kwargs,
 )
 
 logger = logging.getLogger(__name__)
@@ -100,13 +105,7 @@ def grpo_config_kwargs(
     """
     from trl import GRPOConfig  # the dataclass only; importing TRL does not import vLLM
 
-    from ..models import optimizer_name
-
-    hw = _machine(hardware, cuda, cpu_bf16)
-    kwargs: dict[str, Any] = {
-        **training_kwargs(cfg.training, output_dir, seed=cfg.seed, hardware=hw, stage="GRPO"),
-        **precision_kwargs(cfg.model, hardware=hw),
-        "optim": optimizer_name(cfg.model),
+    specific: dict[str, Any] = {
         "num_generations": cfg.num_generations,
         "max_completion_length": cfg.max_completion_length,
         "temperature": cfg.temperature,
@@ -117,17 +116,17 @@ def grpo_config_kwargs(
         "use_vllm": cfg.use_vllm,
     }
     if reward_weights is not None:
-        kwargs["reward_weights"] = [float(w) for w in reward_weights]
+        specific["reward_weights"] = [float(w) for w in reward_weights]
     if cfg.use_vllm:
-        kwargs["vllm_mode"] = cfg.vllm_mode
+        specific["vllm_mode"] = cfg.vllm_mode
         if cfg.vllm_mode == "colocate":
-            kwargs["vllm_gpu_memory_utilization"] = 0.3  # the rest stays for training
-            kwargs["vllm_max_model_length"] = colocate_max_model_len(cfg, longest_prompt_tokens)
-    try:
-        kwargs.update(checked_extra(cfg.training.extra, GRPOConfig))
+            specific["vllm_gpu_memory_utilization"] = 0.3  # the rest stays for training
+            specific["vllm_max_model_length"] = colocate_max_model_len(cfg, longest_prompt_tokens)
+    try:  # the shared part (loop, precision, optimizer, extra) comes from the harness (train/common.py)
+        return trl_config_kwargs(GRPOConfig, cfg.training, cfg.model, output_dir, seed=cfg.seed,
+                                 hardware=_machine(hardware, cuda, cpu_bf16), stage="GRPO", **specific)
     except TrainingSetupError as exc:
         raise GRPOSetupError(str(exc)) from None
-    return kwargs
 
 
 def colocate_max_model_len(cfg: GRPOParams, longest_prompt_tokens: int | None) -> int:
@@ -232,6 +231,66 @@ def drop_long_prompts(records: list[dict], tokenizer: Any, max_prompt_tokens: in
             if lengths is not None:
                 lengths.append(n)
     return kept, len(records) - len(kept)
+
+
+# --------------------------------------------------------------------------------------------
+# The trained reward model as a reward
+# --------------------------------------------------------------------------------------------
+
+
+class RewardModelReward:
+    """A trained reward model's opinion of each completion, as a reward in (0, 1).
+
+    Scored by :class:`nl2sql_lib.scoring.RewardScorer`, through the very text the model was
+    trained on: the prompt, the SQL and - for a model trained with execution feedback - the SQL's
+    outcome on the question's database (``db_path`` column). That is why this wraps the scorer
+    instead of handing TRL the model itself: TRL would score the bare completion text. The score
+    goes through a sigmoid so that its scale matches the other rewards; a completion without SQL
+    gets 0. (Here, not in rewards.py: rewards stays free of the model-loading modules.) The
+    model loads on first use (``spec`` as :meth:`RewardScorer.from_spec` takes it).
+    """
+
+    __name__ = MODEL_REWARD
+
+    def __init__(self, spec: str | None = None, *, run_dir: Any = None, scorer: Any = None):
+        if spec is None and scorer is None:
+            raise ValueError("RewardModelReward needs a reward model spec or a scorer")
+        self.spec, self.run_dir, self._scorer = spec, run_dir, scorer
+
+    @property
+    def scorer(self) -> Any:
+        if self._scorer is None:
+            from ..scoring import RewardScorer
+
+            self._scorer = RewardScorer.from_spec(self.spec, run_dir=self.run_dir)
+        return self._scorer
+
+    def __repr__(self) -> str:
+        return f"RewardModelReward({self.spec!r})"
+
+    def __call__(self, prompts: Sequence[Any] | None, completions: Sequence[Any], **kwargs: Any) -> list[float]:
+        n = len(completions)
+        sqls = [extract_sql(completion_text(c)) for c in completions]
+        db_paths = batch_column(kwargs, ("db_path",), n, MODEL_REWARD)
+        if prompts is None or len(prompts) != n:
+            raise ValueError(f"reward {MODEL_REWARD!r} needs one prompt per completion")
+        rewards = [0.0] * n
+        scored = [i for i, sql in enumerate(sqls) if sql]
+        if scored:
+            values = self.scorer.score_conversations(
+                [_as_messages(prompts[i]) for i in scored], [sqls[i] for i in scored],
+                db_paths=[db_paths[i] for i in scored],
+            )
+            from ..scoring import sigmoid
+
+            for i, value in zip(scored, values):
+                rewards[i] = sigmoid(float(value))
+        return rewards
+
+
+def _as_messages(prompt: Any) -> list[dict]:
+    """A TRL prompt as chat messages (conversational prompts already are)."""
+    return [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
 
 
 # --------------------------------------------------------------------------------------------
@@ -353,23 +412,6 @@ def summarize_training(log_history: Sequence[dict], reward_names: Sequence[str])
 
 
 # --------------------------------------------------------------------------------------------
-# Checkpoints
-# --------------------------------------------------------------------------------------------
-
-
-def _fingerprint(cfg: GRPOParams) -> dict[str, Any]:
-    """Parameters that decide what the checkpoints contain (not where the run lives)."""
-    values = params_as_dict(cfg)
-    for key in ("run", "output_root", "install_from", "profile", "num_samples_shown"):
-        values.pop(key, None)
-    # Knobs that do not change what was learned so far: a run may be extended (more steps) or
-    # logged differently and still resume.
-    ignored = ("resume", "save_steps", "save_total_limit", "report_to", "logging_steps", "max_steps", "num_train_epochs")
-    values["training"] = {k: v for k, v in values["training"].items() if k not in ignored}
-    return json.loads(json.dumps(values))
-
-
-# --------------------------------------------------------------------------------------------
 # The stage
 # --------------------------------------------------------------------------------------------
 
@@ -432,22 +474,14 @@ def run_grpo(cfg: GRPOParams, stage: StageRun) -> dict[str, Any]:
     reward_names = [f.__name__ for f in funcs]
     recorder = SampleRecorder(keep=cfg.num_samples_shown)
 
-    checkpoints = stage.dir / "checkpoints"
-    resume_from = resume_checkpoint(checkpoints, _fingerprint(cfg), resume=cfg.training.resume)
-    logs_dir = tensorboard_dir(stage.dir)
-    args = GRPOConfig(**grpo_config_kwargs(cfg, checkpoints, hardware=hardware, reward_weights=weights,
+    args = GRPOConfig(**grpo_config_kwargs(cfg, stage.dir / "checkpoints", hardware=hardware, reward_weights=weights,
                                            longest_prompt_tokens=max(kept_lengths)))
-    timer = StepTimer()
-    trainer = GRPOTrainer(
-        model=model,
-        reward_funcs=[recorder.wrap(f) for f in funcs],
-        args=args,
-        train_dataset=Dataset.from_list(records),
-        processing_class=tokenizer,
-        callbacks=[timer],
-    )
-    with stage.timer("train"):
-        result = trainer.train(resume_from_checkpoint=resume_from)
+    # the harness: resume when the parameters are unchanged, step times, logs/
+    run = train(stage, lambda callbacks: GRPOTrainer(
+        model=model, reward_funcs=[recorder.wrap(f) for f in funcs], args=args,
+        train_dataset=Dataset.from_list(records), processing_class=tokenizer, callbacks=callbacks,
+    ), fingerprint=checkpoint_fingerprint(cfg), resume=cfg.training.resume)
+    trainer, result = run.trainer, run.result
 
     with stage.timer("save"):
         saved = _save_policy(trainer.accelerator.unwrap_model(trainer.model), tokenizer, stage)
@@ -467,11 +501,11 @@ def run_grpo(cfg: GRPOParams, stage: StageRun) -> dict[str, Any]:
         "trainable_parameters": trainable,
         "total_parameters": total,
         "steps": steps,
-        "resumed_from": resume_from,
+        "resumed_from": run.resumed_from,
         "train_loss": result.metrics.get("train_loss"),
-        **timer.summary(),
+        **run.step_times,
         **memory_metrics(),
-        "tensorboard_dir": str(logs_dir),
+        "tensorboard_dir": str(run.logs_dir),
         **summarize_training(trainer.state.log_history, reward_names),
         "samples": recorder.tables(),
     }
@@ -482,7 +516,11 @@ def run_grpo(cfg: GRPOParams, stage: StageRun) -> dict[str, Any]:
 
 def _save_policy(model: Any, tokenizer: Any, stage: StageRun) -> Path:
     """``grpo/adapter`` for a PEFT model (only the trained adapter, not TRL's frozen "ref" copy),
-    ``grpo/model`` for full weights."""
+    ``grpo/model`` for full weights.
+
+    Not the harness's ``save_trained``: ``Trainer.save_model`` would write every adapter of the
+    PEFT model, the "ref" copy included; ``save_pretrained(selected_adapters=...)`` picks one.
+    """
     from peft import PeftModel
 
     if isinstance(model, PeftModel):

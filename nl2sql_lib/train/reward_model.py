@@ -17,8 +17,9 @@ Top to bottom:
 4. train ``AutoModelForSequenceClassification`` (one output) on the profile's base model with
    TRL's ``RewardTrainer``: LoRA with ``task_type=SEQ_CLS`` (PEFT then trains the new ``score``
    head in full through ``modules_to_save``), Bradley-Terry loss ``-log sigmoid(r_c - r_r - m)``
-   with the pair's margin ``m`` when ``use_margin``; resumes from the last checkpoint;
-   TensorBoard through ``report_to``;
+   with the pair's margin ``m`` when ``use_margin``; built, resumed (from the last checkpoint
+   when the parameters are unchanged), timed and logged (``reward_model/logs``) by the trainer
+   harness of :mod:`nl2sql_lib.train.common`, as SFT, GRPO and DPO are;
 5. save ``reward_model/adapter/`` (adapter + score head + tokenizer + ``reward_model.json`` +
    ``input_format.json``, the text format it was trained on);
 6. pairwise accuracy on the held-out pairs, by difficulty, with the score gaps
@@ -34,20 +35,15 @@ from __future__ import annotations
 
 import gc
 import logging
-import os
-import statistics
-import time
-from contextlib import contextmanager
-from dataclasses import fields
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
-from .. import hardware as hw_rules
-from ..config import ModelParams, RewardModelParams, TrainingParams
+from ..config import RewardModelParams
 from ..evaluate.reward_model import evaluate_pairs, load_pairs, plot_pair_results
 from ..io import write_json, write_jsonl
 from ..hardware import Hardware
 from ..runs import StageRun, require_output, start_stage_from_command_line
+from .common import checkpoint_fingerprint, save_trained, train, trl_config
 from ..scoring import (
     PLAIN_FORMAT,
     InputFormat,
@@ -417,106 +413,20 @@ def perturbed_gold_pairs(
 
 
 # -------------------------------------------------------------------------------------------
-# TRL configuration
+# The trainer harness (train/common.py), shared with SFT, GRPO and DPO
 # -------------------------------------------------------------------------------------------
 
-
-def use_bf16_autocast(model_params: ModelParams, hardware: Hardware | None = None) -> bool:
-    """bf16 mixed precision where the hardware computes it natively (Ampere+ GPU, or an
-    AVX512-BF16 CPU, where TRL runs it as autocast over fp32 weights: CPU-NOTES gotcha 3)."""
-    return bool(trainer_precision_kwargs(model_params, hardware)["bf16"])
+# What the reward model's checkpoints do not depend on: the DPO keys (DPO has its own folder).
+DPO_KEYS = ("dpo", "dpo_policy", "dpo_beta", "dpo_training")
 
 
-def trainer_precision_kwargs(model_params: ModelParams, hardware: Hardware | None = None) -> dict[str, Any]:
-    """``bf16``/``fp16``/``use_cpu`` for this machine (rules: :func:`hardware.trainer_precision`)."""
-    from .common import precision_kwargs
+def reward_config(cfg: RewardModelParams, output_dir: Path, *, hardware: Hardware | None = None) -> Any:
+    """TRL's RewardConfig from the parameters (RewardConfig's own options, such as
+    ``center_rewards_coefficient``, come through ``training.extra``)."""
+    from trl import RewardConfig
 
-    values = precision_kwargs(model_params, hardware=hardware)
-    return {"use_cpu": False, **values}
-
-
-def trl_config(config_cls: type, training: TrainingParams, model_params: ModelParams, output_dir: Path,
-               seed: int, *, hardware: Hardware | None = None, **specific: Any) -> Any:
-    """Build a TRL config dataclass from our TrainingParams (+ trainer-specific keys).
-
-    ``hardware`` (detected when not given) decides bf16/fp16 (bf16 from compute capability 8.0,
-    fp16 below) and ``gradient_checkpointing: auto`` (on with CUDA). ``training.extra`` passes
-    any other field of ``config_cls``; an unknown one stops with the list of valid names.
-    """
-    from ..models import optimizer_name
-    from .common import gradient_checkpointing_kwargs
-
-    hw = hardware if hardware is not None else hw_rules.detect_hardware()
-    valid = {f.name for f in fields(config_cls)}
-    unknown = sorted(set(training.extra) - valid)
-    if unknown:
-        raise ValueError(
-            f"training.extra: unknown {config_cls.__name__} field(s) {unknown}; see "
-            f"the {config_cls.__name__} documentation for valid names"
-        )
-    values: dict[str, Any] = {
-        "output_dir": str(output_dir),
-        "max_steps": training.max_steps,
-        "num_train_epochs": training.num_train_epochs,
-        "per_device_train_batch_size": training.per_device_train_batch_size,
-        "gradient_accumulation_steps": training.gradient_accumulation_steps,
-        "learning_rate": training.learning_rate,
-        "lr_scheduler_type": training.lr_scheduler_type,
-        "warmup_steps": training.warmup_ratio,  # transformers 5: a float < 1 is a ratio
-        "weight_decay": training.weight_decay,
-        "max_length": training.max_length,
-        **gradient_checkpointing_kwargs(training, hw, stage=config_cls.__name__.removesuffix("Config")),
-        "logging_steps": training.logging_steps,
-        "save_strategy": "steps",
-        "save_steps": training.save_steps,
-        "save_total_limit": training.save_total_limit,
-        "report_to": training.report_to or "none",
-        "seed": seed,
-        **trainer_precision_kwargs(model_params, hw),
-        "optim": optimizer_name(model_params),
-        "dataloader_num_workers": 0,
-        **specific,
-        **training.extra,
-    }
-    return config_cls(**values)
-
-
-@contextmanager
-def tensorboard_dir(path: Path) -> Iterator[None]:
-    """transformers 5 takes TensorBoard's folder from TENSORBOARD_LOGGING_DIR (no logging_dir)."""
-    old = os.environ.get("TENSORBOARD_LOGGING_DIR")
-    os.environ["TENSORBOARD_LOGGING_DIR"] = str(path)
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop("TENSORBOARD_LOGGING_DIR", None)
-        else:
-            os.environ["TENSORBOARD_LOGGING_DIR"] = old
-
-
-def last_checkpoint(output_dir: Path) -> str | None:
-    from transformers.trainer_utils import get_last_checkpoint
-
-    return get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
-
-
-def _step_timer() -> Any:
-    """A TrainerCallback recording each optimizer step's wall time (for the CPU figures)."""
-    from transformers import TrainerCallback
-
-    class StepTimer(TrainerCallback):
-        def __init__(self) -> None:
-            self.times: list[float] = []
-            self._start = 0.0
-
-        def on_step_begin(self, args, state, control, **kwargs):
-            self._start = time.perf_counter()
-
-        def on_step_end(self, args, state, control, **kwargs):
-            self.times.append(time.perf_counter() - self._start)
-
-    return StepTimer()
+    return trl_config(RewardConfig, cfg.training, cfg.model, output_dir, cfg.seed, hardware=hardware,
+                      max_length=cfg.training.max_length)
 
 
 # -------------------------------------------------------------------------------------------
@@ -527,10 +437,9 @@ def _step_timer() -> Any:
 def build_reward_trainer(cfg: RewardModelParams, train_dataset: Any, tokenizer: Any, model: Any,
                          output_dir: Path, callbacks: list | None = None) -> Any:
     """TRL's RewardTrainer with our parameters (LoRA on SEQ_CLS: the score head is trained)."""
-    from trl import RewardConfig, RewardTrainer
+    from trl import RewardTrainer
 
-    # RewardConfig's own options (center_rewards_coefficient, ...) come through training.extra.
-    args = trl_config(RewardConfig, cfg.training, cfg.model, output_dir, cfg.seed)
+    args = reward_config(cfg, output_dir)
     peft_config = None
     if cfg.lora.enabled:
         from peft import LoraConfig
@@ -578,10 +487,7 @@ def upcast_score_head(model: Any) -> None:
 def save_reward_model(trainer: Any, tokenizer: Any, cfg: RewardModelParams, directory: Path) -> Path:
     """Adapter (or full model) + tokenizer + what RewardScorer.from_spec needs to reload it
     (``reward_model.json``) + the text format it was trained on (``input_format.json``)."""
-    from ..models import save_base_spec
-
-    trainer.save_model(str(directory))
-    tokenizer.save_pretrained(str(directory))
+    save_trained(trainer, tokenizer, directory, base_spec=cfg.model.spec if cfg.lora.enabled else None)
     ScorerConfig(
         base_spec=cfg.model.spec,
         max_length=cfg.training.max_length,
@@ -589,8 +495,6 @@ def save_reward_model(trainer: Any, tokenizer: Any, cfg: RewardModelParams, dire
         adapter=cfg.lora.enabled,
     ).write(directory)
     input_format_for(cfg).write(directory)
-    if cfg.lora.enabled:
-        save_base_spec(directory, cfg.model.spec)
     return directory
 
 
@@ -607,12 +511,11 @@ def run_reward_model(cfg: RewardModelParams, stage: StageRun) -> dict[str, Any]:
     )
     logger.info("reward model: %d training pairs (%s)", len(dataset), data_stats)
 
-    checkpoints = stage.path("checkpoints")
-    timer = _step_timer()
-    with stage.timer("train"), tensorboard_dir(stage.dir / "tensorboard"):
-        trainer = build_reward_trainer(cfg, dataset, tokenizer, model, checkpoints, callbacks=[timer])
-        resume = last_checkpoint(checkpoints) if cfg.training.resume else None
-        result = trainer.train(resume_from_checkpoint=resume)
+    # the harness: resume when the parameters are unchanged, step times, logs/
+    run = train(stage, lambda callbacks: build_reward_trainer(cfg, dataset, tokenizer, model, stage.dir / "checkpoints",
+                                                              callbacks=callbacks),
+                fingerprint=checkpoint_fingerprint(cfg, drop=DPO_KEYS), resume=cfg.training.resume)
+    trainer, result = run.trainer, run.result
     # adapter/ with LoRA; model/ holds full weights when lora.enabled is false
     adapter_dir = save_reward_model(trainer, tokenizer, cfg, stage.dir / ("adapter" if cfg.lora.enabled else "model"))
     history = [entry for entry in trainer.state.log_history if "loss" in entry]
@@ -637,13 +540,14 @@ def run_reward_model(cfg: RewardModelParams, stage: StageRun) -> dict[str, Any]:
         "train": {
             **data_stats,
             "steps": steps,
-            "resumed_from": resume,
-            "train_loss": round(result.training_loss, 4) if result.training_loss is not None else None,
+            "resumed_from": run.resumed_from,
+            "train_loss": run.train_loss,
             "first_logged_loss": history[0]["loss"] if history else None,
             "last_logged_loss": history[-1]["loss"] if history else None,
             "last_logged_accuracy": history[-1].get("accuracy") if history else None,
-            "median_step_s": round(statistics.median(timer.times), 2) if timer.times else None,
+            **run.step_times,  # step_seconds_median, as every trainer reports it
             "runtime_s": round(result.metrics.get("train_runtime", 0.0), 1),
+            "tensorboard_dir": str(run.logs_dir),
         },
         "adapter": str(adapter_dir),
     }

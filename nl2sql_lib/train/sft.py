@@ -34,7 +34,6 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import re
 import shutil
 import sys
 import time
@@ -42,24 +41,25 @@ from pathlib import Path
 from typing import Any, Sequence
 
 
-from ..config import SchemaParams, SFTParams, params_as_dict
+from ..config import SchemaParams, SFTParams
 from ..io import write_json
+from ..data.linking import gold_links, parse_links, predict_links, score_linking
+from ..sampling import seeded_subsample
 from .. import runs
 from ..runs import StageRun, require_output
 from .. import hardware as hw_rules
 from ..hardware import Hardware
 from .common import (
-    StepTimer,
     TrainingSetupError,
     _machine,
-    checked_extra,
+    checkpoint_fingerprint,
+    is_main_process,
     loss_curve,
     memory_metrics,
-    precision_kwargs,
     push_to_hub,
-    resume_checkpoint,
-    tensorboard_dir,
-    training_kwargs,
+    save_trained,
+    train,
+    trl_config_kwargs,
 )
 
 log = logging.getLogger(__name__)
@@ -79,26 +79,19 @@ def sft_config_kwargs(cfg: SFTParams, output_dir: str | Path, *, cuda: bool | No
     ``auto`` on with CUDA and off on a CPU (TRL turns it on everywhere by default; CPU-NOTES
     gotcha 3). QLoRA: paged 8-bit AdamW.
     """
-    from ..models import optimizer_name
+    from trl import SFTConfig
 
-    hw = _machine(hardware, cuda, cpu_bf16)
-    kwargs = training_kwargs(cfg.training, output_dir, seed=cfg.seed, hardware=hw, stage="SFT")
-    kwargs.update(precision_kwargs(cfg.model, hardware=hw))
-    kwargs.update(
+    # the shared part (loop, precision, optimizer, extra) comes from the harness (train/common.py)
+    return trl_config_kwargs(
+        SFTConfig, cfg.training, cfg.model, output_dir, seed=cfg.seed, hardware=_machine(hardware, cuda, cpu_bf16),
+        stage="SFT",
         max_length=cfg.training.max_length,
         completion_only_loss=True,  # prompt/completion layout: loss on the answer only
         packing=False,
-        optim=optimizer_name(cfg.model),
-        dataloader_num_workers=0,
         save_only_model=False,  # keep optimizer state: resuming must continue, not restart
         ddp_find_unused_parameters=False,
         push_to_hub=False,  # done by us after saving, with the token from the environment
     )
-    # gradient_checkpointing_kwargs: none, as for every trainer (train/common.py)
-    from trl import SFTConfig
-
-    kwargs.update(checked_extra(cfg.training.extra, SFTConfig))
-    return kwargs
 
 
 # --------------------------------------------------------------------------------------------
@@ -106,19 +99,8 @@ def sft_config_kwargs(cfg: SFTParams, output_dir: str | Path, *, cuda: bool | No
 # --------------------------------------------------------------------------------------------
 
 
-def schema_params_for(cfg: SFTParams) -> SchemaParams:
-    """The parameter, else the data stage's schema rendering (what eval and GRPO use), else defaults."""
-    return runs.schema_render_for(cfg, cfg.schema_render)
-
-
-def gold_links(example) -> dict[str, list[str]]:
-    """The example's schema-linking labels (01_data's, else derived from the gold SQL)."""
-    if example.schema_links:
-        return example.schema_links
-    from ..data.linking import schema_links
-    from ..data.schema import read_schema
-
-    return schema_links(example.sql, read_schema(example.db_path))
+# The parameter, else the data stage's schema rendering (what eval and GRPO use), else defaults.
+schema_params_for = runs.schema_params_for
 
 
 def prompt_messages(example, cfg: SFTParams, schema: SchemaParams, keep=None) -> list[dict]:
@@ -159,16 +141,6 @@ def build_records(examples: Sequence[Any], cfg: SFTParams, schema: SchemaParams,
     return records
 
 
-def subsample(examples: list, limit: int | None, seed: int) -> list:
-    """``limit`` examples drawn at random (seeded) in file order: every database stays represented."""
-    if not limit or limit >= len(examples):
-        return list(examples)
-    import random
-
-    keep = sorted(random.Random(seed).sample(range(len(examples)), limit))
-    return [examples[i] for i in keep]
-
-
 def record_length(record: dict, tokenizer) -> int:
     """Tokens of prompt + completion through the chat template (as TRL tokenizes them)."""
     ids = tokenizer.apply_chat_template(record["prompt"] + record["completion"], tokenize=True)
@@ -185,79 +157,8 @@ def length_stats(lengths: Sequence[int]) -> dict[str, float]:
 
 
 # --------------------------------------------------------------------------------------------
-# Schema linking: parsing, scoring, pruning
+# Schema linking: the model that prunes the schema (parsing, scoring, predicting: data/linking.py)
 # --------------------------------------------------------------------------------------------
-
-
-def parse_links(text: str) -> dict[str, list[str]] | None:
-    """The ``{"tables": [...], "columns": [...]}`` JSON in a model's answer, or None."""
-    match = re.search(r"\{.*\}", text or "", re.DOTALL)
-    if not match:
-        return None
-    try:
-        data = json.loads(match.group(0))
-    except json.JSONDecodeError:
-        return None
-    if not isinstance(data, dict):
-        return None
-    tables = [str(t) for t in data.get("tables", []) if isinstance(t, (str, int))]
-    columns = [str(c) for c in data.get("columns", []) if isinstance(c, (str, int))]
-    return {"tables": tables, "columns": columns}
-
-
-def score_linking(predictions: Sequence[dict | None], golds: Sequence[dict]) -> dict[str, float]:
-    """Micro-averaged precision/recall of tables and of ``table.column`` names (case-insensitive).
-
-    An answer that is not valid JSON counts as an empty prediction.
-    """
-    out: dict[str, float] = {}
-    for key in ("tables", "columns"):
-        tp = n_pred = n_gold = 0
-        for pred, gold in zip(predictions, golds):
-            p = {x.lower() for x in (pred or {}).get(key, [])}
-            g = {x.lower() for x in gold.get(key, [])}
-            tp += len(p & g)
-            n_pred += len(p)
-            n_gold += len(g)
-        singular = key[:-1]
-        out[f"{singular}_precision"] = round(tp / n_pred, 4) if n_pred else 0.0
-        out[f"{singular}_recall"] = round(tp / n_gold, 4) if n_gold else 0.0
-    out["valid_json"] = round(sum(p is not None for p in predictions) / max(1, len(predictions)), 4)
-    return out
-
-
-# New tokens a schema-linking model may write (its JSON of tables and columns). The one value for
-# SFT's pruning (predict_links) and 06_eval's linked systems, which also size a vLLM engine by it.
-LINKING_MAX_NEW_TOKENS = 128
-
-
-def linking_prompts(examples: Sequence[Any], schema: SchemaParams) -> list[list[dict]]:
-    """The chat prompts a schema-linking model is asked (the prompts :func:`predict_links` sends;
-    06_eval sizes its vLLM engine with them)."""
-    from ..data.prompts import linking_messages
-    from ..data.schema import schema_text_for
-
-    return [linking_messages(ex, schema_text_for(ex, schema)) for ex in examples]
-
-
-def predict_links(generator, examples: Sequence[Any], schema: SchemaParams) -> list[dict | None]:
-    """A schema-linking model's ``keep`` for each example (None where it gave no usable JSON)."""
-    messages = linking_prompts(examples, schema)
-    texts = generator.generate(messages, max_new_tokens=LINKING_MAX_NEW_TOKENS, desc="linking")
-    keeps = []
-    for ex, (text,) in zip(examples, texts):
-        links = parse_links(text)
-        keeps.append(links if links and _links_match_schema(links, ex) else None)
-    return keeps
-
-
-def _links_match_schema(links: dict, example) -> bool:
-    """True when the predicted links name at least one real table (else the prompt would be empty)."""
-    from ..data.schema import read_schema
-
-    names = {t.name.lower() for t in read_schema(example.db_path).tables}
-    named = {t.lower() for t in links.get("tables", [])} | {c.split(".", 1)[0].lower() for c in links.get("columns", [])}
-    return bool(names & named)
 
 
 def linking_generator(spec: str, cfg: SFTParams):
@@ -354,20 +255,8 @@ def _sample_summary(rows: list[dict], cfg: SFTParams, golds: list[dict] | None) 
 # --------------------------------------------------------------------------------------------
 
 
-def _fingerprint(cfg: SFTParams) -> dict[str, Any]:
-    """What checkpoints depend on: everything but bookkeeping keys and resume/sample settings."""
-    values = params_as_dict(cfg)
-    for key in ("run", "output_root", "profile", "install_from", "max_dev_examples", "merge_adapter",
-                "push_to_hub", "hub_model_id"):
-        values.pop(key, None)
-    values["training"] = {k: v for k, v in values["training"].items() if k not in ("resume", "report_to")}
-    return values
-
-
 def _is_main_process() -> bool:
-    from accelerate import PartialState
-
-    return PartialState().is_main_process
+    return is_main_process()
 
 
 def _clear_outputs(stage: StageRun) -> None:
@@ -397,7 +286,7 @@ def run_sft(cfg: SFTParams, stage: StageRun) -> dict[str, Any]:
     schema = schema_params_for(cfg)
     train_path = stage.record_input(require_output(cfg, "data", "train.jsonl"))
     examples = read_examples(train_path)
-    examples = subsample(examples, cfg.max_train_examples, cfg.seed)
+    examples = seeded_subsample(examples, cfg.max_train_examples, cfg.seed)
     dev_path = cfg.run_dir / "data" / "dev.jsonl"
     dev = read_examples(dev_path)[: cfg.max_dev_examples] if dev_path.is_file() and cfg.max_dev_examples else []
 
@@ -430,7 +319,6 @@ def run_sft(cfg: SFTParams, stage: StageRun) -> dict[str, Any]:
     dev_messages = [prompt_messages(ex, cfg, schema, dev_keeps[i] if dev_keeps else None) for i, ex in enumerate(dev)]
     dev_golds = [gold_links(ex) for ex in dev] if cfg.task == "schema_linking" else None
     checkpoints = stage.dir / "checkpoints"
-    logs_dir = tensorboard_dir(stage.dir)
     args = SFTConfig(**sft_config_kwargs(cfg, checkpoints, hardware=hardware))
     sharded = sharded_training(args)
     before: list[dict] = []
@@ -439,25 +327,13 @@ def run_sft(cfg: SFTParams, stage: StageRun) -> dict[str, Any]:
         with stage.timer("samples_before"):
             before = sample_answers(model, tokenizer, cfg, dev, dev_messages)
 
-    # 3-4. trainer
+    # 3-4. trainer (the harness: resume when the parameters are unchanged, step times, logs/)
     if main:
         _clear_outputs(stage)
-    resume_from = resume_checkpoint(checkpoints, _fingerprint(cfg), resume=cfg.training.resume) if main else None
-    _wait_for_everyone()
-    if not main and cfg.training.resume:
-        from transformers.trainer_utils import get_last_checkpoint
-
-        resume_from = get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
-    timer = StepTimer()
-    trainer = SFTTrainer(
-        model=model,
-        args=args,
-        train_dataset=Dataset.from_list(kept),
-        processing_class=tokenizer,
-        callbacks=[timer],
-    )
-    with stage.timer("train"):
-        result = trainer.train(resume_from_checkpoint=resume_from)
+    run = train(stage, lambda callbacks: SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(kept),
+                                                    processing_class=tokenizer, callbacks=callbacks),
+                fingerprint=checkpoint_fingerprint(cfg), resume=cfg.training.resume)
+    trainer = run.trainer
 
     # 5. save and measure
     metrics: dict[str, Any] = {
@@ -470,14 +346,9 @@ def run_sft(cfg: SFTParams, stage: StageRun) -> dict[str, Any]:
         "token_lengths": length_stats(lengths),
         "trainable_params": trainable,
         "total_params": total,
-        "global_step": trainer.state.global_step,
+        **run.metrics(),  # global_step, resumed_from, train_loss, step_seconds_median, ...
         "epoch": round(float(trainer.state.epoch or 0.0), 4),
-        "resumed_from": resume_from,
-        "train_loss": round(float(result.training_loss), 4) if result.training_loss is not None else None,
-        "train_runtime_s": round(float(result.metrics.get("train_runtime", 0.0)), 2),
         "loss_curve": loss_curve(trainer.state.log_history),
-        **timer.summary(),
-        "tensorboard_dir": str(logs_dir),
         "schema_render": schema.model_dump(mode="json"),
         "pruned_with": cfg.prune_schema_with,
         "world_size": trainer.args.world_size,
@@ -519,25 +390,13 @@ def run_sft(cfg: SFTParams, stage: StageRun) -> dict[str, Any]:
 
 
 def save_outputs(trainer, tokenizer, cfg: SFTParams, stage: StageRun, base_spec: str) -> dict[str, str]:
-    """``sft/adapter`` (LoRA: adapter + tokenizer + base spec) or ``sft/model`` (full weights).
-
-    Called on every process: ``Trainer.save_model`` gathers sharded (FSDP/ZeRO-3) weights and
-    writes from the main process only.
-    """
-    from ..models import save_base_spec
-
+    """``sft/adapter`` (LoRA: adapter + tokenizer + base spec) or ``sft/model`` (full weights),
+    the tokenizer padding left as generation wants (on every process: see ``save_trained``)."""
     is_peft = hasattr(trainer.accelerator.unwrap_model(trainer.model), "peft_config")
     folder = stage.dir / ("adapter" if is_peft else "model")
-    trainer.save_model(str(folder))
-    if not _is_main_process():
+    if not save_trained(trainer, tokenizer, folder, base_spec=base_spec, padding_side="left"):
         return {}
-    tokenizer = copy.deepcopy(tokenizer)
-    tokenizer.padding_side = "left"  # what generation wants when the folder is loaded
-    tokenizer.save_pretrained(folder)
-    if is_peft:
-        save_base_spec(folder, base_spec)
-        return {"adapter_dir": str(folder)}
-    return {"model_dir": str(folder)}
+    return {"adapter_dir": str(folder)} if is_peft else {"model_dir": str(folder)}
 
 
 def merge_adapter(peft_model, tokenizer, stage: StageRun) -> str:
@@ -552,14 +411,6 @@ def merge_adapter(peft_model, tokenizer, stage: StageRun) -> str:
     tokenizer.padding_side = "left"
     tokenizer.save_pretrained(folder)
     return str(folder)
-
-
-def _wait_for_everyone() -> None:
-    from accelerate import PartialState
-
-    state = PartialState()
-    if state.num_processes > 1:
-        state.wait_for_everyone()
 
 
 # --------------------------------------------------------------------------------------------
