@@ -14,11 +14,11 @@ The run stops with a clear message (exit code 2) when the counts differ, a line 
 prediction names another database than its gold, a database is missing, or a file is not UTF-8
 (the message names the file, the line and the byte offset). Files are read as the official
 evaluators' readers read them: a leading UTF-8 byte-order mark is ignored, and lines end at
-``\n``, ``\r\n`` or ``\r`` only (a form feed, vertical tab or U+2028 stays inside its query). Gold SQL runs once
-per question; its Spider hardness (for gold without difficulty labels) and its clause items are
-worked out once, by the process that scores it. With ``--workers N``, work that lasts more than a couple of seconds is split by
-database over N processes; smaller runs stay in one process, where they are faster (see
-score_parallel).
+``\n``, ``\r\n`` or ``\r`` only (a form feed, vertical tab or U+2028 stays inside its
+query). Gold SQL runs once per question; its Spider hardness (for gold without difficulty
+labels) and its clause items are worked out once, by the process that scores it. With
+``--workers N``, work that lasts more than about a second is split by database over N
+processes; smaller runs stay in one process, where they are faster (see score_parallel).
 """
 
 from __future__ import annotations
