@@ -397,6 +397,11 @@ class EvalParams(StageParams):
     spider_limit: int | None = Field(None, ge=1)
     spider_semantics: Literal["bird", "spider"] = "spider"
     best_of_n_on_spider: bool = Field(False, description="also run best-of-N on the Spider set")
+    best_of_n_limit: int | None = Field(
+        None, ge=1, description="best of N on a seeded sample of this many of the evaluated dev "
+        "questions (reported as its own dataset, dev_best_of_n, greedy included, so the comparison "
+        "is paired); None: best of N on every evaluated dev question",
+    )
     schema_render: SchemaParams | None = Field(
         None, description="prompt schema rendering; None: the data stage's settings (as trained)"
     )

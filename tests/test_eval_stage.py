@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from nl2sql_lib.config import EvalParams, load_params
-from nl2sql_lib.data.example import Example, write_examples
+from nl2sql_lib.data.example import Example, read_examples, write_examples
 from nl2sql_lib.evaluate import systems as sysmod
 from nl2sql_lib.evaluate.stage import (
     EvalStageError,
@@ -711,3 +711,31 @@ def test_reward_scores_skip_candidates_without_sql(tmp_path):
     assert seen == [["SELECT 1", "SELECT 22"]]
     assert scores == [[float("-inf"), 8.0, float("-inf"), 9.0], [float("-inf"), float("-inf")]]
     assert sysmod.pick_by_scores(records, scores) == ["SELECT 22", ""]
+
+
+def test_best_of_n_on_a_seeded_sample_is_its_own_paired_dataset(run_cfg):
+    """best_of_n_limit: greedy for every system on every dev question; best of N only for the
+    best-of-N systems on a seeded sample, scored there with their greedy answer (paired)."""
+    from nl2sql_lib.sampling import seeded_subsample
+
+    cfg = _bon_cfg(run_cfg, best_of_n_limit=3, strategies=["greedy", "vote", "oracle"])
+    calls: list = []
+    metrics, stage = _run(cfg, calls)
+    assert set(metrics) == {"dev", "dev_best_of_n"}
+    assert sorted(metrics["dev"]) == ["base/greedy", "grpo/greedy", "sft/greedy"]
+    assert all(entry["n"] == 6 for entry in metrics["dev"].values())
+    sample = {e.question_id for e in seeded_subsample(read_examples(cfg.run_dir / "data" / "dev.jsonl"), 3, cfg.seed)}
+    bon = metrics["dev_best_of_n"]
+    assert sorted(bon) == ["sft/greedy", "sft/oracle@4", "sft/vote@4"]
+    assert all(entry["n"] == 3 for entry in bon.values())
+    # the sample's greedy figure is the dev greedy answers restricted to the sample
+    rows = read_jsonl(stage.dir / "predictions_sft.jsonl")
+    on_dev = {row["question_id"]: row["correct"] for row in rows if row["dataset"] == "dev"}
+    on_sample = {row["question_id"]: row["correct"] for row in rows if row["dataset"] == "dev_best_of_n"}
+    assert set(on_sample) == sample and all(on_sample[q] == on_dev[q] for q in sample)
+    assert bon["sft/greedy"]["ex"] == pytest.approx(sum(on_dev[q] for q in sample) / 3)
+    # sampled candidates (temperature > 0) were asked for the sample's questions only
+    sampled_rows = sum(size for system, size, n, temperature in calls if temperature > 0)
+    assert sampled_rows == 3
+    # and the report pairs greedy with each selector on the same 3 questions
+    assert bon["sft/vote@4"]["comparisons"]["sft/greedy"]["n"] == 3

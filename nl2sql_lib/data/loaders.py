@@ -33,7 +33,6 @@ instead of stopping. ``on_missing_db`` in the source parameters picks either beh
 from __future__ import annotations
 
 import hashlib
-import random
 import re
 import sqlite3
 import time
@@ -44,6 +43,7 @@ import sqlglot
 from sqlglot import exp
 
 from ..io import DataFileError, iter_jsonl, read_json
+from ..sampling import seeded_subsample
 from .example import Example, read_examples
 from .schema import MissingDatabase
 
@@ -92,9 +92,7 @@ def load_source(source, work_dir: str | Path, *, seed: int = 0) -> LoadedSource:
         result[split] = merged
     limit = getattr(source, "limit", None)
     for key in SPLITS:
-        if limit and len(result[key]) > limit:
-            chosen = sorted(random.Random(seed).sample(range(len(result[key])), limit))
-            result[key] = [result[key][i] for i in chosen]
+        result[key] = seeded_subsample(result[key], limit, seed)
         for example in result[key]:
             example.source = name
     result.report["missing_db"] = [
@@ -404,10 +402,8 @@ def load_create_context(source, work_dir: Path, *, seed: int = 0, on_missing_db:
     where = "line" if path.suffix == ".jsonl" else "record"
     split = _split_of_file(path)
     limit = getattr(source, "limit", None)
-    if limit and len(records) > limit:
-        # sample before materializing: the full dataset has ~78k mostly distinct contexts
-        chosen = sorted(random.Random(seed).sample(range(len(records)), limit))
-        records = [records[i] for i in chosen]
+    # sample before materializing: the full dataset has ~78k mostly distinct contexts
+    records = seeded_subsample(records, limit, seed)
     result = LoadedSource()
     result.report["files"].append(str(path))
     made: dict[str, Path | None] = {}

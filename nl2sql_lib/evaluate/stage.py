@@ -37,7 +37,7 @@ from .stats import compare_items, wilson_interval
 from .systems import (
     CONSTRAINED_SUFFIX,
     PRUNED_SUFFIX,
-    Dataset,
+    EvalSet,
     GeneratorFactory,
     default_generator_factory,
     drop_missing_databases,
@@ -57,6 +57,7 @@ from .systems import (
 
 DEV = "dev"
 SPIDER = "spider_dev"
+DEV_BEST_OF_N = "dev_best_of_n"  # the seeded dev sample best of N runs on (best_of_n_limit)
 SELECTORS = tuple(s for s in STRATEGIES if s not in ("greedy", "oracle"))  # the pickers to compare
 
 ScorerFactory = Callable[[EvalParams], Any]
@@ -71,7 +72,7 @@ class EvalStageError(ValueError):
 # --------------------------------------------------------------------------------------------
 
 
-def load_datasets(cfg: EvalParams, stage: StageRun) -> list[Dataset]:
+def load_datasets(cfg: EvalParams, stage: StageRun) -> list[EvalSet]:
     """The run's dev split and, when ``spider_path`` is set, Spider dev."""
     dev_path = require_output(cfg, "data", "dev.jsonl")
     stage.record_input(dev_path)
@@ -79,12 +80,19 @@ def load_datasets(cfg: EvalParams, stage: StageRun) -> list[Dataset]:
     if not dev_all:
         raise EvalStageError(f"{dev_path} holds no questions: re-run notebooks/01_data.ipynb")
     dev_kept, dev_skipped = drop_missing_databases(dev_all)
+    dev = subsample(dev_kept, cfg.max_dev_examples, cfg.seed)
+    sampled = cfg.best_of_n_limit is not None and cfg.best_of_n_limit < len(dev)
     datasets = [
-        Dataset(
-            DEV, subsample(dev_kept, cfg.max_dev_examples, cfg.seed), cfg.semantics,
-            best_of_n=True, skipped=dev_skipped, total=len(dev_all),
-        )
+        EvalSet(DEV, dev, cfg.semantics, best_of_n=not sampled, skipped=dev_skipped, total=len(dev_all))
     ]
+    if sampled:
+        # Best of N costs N generations a question: on a seeded sample of the dev questions,
+        # a dataset of its own where greedy and every selector are scored on the same questions
+        # (so their comparison is paired), for the best-of-N systems only.
+        datasets.append(EvalSet(
+            DEV_BEST_OF_N, subsample(dev, cfg.best_of_n_limit, cfg.seed), cfg.semantics,
+            best_of_n=True, total=len(dev), systems=frozenset(best_of_n_names(cfg)),
+        ))
     if cfg.spider_path and not spider_skipped(cfg):
         datasets.append(load_spider(cfg, stage))
     return datasets
@@ -100,7 +108,7 @@ def spider_skipped(cfg: EvalParams) -> str | None:
     return None
 
 
-def load_spider(cfg: EvalParams, stage: StageRun) -> Dataset:
+def load_spider(cfg: EvalParams, stage: StageRun) -> EvalSet:
     """Spider dev from ``spider_path`` (skipping questions whose database file is missing)."""
     from ..data.loaders import load_source
 
@@ -114,7 +122,7 @@ def load_spider(cfg: EvalParams, stage: StageRun) -> Dataset:
     splits = load_source(SourceParams(type="spider", path=str(folder)), stage.path("work"), seed=cfg.seed)
     examples = splits.get("dev") or []
     kept, skipped = drop_missing_databases(examples)
-    return Dataset(
+    return EvalSet(
         SPIDER, subsample(kept, cfg.spider_limit, cfg.seed), cfg.spider_semantics,
         best_of_n=cfg.best_of_n_on_spider, skipped=skipped, total=len(examples),
     )
@@ -183,14 +191,14 @@ def run_eval(
         notes.append(skipped_spider)
 
     # 1. Generation, one model at a time (each generator is freed before the next loads).
-    pool_names = {entry.split("=", 1)[0].strip() for entry in cfg.best_of_n_systems}
+    pool_names = best_of_n_names(cfg)
     pool_systems = {s.name for s in systems if s.name in pool_names}
     preds: dict[str, dict[str, list[dict]]] = {}
     gen_info: dict[str, dict] = {}
     for system in systems:
         with stage.timer(f"generate_{system.name}"):
             preds[system.name], gen_info[system.name] = generate_predictions(
-                system, datasets, cfg, stage.dir, make_gen,
+                system, [ds for ds in datasets if ds.evaluates(system.name)], cfg, stage.dir, make_gen,
                 best_of_n=system.name in pool_systems, progress=progress,
             )
 
@@ -238,7 +246,12 @@ def _check_params(cfg: EvalParams) -> None:
         )
 
 
-def _dataset_notes(datasets: list[Dataset]) -> list[str]:
+def best_of_n_names(cfg: EvalParams) -> set[str]:
+    """The names of the systems best of N runs for (``name`` of a ``name=spec`` entry)."""
+    return {entry.split("=", 1)[0].strip() for entry in cfg.best_of_n_systems}
+
+
+def _dataset_notes(datasets: list[EvalSet]) -> list[str]:
     notes = []
     for ds in datasets:
         if ds.skipped:
@@ -247,6 +260,13 @@ def _dataset_notes(datasets: list[Dataset]) -> list[str]:
                 f"{ds.name}: {sum(ds.skipped.values())} of {ds.total} questions skipped because "
                 f"their database file is missing: {missing}."
             )
+        if ds.systems is not None:
+            notes.append(
+                f"{ds.name}: best of N on a seeded sample of {len(ds.examples)} of the {ds.total} "
+                f"dev questions, for {', '.join(sorted(ds.systems))}; greedy and each selector "
+                "are scored on the same sample."
+            )
+            continue
         notes.append(
             f"{ds.name}: {len(ds.examples)} questions evaluated (of {ds.total}), "
             f"'{ds.semantics}' comparison semantics."
@@ -272,7 +292,7 @@ def _reward_scores(cfg, systems, pool_systems, datasets, preds, make_scorer, sta
                 if system.name not in pool_systems:
                     continue
                 for ds in datasets:
-                    if ds.best_of_n:
+                    if ds.best_of_n and ds.evaluates(system.name):
                         scores[(ds.name, system.name)] = rm_scores(
                             scorer, preds[system.name][ds.name], ds.examples, system
                         )
@@ -292,6 +312,8 @@ def _score_dataset(ds, systems, pool_systems, preds, scores, judge, cfg):
         metrics[key], items[key] = score(ds.examples, picks, judge)
 
     for system in systems:
+        if not ds.evaluates(system.name):
+            continue
         records = preds[system.name][ds.name]
         greedy_key = strategy_key(system.name, "greedy", n)
         add(greedy_key, [r["pred_sql"] for r in records])
@@ -409,7 +431,7 @@ def _write_back(eval_dir, systems, datasets, preds, items_by_system) -> None:
     for system in systems:
         rows = []
         for ds in datasets:
-            for index, record in enumerate(preds[system.name][ds.name]):
+            for index, record in enumerate(preds[system.name].get(ds.name, [])):
                 verdicts = {
                     key.split("/", 1)[1]: {
                         "sql": items[index].get("pred_sql"),

@@ -93,6 +93,10 @@ class EvalSet:
     best_of_n: bool = True
     skipped: dict[str, int] = field(default_factory=dict)  # db_id -> questions without a database
     total: int = 0  # questions before skipping and subsampling
+    systems: frozenset[str] | None = None  # the systems evaluated on it; None: every system
+
+    def evaluates(self, system_name: str) -> bool:
+        return self.systems is None or system_name in self.systems
 
 
 # --------------------------------------------------------------------------------------------
@@ -258,9 +262,6 @@ def resolve_systems(cfg: EvalParams) -> tuple[list[System], list[str]]:
 # Datasets
 # --------------------------------------------------------------------------------------------
 
-
-# The name before EvalSet, kept for the modules that still import it (evaluate/stage.py).
-Dataset = EvalSet
 
 # The one seeded-subsample rule (nl2sql_lib/sampling.py); the old name stays for callers.
 subsample = seeded_subsample
