@@ -18,7 +18,7 @@ import copy
 import sys
 import types
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
 from pydantic import (
@@ -73,6 +73,10 @@ def _input_path(what_to_do: str, *, stage_allowed: bool = False) -> AfterValidat
 
 class StageParams(_Strict):
     """Keys every stage accepts."""
+
+    # Keys a parameter file may still hold from before a rename: old name -> new name. Such a
+    # key is reported with the new name instead of the generic "unknown key" list.
+    renamed_keys: ClassVar[dict[str, str]] = {}
 
     run: str = Field("default", description="run folder under output_root")
     output_root: str = Field("outputs", description="where runs live")
@@ -199,6 +203,8 @@ class DataParams(StageParams):
 
 
 class SFTParams(StageParams):
+    renamed_keys: ClassVar[dict[str, str]] = {"max_dev_examples": "sample_dev_questions"}
+
     model: ModelParams = Field(default_factory=ModelParams)
     task: Literal["sql", "schema_linking"] = "sql"
     format: Literal["plain", "reasoning"] = "plain"
@@ -206,7 +212,7 @@ class SFTParams(StageParams):
     lora: LoraParams = Field(default_factory=LoraParams)
     training: TrainingParams = Field(default_factory=TrainingParams)
     max_train_examples: int | None = Field(None, ge=1)
-    max_dev_examples: int = Field(8, ge=0, description="dev questions shown before/after")
+    sample_dev_questions: int = Field(8, ge=0, description="dev questions shown before/after")
     sample_max_new_tokens: int = Field(96, ge=8, description="answer length for the before/after samples")
     prune_schema_with: str | None = Field(
         None, description="model spec of a schema-linking model whose output prunes the schema"
@@ -486,7 +492,10 @@ def _format_errors(exc: ValidationError, model: type[StageParams], origin: str) 
     for err in exc.errors():
         loc = tuple(err["loc"])
         key = ".".join(str(p) for p in loc)
-        if err["type"] == "extra_forbidden":
+        if err["type"] == "extra_forbidden" and len(loc) == 1 and key in model.renamed_keys:
+            lines.append(f"  - key '{key}' was renamed: write '{model.renamed_keys[key]}' instead "
+                         f"({model.model_fields[model.renamed_keys[key]].description})")
+        elif err["type"] == "extra_forbidden":
             valid = _valid_keys(model, loc)
             lines.append(f"  - unknown key '{key}'; valid keys here: {', '.join(valid)}")
         else:

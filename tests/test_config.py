@@ -33,6 +33,18 @@ def test_unknown_key_names_file_key_and_valid_keys(tmp_path):
     assert "training" in message and "lora" in message  # the valid keys are listed
 
 
+def test_a_renamed_key_names_its_new_name(tmp_path):
+    path = write(tmp_path, "max_dev_examples: 4\n")
+    with pytest.raises(ParamsError) as err:
+        load_params("sft", path)
+    message = str(err.value)
+    assert str(path) in message
+    assert "'max_dev_examples' was renamed" in message and "'sample_dev_questions'" in message
+    assert load_params("sft", write(tmp_path, "sample_dev_questions: 4\n")).sample_dev_questions == 4
+    # eval keeps max_dev_examples (a seeded sample of the dev questions): not a renamed key there
+    assert load_params("eval", write(tmp_path, "max_dev_examples: 4\n")).max_dev_examples == 4
+
+
 def test_unknown_nested_key_lists_the_nested_choices(tmp_path):
     path = write(tmp_path, "training:\n  learning_rat: 0.1\n")
     with pytest.raises(ParamsError) as err:

@@ -46,7 +46,7 @@ CPU_OVERRIDES: dict[str, dict[str, Any]] = {
         "training.per_device_train_batch_size": 4,   # size
         "training.gradient_accumulation_steps": 1,   # size
         "max_train_examples": 64,                # size
-        "max_dev_examples": 2,                   # size: before/after samples are generated
+        "sample_dev_questions": 2,               # size: before/after samples are generated
         "sample_max_new_tokens": 16,             # size
     },
     "grpo": {

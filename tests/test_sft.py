@@ -231,7 +231,7 @@ def test_smoke_sft_lowers_the_loss_and_saves_an_adapter(smoke_run, run_dir):
     saved = json.loads((run_dir / "sft" / "metrics.json").read_text())
     assert [row["step"] for row in saved["loss_curve"]][:2] == [1, 2]
     assert saved["peak_rss_mb"] > 0 and saved["train_examples"] == 24
-    assert len(saved["samples"]) == cfg.max_dev_examples and "before" in saved["samples"][0]
+    assert len(saved["samples"]) == cfg.sample_dev_questions and "before" in saved["samples"][0]
     assert (run_dir / "sft" / "adapter" / "adapter_model.safetensors").is_file()
     assert not (run_dir / "sft" / "model").exists()
     assert any((run_dir / "sft" / "logs").iterdir())  # TensorBoard events
@@ -258,7 +258,7 @@ def test_saved_adapter_loads_back_with_the_trained_weights(smoke_run, run_dir):
 def test_resume_from_last_checkpoint(tmp_path):
     """An interrupted run (its last checkpoint lost) resumes from the one before, not from zero."""
     run_dir = make_run(tmp_path / "outputs" / "r", n_train=8, n_dev=0)
-    cfg = _training(smoke_params(tmp_path / "outputs", run="r", max_dev_examples=0),
+    cfg = _training(smoke_params(tmp_path / "outputs", run="r", sample_dev_questions=0),
                     max_steps=4, save_steps=2, logging_steps=1)
     first = run_sft(cfg, StageRun(cfg, "sft").start())
     assert first["resumed_from"] is None and first["global_step"] == 4
@@ -280,7 +280,7 @@ def test_resume_from_last_checkpoint(tmp_path):
 @pytest.mark.slow
 def test_full_finetune_saves_full_weights(tmp_path):
     run_dir = make_run(tmp_path / "outputs" / "f", n_train=8, n_dev=0)
-    cfg = _training(smoke_params(tmp_path / "outputs", run="f", full_finetune=True, max_dev_examples=0),
+    cfg = _training(smoke_params(tmp_path / "outputs", run="f", full_finetune=True, sample_dev_questions=0),
                     max_steps=2, save_steps=10, learning_rate=1e-3)
     metrics = run_sft(cfg, StageRun(cfg, "sft").start())
     assert metrics["method"] == "full" and metrics["trainable_params"] == metrics["total_params"]

@@ -72,7 +72,7 @@ def test_reward_and_dpo_configs_check_report_to_and_extra(tmp_path, monkeypatch)
 def test_fingerprint_ignores_where_and_how_long_not_what_is_learned():
     cfg = load_params("sft", PROJECT_ROOT / "params" / "smoke" / "sft.yaml")
     base = checkpoint_fingerprint(cfg)
-    moved = cfg.model_copy(update={"run": "elsewhere", "max_dev_examples": 1, "training": cfg.training.model_copy(
+    moved = cfg.model_copy(update={"run": "elsewhere", "sample_dev_questions": 1, "training": cfg.training.model_copy(
         update={"max_steps": 99, "save_steps": 7, "logging_steps": 3, "report_to": [], "resume": False})})
     assert checkpoint_fingerprint(moved) == base
     learned = cfg.model_copy(update={"training": cfg.training.model_copy(update={"learning_rate": 1e-3})})

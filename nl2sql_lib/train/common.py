@@ -189,7 +189,7 @@ def trl_config(config_cls: type, training: TrainingParams, model_params: ModelPa
 # of one of them resumes. Top level (absent ones are skipped: each stage has some of them)...
 NOT_LEARNED_KEYS = (
     "run", "output_root", "profile", "install_from",
-    "max_dev_examples", "sample_max_new_tokens", "merge_adapter", "push_to_hub", "hub_model_id",  # SFT
+    "sample_dev_questions", "sample_max_new_tokens", "merge_adapter", "push_to_hub", "hub_model_id",  # SFT
     "num_samples_shown",  # GRPO
     "eval_batch_size", "plots",  # reward model
 )

@@ -288,7 +288,7 @@ def run_sft(cfg: SFTParams, stage: StageRun) -> dict[str, Any]:
     examples = read_examples(train_path)
     examples = seeded_subsample(examples, cfg.max_train_examples, cfg.seed)
     dev_path = cfg.run_dir / "data" / "dev.jsonl"
-    dev = read_examples(dev_path)[: cfg.max_dev_examples] if dev_path.is_file() and cfg.max_dev_examples else []
+    dev = read_examples(dev_path)[: cfg.sample_dev_questions] if dev_path.is_file() and cfg.sample_dev_questions else []
 
     # 1-2. records, with optional pruning, and the length filter
     with stage.timer("records"):
