@@ -25,7 +25,7 @@ export TOKENIZERS_PARALLELISM ?= false
 export HF_HUB_OFFLINE ?= $(if $(filter gpu t4,$(PROFILE)),0,1)
 export TRANSFORMERS_NO_ADVISORY_WARNINGS ?= 1
 
-.PHONY: setup pipeline test bench lab clean-venv strip-notebooks check-extras check-gpu-signatures test-trl115
+.PHONY: setup pipeline test bench lab clean-venv notebooks strip-notebooks check-extras check-gpu-signatures test-trl115
 
 setup: $(STAMP)
 
@@ -70,6 +70,11 @@ bench: $(STAMP)
 # Jupyter refuses to start as root without --allow-root (containers, cloud machines run as root).
 lab: $(STAMP)
 	$(VENV)/bin/jupyter lab notebooks/ $(if $(filter 0,$(shell id -u)),--allow-root,)
+
+# The six notebooks are generated: edit notebooks/src/NN_name.py, then rewrite them all (the
+# format: nl2sql_lib/notebook_tools.py). tests/test_notebooks.py fails while one is stale.
+notebooks: $(STAMP)
+	$(PYTHON) -m nl2sql_lib.notebook_tools build
 
 strip-notebooks: $(STAMP)
 	$(PYTHON) -m nl2sql_lib.notebook_tools strip notebooks/*.ipynb

@@ -1,24 +1,50 @@
-"""Build and strip the numbered notebooks.
+"""The numbered notebooks: their sources, the one generator that writes them, output stripping.
 
-Every notebook starts the same way, so that papermill, JupyterLab, Colab and Kaggle all run it:
-a markdown title, then
+Each notebook ``notebooks/NN_name.ipynb`` is generated from ``notebooks/src/NN_name.py``; edit
+the source, then ``make notebooks`` (``python -m nl2sql_lib.notebook_tools build``) rewrites all
+six the same way, and tests/test_notebooks.py fails while a committed notebook differs from what
+its source gives. A source is a Python file of cells in the "percent" format (the one VS Code,
+Spyder and jupytext read as cells)::
+
+    # notebooks/src/02_sft.py: the source of notebooks/02_sft.ipynb ...   (header comments)
+    # title: supervised fine-tuning (loss on the answer only)
+    # stage: sft
+
+    # %% [markdown]
+    # Supervised fine-tuning teaches the model ...     (each line "# text", or "#" when blank)
+
+    # %%
+    from nl2sql_lib.train.sft import run_sft            (code, verbatim)
+
+    metrics = run_sft(cfg, stage)
+
+The header, before the first ``# %%``, names the notebook's ``title`` and its ``stage`` (a
+parameter file's stage: data, sft, grpo, tree, reward_model, eval); its other comment lines are
+for the reader. Blank lines around a cell are dropped. A code cell cannot hold a ``# %%`` line.
+
+Every notebook starts the same way, so that papermill, JupyterLab, Colab and Kaggle all run it;
+the generator writes these first cells itself (they are not in the sources): a markdown title
+(``# NN_name: title``), then
 
 1. a code cell tagged ``parameters`` (papermill injects the YAML keys after it);
 2. a cell that, only on Colab or Kaggle, clones and installs the project, moves to its folder and
    picks the profile for the GPU (:data:`INSTALL_CELL`);
-3. a cell that validates the parameters with the stage's typed model.
+3. a cell that validates the parameters with the stage's typed model (:data:`CONFIG_CELL`).
 
-    write_notebook("notebooks/02_sft.ipynb", "sft", "Supervised fine-tuning", [
-        ("md", "## Train"),
-        ("code", "result = run_sft(cfg, stage)"),
-    ])
+The source's cells follow. Notebooks stay thin: markdown that explains, cells that call
+``nl2sql_lib``, plots; the last cell records the manifest with the stage module's
+``headline(metrics)``, the same figures its command line records.
 
-``python -m nl2sql_lib.notebook_tools strip notebooks/*.ipynb`` removes outputs before a commit.
+``write_notebook(path, stage, title, cells)`` writes a notebook from (kind, source) pairs (tests
+build toy notebooks with it); ``python -m nl2sql_lib.notebook_tools strip notebooks/*.ipynb``
+removes outputs before a commit.
 """
 
 from __future__ import annotations
 
+import re
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import nbformat
@@ -204,6 +230,96 @@ def write_notebook(path: str | Path, stage: str, title: str, cells: list[tuple[s
     return path
 
 
+# --------------------------------------------------------------------------------------------
+# The sources (notebooks/src/NN_name.py) and the generator
+# --------------------------------------------------------------------------------------------
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS_DIR = PROJECT_ROOT / "notebooks"
+SOURCES_DIR = NOTEBOOKS_DIR / "src"
+
+_CELL_MARKER = re.compile(r"^# %%(?P<markdown> \[markdown\])?\s*$")
+_HEADER_KEY = re.compile(r"^# (?P<key>title|stage):\s*(?P<value>.+?)\s*$")
+
+
+class NotebookSourceError(ValueError):
+    """A notebook source that cannot be read; the message names the file and line."""
+
+
+@dataclass(frozen=True)
+class NotebookSource:
+    """One parsed source: the notebook's name (``02_sft``), stage, title and its own cells."""
+
+    name: str
+    stage: str
+    title: str
+    cells: list[tuple[str, str]]  # ("md" | "code", source)
+
+
+def _markdown_line(line: str, where: str) -> str:
+    if line == "#" or line.startswith("# "):
+        return line[2:]
+    if not line.strip():
+        return ""
+    raise NotebookSourceError(f"{where}: a markdown cell's lines start with '# ' (or are '#'), got {line!r}")
+
+
+def read_source(path: str | Path) -> NotebookSource:
+    """Parse ``notebooks/src/NN_name.py`` (format: this module's docstring)."""
+    from .config import NOTEBOOK_OF_STAGE
+
+    path = Path(path)
+    header: dict[str, str] = {}
+    cells: list[tuple[str, list[str]]] = []
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        where = f"{path}:{number}"
+        marker = _CELL_MARKER.match(line)
+        if marker:
+            cells.append(("md" if marker.group("markdown") else "code", []))
+        elif not cells:  # the header
+            key = _HEADER_KEY.match(line)
+            if key:
+                header[key.group("key")] = key.group("value")
+            elif line.strip() and not line.startswith("#"):
+                raise NotebookSourceError(f"{where}: before the first '# %%' only comments may stand, got {line!r}")
+        else:
+            kind, lines = cells[-1]
+            lines.append(_markdown_line(line, where) if kind == "md" else line)
+    missing = [key for key in ("title", "stage") if key not in header]
+    if missing:
+        raise NotebookSourceError(f"{path}: the header names no {' or '.join(missing)} "
+                                  "(lines '# title: ...' and '# stage: ...' before the first '# %%')")
+    stage = header["stage"]
+    if NOTEBOOK_OF_STAGE.get(stage) != path.stem:
+        raise NotebookSourceError(f"{path}: stage {stage!r} does not go with this notebook "
+                                  f"(stages and their notebooks: {NOTEBOOK_OF_STAGE})")
+    if not cells:
+        raise NotebookSourceError(f"{path}: no cells (each starts with a '# %%' or '# %% [markdown]' line)")
+    empty = [i for i, (_, lines) in enumerate(cells) if not "\n".join(lines).strip()]
+    if empty:
+        raise NotebookSourceError(f"{path}: cells {empty} (counted from 0) are empty")
+    return NotebookSource(path.stem, stage, header["title"], [(kind, "\n".join(lines).strip()) for kind, lines in cells])
+
+
+def source_paths(sources_dir: str | Path = SOURCES_DIR) -> list[Path]:
+    """The notebook sources, in order (``NN_name.py``)."""
+    return sorted(Path(sources_dir).glob("[0-9][0-9]_*.py"))
+
+
+def build_notebook(source: str | Path, out_dir: str | Path = NOTEBOOKS_DIR) -> Path:
+    """Write ``out_dir/NN_name.ipynb`` from its source: the standard first cells, then the source's."""
+    parsed = read_source(source)
+    return write_notebook(Path(out_dir) / f"{parsed.name}.ipynb", parsed.stage, parsed.title, parsed.cells)
+
+
+def build_all(sources_dir: str | Path = SOURCES_DIR, out_dir: str | Path = NOTEBOOKS_DIR) -> list[Path]:
+    """Rewrite every numbered notebook from its source (``make notebooks``)."""
+    paths = source_paths(sources_dir)
+    if not paths:
+        raise NotebookSourceError(f"no notebook sources (NN_name.py) in {sources_dir}")
+    return [build_notebook(path, out_dir) for path in paths]
+
+
 def strip_outputs(path: str | Path) -> bool:
     """Remove outputs and execution counts; returns True when the file changed."""
     nb = nbformat.read(path, as_version=4)
@@ -221,14 +337,25 @@ def strip_outputs(path: str | Path) -> bool:
     return changed
 
 
+USAGE = """usage: python -m nl2sql_lib.notebook_tools build [SOURCE...]
+       python -m nl2sql_lib.notebook_tools strip NOTEBOOK...
+build: write notebooks/NN_name.ipynb from notebooks/src/NN_name.py (every source when none is named)
+strip: remove the outputs and execution counts of executed notebooks"""
+
+
 def main(argv: list[str]) -> int:
-    if len(argv) < 2 or argv[0] != "strip":
-        print("usage: python -m nl2sql_lib.notebook_tools strip NOTEBOOK...", file=sys.stderr)
-        return 2
-    for name in argv[1:]:
-        if strip_outputs(name):
-            print(f"stripped {name}")
-    return 0
+    command, names = (argv[0], argv[1:]) if argv else (None, [])
+    if command == "build":
+        for path in [build_notebook(name) for name in names] if names else build_all():
+            print(f"wrote {path.relative_to(PROJECT_ROOT) if path.is_relative_to(PROJECT_ROOT) else path}")
+        return 0
+    if command == "strip" and names:
+        for name in names:
+            if strip_outputs(name):
+                print(f"stripped {name}")
+        return 0
+    print(USAGE, file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

@@ -1,28 +1,29 @@
-"""The committed notebooks: thin, stripped of outputs, parameterized, and in step with their generators.
+"""The committed notebooks: thin, stripped of outputs, parameterized, and in step with their sources.
 
-Five notebooks are generated from the ``NOTEBOOK_CELLS`` of their stage module; editing the module
-without rebuilding the notebook would leave papermill running stale cells, so each one is rebuilt
-here into a temporary folder and compared byte for byte.
+All six are generated from notebooks/src/NN_name.py by one generator (``make notebooks``);
+editing a source without rebuilding would leave papermill running stale cells, so each one is
+rebuilt here into a temporary folder and compared byte for byte.
 """
 
 from __future__ import annotations
 
-import importlib
 import json
+import re
 from pathlib import Path
 
 import pytest
 
+from nl2sql_lib.config import NOTEBOOK_OF_STAGE
+from nl2sql_lib.notebook_tools import (
+    NotebookSourceError,
+    build_all,
+    build_notebook,
+    read_source,
+    source_paths,
+)
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = PROJECT_ROOT / "notebooks"
-
-GENERATED = {
-    "01_data.ipynb": ("nl2sql_lib.data.build", "write_data_notebook"),
-    "02_sft.ipynb": ("nl2sql_lib.train.sft", "write_sft_notebook"),
-    "04_revision_tree.ipynb": ("nl2sql_lib.tree.stage", "write_tree_notebook"),
-    "05_reward_model.ipynb": ("nl2sql_lib.train.reward_model", "write_reward_model_notebook"),
-    "06_eval.ipynb": ("nl2sql_lib.evaluate.stage", "write_eval_notebook"),
-}
 
 
 def test_six_numbered_notebooks_exist():
@@ -30,16 +31,66 @@ def test_six_numbered_notebooks_exist():
     assert [n[:3] for n in names] == ["01_", "02_", "03_", "04_", "05_", "06_"], names
 
 
-@pytest.mark.parametrize("name", sorted(GENERATED))
-def test_generated_notebook_matches_its_generator(name, tmp_path):
-    module_name, writer_name = GENERATED[name]
-    writer = getattr(importlib.import_module(module_name), writer_name)
-    rebuilt = writer(tmp_path / name)
-    committed = NOTEBOOKS / name
+def test_every_stage_has_one_source_and_every_source_one_notebook():
+    sources = [path.stem for path in source_paths()]
+    assert sources == sorted(NOTEBOOK_OF_STAGE.values())
+    assert sources == sorted(p.stem for p in NOTEBOOKS.glob("*.ipynb"))
+
+
+@pytest.mark.parametrize("source", source_paths(), ids=lambda p: p.stem)
+def test_committed_notebook_matches_its_source(source, tmp_path):
+    rebuilt = build_notebook(source, tmp_path)
+    committed = NOTEBOOKS / rebuilt.name
     assert rebuilt.read_text() == committed.read_text(), (
-        f"notebooks/{name} is stale: rebuild it with python -c "
-        f"'from {module_name} import {writer_name}; {writer_name}()'"
-    )
+        f"notebooks/{rebuilt.name} is stale: rebuild it with make notebooks "
+        f"(python -m nl2sql_lib.notebook_tools build)")
+
+
+def test_build_all_writes_every_notebook_from_its_source(tmp_path):
+    written = build_all(out_dir=tmp_path)
+    assert [p.name for p in written] == sorted(p.name for p in NOTEBOOKS.glob("*.ipynb"))
+
+
+def test_source_cells_become_notebook_cells_after_the_standard_ones(tmp_path):
+    source = tmp_path / "02_sft.py"
+    source.write_text(
+        "# header comment\n# title: toy title\n# stage: sft\n\n"
+        "# %% [markdown]\n# ## A heading\n#\n# text with `code`\n\n"
+        "# %%\nx = 1\n\nif x:\n    print(\"a\\nb\")  # verbatim\n\n\n"
+        "# %%\nx\n")
+    parsed = read_source(source)
+    assert (parsed.name, parsed.stage, parsed.title) == ("02_sft", "sft", "toy title")
+    assert parsed.cells == [("md", "## A heading\n\ntext with `code`"),
+                            ("code", "x = 1\n\nif x:\n    print(\"a\\nb\")  # verbatim"), ("code", "x")]
+    notebook = json.loads(build_notebook(source, tmp_path / "out").read_text())
+    cells = notebook["cells"]
+    assert "".join(cells[0]["source"]) == "# 02_sft: toy title"
+    assert "parameters" in cells[1]["metadata"]["tags"]
+    assert [(c["cell_type"], "".join(c["source"])) for c in cells[4:]] == [
+        ("markdown", parsed.cells[0][1]), ("code", parsed.cells[1][1]), ("code", "x")]
+
+
+@pytest.mark.parametrize("text, message", [
+    ("# title: t\n# %%\nx\n", "no stage"),
+    ("# title: t\n# stage: eval\n# %%\nx\n", "stage 'eval' does not go with this notebook"),
+    ("# title: t\n# stage: sft\nimport os\n# %%\nx\n", "only comments"),
+    ("# title: t\n# stage: sft\n# %% [markdown]\nnot a comment\n", ":4: a markdown cell's lines start with '# '"),
+    ("# title: t\n# stage: sft\n# %%\n\n# %%\nx\n", "cells [0] (counted from 0) are empty"),
+    ("# title: t\n# stage: sft\n", "no cells"),
+])
+def test_a_malformed_source_is_named_with_its_problem(text, message, tmp_path):
+    source = tmp_path / "02_sft.py"
+    source.write_text(text)
+    with pytest.raises(NotebookSourceError, match=re.escape(message)):
+        read_source(source)
+
+
+def test_make_notebooks_rebuilds_every_notebook_with_the_generator():
+    makefile = (PROJECT_ROOT / "Makefile").read_text()
+    phony = next(line for line in makefile.splitlines() if line.startswith(".PHONY:"))
+    assert "notebooks" in phony.split()
+    recipe = makefile.split("\nnotebooks:", 1)[1].split("\n\n", 1)[0]
+    assert "-m nl2sql_lib.notebook_tools build" in recipe
 
 
 @pytest.mark.parametrize("path", sorted(NOTEBOOKS.glob("*.ipynb")), ids=lambda p: p.name)
@@ -71,7 +122,6 @@ def _install_cell(path: Path) -> str:
 
 @pytest.mark.parametrize("path", sorted(NOTEBOOKS.glob("*.ipynb")), ids=lambda p: p.name)
 def test_every_notebook_has_the_install_cell_of_its_stage(path):
-    from nl2sql_lib.config import NOTEBOOK_OF_STAGE
     from nl2sql_lib.notebook_tools import install_cell
 
     stage = {notebook: stage for stage, notebook in NOTEBOOK_OF_STAGE.items()}[path.stem]

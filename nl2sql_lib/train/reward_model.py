@@ -560,70 +560,6 @@ def run_reward_model(cfg: RewardModelParams, stage: StageRun) -> dict[str, Any]:
     return metrics
 
 
-# -------------------------------------------------------------------------------------------
-# The notebook (thin: every cell calls into this package)
-# -------------------------------------------------------------------------------------------
-
-NOTEBOOK_CELLS: list[tuple[str, str]] = [
-    ("md", """
-A reward model reads a question's prompt and one SQL answer and returns a number: higher means
-"more likely correct". It is the profile's base model with a one-output score head
-(`AutoModelForSequenceClassification`), trained with TRL's `RewardTrainer` on preference pairs
-(chosen = a correct SQL, rejected = a wrong one for the same question) with the Bradley-Terry
-loss `-log sigmoid(r_chosen - r_rejected - margin)`. LoRA adapts the body; the score head trains
-in full. The score is read at the last token of the chat text `prompt + assistant SQL`
-(`nl2sql_lib/scoring.py` says why padding uses a token other than `<|im_end|>`). With
-`execution_feedback: true` the assistant turn also shows what that SQL did on the question's
-database, one line such as `-- result: error no_such_column: no such column: segmnt` or
-`-- result: 3 rows x 1 column (name): Ava; Ben; ...` (its own outcome, never the gold's).
-
-Pairs come from the revision trees of 04 (`pairs_source: tree`), from execution-checked wrong
-edits of the gold SQL (`gold_perturbed`), or both. Test pairs are from held-out questions.
-"""),
-    ("code", """
-from nl2sql_lib.train.reward_model import run_reward_model
-
-metrics = run_reward_model(cfg, stage)     # resumes from reward_model/checkpoints/ when interrupted
-print(f"pairwise accuracy on {metrics['n']} held-out pairs: {metrics['pairwise_accuracy']:.3f}")
-{"pairs": metrics["pairs"], "train": metrics["train"]}
-"""),
-    ("md", "## Score gaps and accuracy by difficulty\nA pair is ranked right when its gap (chosen - rejected) is above 0."),
-    ("code", """
-import pandas as pd
-from IPython.display import Image, display
-
-from nl2sql_lib.io import read_jsonl
-
-items = pd.DataFrame(read_jsonl(stage.path("test_scores.jsonl")))
-if cfg.plots:
-    display(Image(filename=str(stage.path("plots/score_gap.png"))))
-display(pd.DataFrame(metrics["by_difficulty"]).T)
-pd.DataFrame(metrics.get("by_reason", {})).T
-"""),
-    ("md", "## The pairs it ranks worst\nWhere the reward model prefers the wrong SQL most strongly."),
-    ("code", """
-items.sort_values("gap")[["question_id", "difficulty", "reason", "gap", "chosen", "rejected"]].head(8)
-"""),
-    ("md", """
-## Using it: rerank candidates
-06_eval picks among N sampled candidates with `RewardScorer.score(prompt, sqls, db_path=...)`
-(the database lets an execution-feedback model run each candidate); the same call on one
-held-out prompt:
-"""),
-    ("code", """
-from nl2sql_lib.scoring import RewardScorer
-
-scorer = RewardScorer.from_spec("stage:reward_model", run_dir=cfg.run_dir)
-pair = read_jsonl(stage.path("test_pairs.jsonl"))[0]
-print(pair["prompt"][-1]["content"].split("Question:")[-1].strip())
-sqls = [pair["chosen"], pair["rejected"]]
-for sql, score in zip(sqls, scorer.score(pair["prompt"], sqls, db_path=pair.get("db_path"))):
-    print(f"{score:+.3f}  {sql}")
-"""),
-    ("code", "stage.finish(metrics)"),
-]
-
-
 def headline(metrics: dict[str, Any]) -> dict[str, Any]:
     """The metrics a manifest and the command line show."""
     keys = ("n", "pairwise_accuracy", "mean_gap", "median_gap", "ties", "n_questions", "input_format", "adapter")
@@ -641,13 +577,6 @@ def main(argv: list[str] | None = None) -> int:
     stage.finish(metrics)
     print(json.dumps({**headline(metrics), "by_reason": metrics.get("by_reason"), "train": metrics["train"]}, indent=1))
     return 0
-
-
-def write_reward_model_notebook(path: str | Path = "notebooks/05_reward_model.ipynb") -> Path:
-    """(Re)write notebooks/05_reward_model.ipynb from :data:`NOTEBOOK_CELLS`."""
-    from ..notebook_tools import write_notebook
-
-    return write_notebook(path, "reward_model", "a reward model that ranks SQL answers", NOTEBOOK_CELLS)
 
 
 if __name__ == "__main__":

@@ -418,72 +418,7 @@ def merge_adapter(peft_model, tokenizer, stage: StageRun) -> str:
 # --------------------------------------------------------------------------------------------
 
 
-# --------------------------------------------------------------------------------------------
-# The notebook (python -m nl2sql_lib.train.sft notebook rewrites notebooks/02_sft.ipynb)
-# --------------------------------------------------------------------------------------------
-
-NOTEBOOK_CELLS = [
-    ("md", """
-Supervised fine-tuning teaches the model the answer format: the question and the database's
-schema in, one SQL query out. It trains with TRL's `SFTTrainer` on the prompt/completion chat
-records of `data/train.jsonl`, with the loss on the answer only, as LoRA or full fine-tuning
-(`full_finetune`). It saves `sft/adapter` (LoRA) or `sft/model` (full weights) and
-`sft/metrics.json`; later stages load the result as the model spec `stage:sft`.
-
-Interrupted? Run it again: it resumes from the last checkpoint in `sft/checkpoints` as long as
-the parameters are the same.
-"""),
-    ("code", """
-from nl2sql_lib.train.sft import run_sft
-
-metrics = run_sft(cfg, stage)
-{k: v for k, v in metrics.items() if k not in ("loss_curve", "samples")}
-"""),
-    ("md", "## Training loss (answer tokens only)"),
-    ("code", """
-import matplotlib.pyplot as plt
-
-curve = metrics["loss_curve"]
-fig, ax = plt.subplots(figsize=(6, 3.5))
-ax.plot([row["step"] for row in curve], [row["loss"] for row in curve], marker=".")
-ax.set_xlabel("optimizer step")
-ax.set_ylabel("loss")
-ax.set_title(f"02_sft: {metrics['method']} on {metrics['model_spec']}")
-fig.savefig(stage.path("loss_curve.png"), dpi=120, bbox_inches="tight")
-plt.show()
-"""),
-    ("md", """
-## A few dev questions, before and after training
-
-Dev databases never appear in training. `correct` compares the query's result with the gold
-query's on the database (06_eval measures this on the whole dev split).
-"""),
-    ("code", """
-import pandas as pd
-
-pd.set_option("display.max_colwidth", 120)
-print("before:", metrics.get("dev_samples_before"), " after:", metrics.get("dev_samples_after"))
-pd.DataFrame(metrics.get("samples", []))
-"""),
-    ("code", """
-headline = ("train_loss", "loss_first", "loss_last", "train_examples", "global_step",
-            "step_seconds_median", "peak_rss_mb", "dev_samples_before", "dev_samples_after")
-stage.finish({k: metrics[k] for k in headline if k in metrics})
-"""),
-]
-
-
-def write_sft_notebook(path: str | Path = "notebooks/02_sft.ipynb") -> Path:
-    from ..notebook_tools import write_notebook
-
-    return write_notebook(path, "sft", "supervised fine-tuning (loss on the answer only)", NOTEBOOK_CELLS)
-
-
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if argv == ["notebook"]:
-        print(write_sft_notebook())
-        return 0
     cfg, stage = runs.start_stage_from_command_line(
         "sft", argv, description="02_sft without the notebook (works under accelerate launch)",
         example="params/smoke/sft.yaml")

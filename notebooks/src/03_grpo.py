@@ -1,0 +1,49 @@
+# notebooks/src/03_grpo.py: the source of notebooks/03_grpo.ipynb (`make notebooks` writes it;
+# the format and the standard first cells: nl2sql_lib/notebook_tools.py).
+# title: GRPO, reinforcement learning from execution
+# stage: grpo
+
+# %% [markdown]
+# The SFT model has learned what SQL looks like; GRPO teaches it to be *right*. For every training
+# question the policy samples `num_generations` queries, each is executed against the question's
+# database, and the rewards of `nl2sql_lib.rewards` score them:
+#
+# | reward | score |
+# |---|---|
+# | `execution` | 1 when the result matches the gold query's result |
+# | `executable` | 1 when the query runs at all (a small weight: right-but-wrong beats failing) |
+# | `partial` | sqlglot clause-by-clause similarity to the gold query, in [0, 1] |
+# | `syntax` | 1 when sqlglot parses the answer |
+# | `format` | 1 for `<think>...</think>` then exactly one query (reasoning), or one query alone |
+#
+# Weights come from the parameter file (`rewards:`); TRL normalizes the weighted sum within each
+# question's group, so a completion is pushed up exactly when it beats its siblings.
+
+# %%
+from nl2sql_lib.train.grpo import headline, plot_training, run_grpo, samples_table
+
+with stage.timer("grpo"):
+    metrics = run_grpo(cfg, stage)
+headline(metrics)
+
+# %% [markdown]
+# ## Rewards, entropy and KL over the steps
+#
+# Each reward is its own curve (`rewards/<name>/mean` in TRL's logs); `execution` reads as the
+# execution accuracy of the sampled completions. The KL to the starting policy is only computed
+# when `beta > 0`.
+
+# %%
+fig = plot_training(metrics, stage.path("curves.png"))
+metrics["execution_trend"]
+
+# %% [markdown]
+# ## Sampled completions at the start and at the end of training
+
+# %%
+import pandas as pd
+pd.set_option("display.max_colwidth", 120)
+samples_table(metrics)
+
+# %%
+stage.finish(headline(metrics))
