@@ -78,13 +78,17 @@ class StageParams(_Strict):
     # key is reported with the new name instead of the generic "unknown key" list.
     renamed_keys: ClassVar[dict[str, str]] = {}
 
-    run: str = Field("default", description="run folder under output_root")
-    output_root: str = Field("outputs", description="where runs live")
-    seed: int = 0
-    profile: str = Field("cpu", description="informational: smoke | cpu | gpu")
-    # Colab/Kaggle only: where the notebooks' install cell (second code cell) installs the project from
-    # (a git URL or an existing folder). Ignored everywhere else.
-    install_from: str = "git+https://github.com/nl2sql-lab/nl2sql-lab.git"
+    run: str = Field("default", description="name of this run: its stages write to <output_root>/<run>/<stage>/")
+    output_root: str = Field("outputs", description="folder that holds the run folders")
+    seed: int = Field(0, description="seed of every random choice of the stage (subsamples, "
+                      "shuffles, training, sampling), so a rerun repeats it")
+    profile: str = Field("cpu", description="the parameter profile's name (smoke | cpu | gpu ...), "
+                         "recorded in the manifest; informational only")
+    install_from: str = Field(
+        "git+https://github.com/nl2sql-lab/nl2sql-lab.git",
+        description="Colab/Kaggle only: where the notebooks' install cell (second code cell) installs "
+        "the project from (a git URL or an existing folder); ignored everywhere else",
+    )
 
     @property
     def run_dir(self) -> Path:
@@ -99,11 +103,16 @@ class StageParams(_Strict):
 
 
 class LoraParams(_Strict):
-    enabled: bool = True
-    r: int = Field(16, ge=1)
-    alpha: int = Field(32, ge=1)
-    dropout: float = Field(0.05, ge=0.0, lt=1.0)
-    target_modules: list[str] | Literal["all-linear"] = "all-linear"
+    """The LoRA adapter (PEFT's ``LoraConfig``) trained instead of the full weights."""
+
+    enabled: bool = Field(True, description="train a LoRA adapter; false: train all the weights")
+    r: int = Field(16, ge=1, description="rank of the adapter's low-rank matrices")
+    alpha: int = Field(32, ge=1, description="LoRA scaling numerator: the update is scaled by alpha / r")
+    dropout: float = Field(0.05, ge=0.0, lt=1.0, description="dropout probability on the adapter's input")
+    target_modules: list[str] | Literal["all-linear"] = Field(
+        "all-linear", description="module names that get an adapter (e.g. [q_proj, v_proj]); "
+        "all-linear: every linear layer but the output head",
+    )
 
 
 class ModelParams(_Strict):
@@ -115,50 +124,101 @@ class ModelParams(_Strict):
     - a hub id (``Qwen/Qwen2.5-Coder-1.5B-Instruct``, read from the local cache) or a local folder
     """
 
-    spec: str = "embedded:smollm2-135m-instruct"
-    backend: Literal["transformers", "unsloth"] = "transformers"
-    quantization: Literal["none", "4bit", "8bit"] = "none"
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
-    attn_implementation: Literal["auto", "sdpa", "eager", "flash_attention_2"] = "auto"
-    max_seq_length: int = Field(1024, ge=32)
+    spec: str = Field(
+        "embedded:smollm2-135m-instruct",
+        description="which model: embedded:<name>, tiny:smollm2, stage:<stage> (what an earlier "
+        "stage of this run saved), a hub id (from the local cache) or a local folder",
+    )
+    backend: Literal["transformers", "unsloth"] = Field(
+        "transformers", description="loader and trainer patches: transformers, or Unsloth (CUDA GPU, "
+        "the gpu extra)",
+    )
+    quantization: Literal["none", "4bit", "8bit"] = Field(
+        "none", description="load the base weights quantized with bitsandbytes (4bit: QLoRA's NF4); "
+        "needs a CUDA GPU",
+    )
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="weights' dtype; auto: bf16 on an Ampere+ GPU, fp16 on older GPUs, fp32 "
+        "weights for CPU training (bfloat16 there means autocast), bf16 for CPU inference where the "
+        "CPU computes it natively",
+    )
+    attn_implementation: Literal["auto", "sdpa", "eager", "flash_attention_2"] = Field(
+        "auto", description="attention kernel; auto: flash_attention_2 where installed on an Ampere+ "
+        "GPU with fp16/bf16 weights, else sdpa",
+    )
+    max_seq_length: int = Field(
+        1024, ge=32, description="tokens per sequence (prompt + new tokens) that Unsloth and vLLM "
+        "size their buffers and KV cache for, and the memory plan assumes",
+    )
 
 
 class TrainingParams(_Strict):
     """The training-loop knobs that map one to one onto TRL's config dataclasses."""
 
-    max_steps: int = Field(-1, description="-1: run num_train_epochs")
-    num_train_epochs: float = Field(1.0, gt=0)
-    per_device_train_batch_size: int = Field(4, ge=1)
-    gradient_accumulation_steps: int = Field(1, ge=1)
-    learning_rate: float = Field(2e-4, gt=0)
-    lr_scheduler_type: str = "cosine"
-    warmup_ratio: float = Field(0.03, ge=0, le=1)
-    weight_decay: float = 0.0
-    max_length: int = Field(384, ge=16)
+    max_steps: int = Field(-1, description="optimizer steps to train; -1: run num_train_epochs")
+    num_train_epochs: float = Field(1.0, gt=0, description="passes over the training set (when max_steps is -1)")
+    per_device_train_batch_size: int = Field(
+        4, ge=1, description="examples per forward pass on one device (GRPO: completions, a "
+        "multiple of num_generations)",
+    )
+    gradient_accumulation_steps: int = Field(
+        1, ge=1, description="forward passes summed into one optimizer step; the effective batch is "
+        "per_device_train_batch_size x this x devices",
+    )
+    learning_rate: float = Field(2e-4, gt=0, description="peak learning rate of AdamW")
+    lr_scheduler_type: str = Field(
+        "cosine", description="transformers' learning-rate schedule after warmup (cosine, linear, constant ...)",
+    )
+    warmup_ratio: float = Field(
+        0.03, ge=0, le=1, description="fraction of the steps spent raising the learning rate from 0 "
+        "(1: one step)",
+    )
+    weight_decay: float = Field(0.0, description="AdamW weight decay")
+    max_length: int = Field(
+        384, ge=16, description="tokens per training sequence, prompt + answer (GRPO: prompt + "
+        "completion; longer prompts are dropped)",
+    )
     gradient_checkpointing: bool | Literal["auto"] = Field(
         "auto", description="recompute activations in the backward pass (less memory, ~20% slower); "
         "auto: on with a CUDA GPU, off on a CPU",
     )
-    logging_steps: int = Field(5, ge=1)
-    save_steps: int = Field(50, ge=1)
-    save_total_limit: int = Field(2, ge=1)
-    report_to: list[str] = Field(default_factory=lambda: ["tensorboard"])
-    resume: bool = Field(True, description="resume from the last checkpoint when one exists")
-    # Anything else TRL's config accepts (checked against the dataclass's fields at build time).
-    extra: dict[str, Any] = Field(default_factory=dict)
+    logging_steps: int = Field(5, ge=1, description="log loss and learning rate every N optimizer steps")
+    save_steps: int = Field(50, ge=1, description="write a checkpoint every N optimizer steps")
+    save_total_limit: int = Field(2, ge=1, description="checkpoints kept on disk (the oldest are deleted)")
+    report_to: list[str] = Field(
+        default_factory=lambda: ["tensorboard"],
+        description="logging integrations (tensorboard, wandb ...; [] or [none]: none); one that is "
+        "not installed stops the stage before training",
+    )
+    resume: bool = Field(
+        True, description="resume from the last checkpoint when one exists and the parameters that "
+        "change what is learned are unchanged",
+    )
+    extra: dict[str, Any] = Field(
+        default_factory=dict,
+        description="any other field of the stage's TRL config (SFTConfig, GRPOConfig ...), passed "
+        "as given; its keys are checked against the dataclass when the trainer is built",
+    )
 
 
 class SourceParams(_Strict):
     """One data source for 01_data."""
 
-    type: Literal["bundled", "spider", "bird", "create_context", "jsonl", "sqlite"]
+    type: Literal["bundled", "spider", "bird", "create_context", "jsonl", "sqlite"] = Field(
+        description="bundled: the generated databases shipped with the project; spider / bird: "
+        "those benchmarks' folders; create_context: a JSONL of question, CREATE TABLE context and "
+        "answer; jsonl: the project's own example format; sqlite: question/SQL pairs generated "
+        "from a database file",
+    )
     path: Annotated[str | None, _input_path("give an existing file or folder")] = Field(
         None, description="file or folder; not needed for 'bundled'"
     )
     split: Literal["train", "dev", "auto"] = Field(
         "auto", description="where its examples go; auto: the source's own split"
     )
-    limit: int | None = Field(None, ge=1)
+    limit: int | None = Field(
+        None, ge=1, description="keep a seeded sample of this many examples per split; None: all",
+    )
     name: str | None = Field(None, description="dataset name in reports (default: the type)")
     pairs_per_database: int = Field(
         200, ge=1, description="sqlite: question/SQL pairs to generate for each database"
@@ -174,48 +234,89 @@ class SourceParams(_Strict):
 class SchemaParams(_Strict):
     """How a database schema is rendered into a prompt."""
 
-    style: Literal["create_table", "compact"] = "create_table"
-    sample_values: int = Field(3, ge=0)
-    max_value_chars: int = Field(40, ge=4)
-    include_descriptions: bool = True
-    max_tokens: int | None = Field(1024, ge=64, description="token budget for the schema text")
+    style: Literal["create_table", "compact"] = Field(
+        "create_table", description="create_table: CREATE TABLE statements with types, keys, sample "
+        "values and descriptions as comments; compact: table(col, ...) lines plus one line of "
+        "foreign keys",
+    )
+    sample_values: int = Field(3, ge=0, description="sample values shown per column (0: none)")
+    max_value_chars: int = Field(40, ge=4, description="a longer sample value is cut to this many characters")
+    include_descriptions: bool = Field(
+        True, description="show column descriptions where the database has them (BIRD's "
+        "database_description CSVs)",
+    )
+    max_tokens: int | None = Field(
+        1024, ge=64, description="token budget for the schema text: over it, descriptions, "
+        "then sample values, then the compact style's foreign keys, then trailing tables are "
+        "dropped; None: no budget",
+    )
 
 
-# --------------------------------------------------------------------------------------------
 # Stage models
 # --------------------------------------------------------------------------------------------
 
 
 class DataParams(StageParams):
-    sources: list[SourceParams] = Field(default_factory=lambda: [SourceParams(type="bundled")])
-    schema_render: SchemaParams = Field(default_factory=SchemaParams)
-    bundled_seed: int = 0
-    reasoning_teacher: Literal["none", "openai", "local"] = "none"
-    reasoning_teacher_model: str | None = None
-    reasoning_limit: int | None = Field(None, ge=1)
+    sources: list[SourceParams] = Field(
+        default_factory=lambda: [SourceParams(type="bundled")],
+        description="the data sources, merged by split into data/train.jsonl and data/dev.jsonl",
+    )
+    schema_render: SchemaParams = Field(
+        default_factory=SchemaParams,
+        description="how schemas are rendered into prompts; later stages follow it unless they set their own",
+    )
+    bundled_seed: int = Field(
+        0, description="seed of the sources' generation and sampling: the bundled databases, the "
+        "sqlite source's generated pairs and each source's limit sample",
+    )
+    reasoning_teacher: Literal["none", "openai", "local"] = Field(
+        "none", description="who writes step-by-step reasoning for the training examples (for SFT's "
+        "format: reasoning): none, an OpenAI-compatible endpoint, or a local model",
+    )
+    reasoning_teacher_model: str | None = Field(
+        None, description="the teacher: a model name for the endpoint (openai) or a model spec (local); "
+        "required unless reasoning_teacher is none",
+    )
+    reasoning_limit: int | None = Field(
+        None, ge=1, description="reasoning for the first N training examples only; None: all",
+    )
     tokenizer: str | None = Field(
         "tiny:smollm2",
         description="model spec whose tokenizer measures prompt lengths (tiny:smollm2 has "
         "SmolLM2's tokenizer); None: a chars/3 estimate",
     )
-    token_budget: int | None = Field(384, ge=16, description="training max_length marked in plots")
-    plots: bool = True
+    token_budget: int | None = Field(
+        384, ge=16, description="tokens: the training max_length marked in the length plots; None: no mark",
+    )
+    plots: bool = Field(True, description="save the statistics plots under data/plots/")
 
 
 class SFTParams(StageParams):
     renamed_keys: ClassVar[dict[str, str]] = {"max_dev_examples": "sample_dev_questions"}
 
-    model: ModelParams = Field(default_factory=ModelParams)
-    task: Literal["sql", "schema_linking"] = "sql"
-    format: Literal["plain", "reasoning"] = "plain"
-    full_finetune: bool = False
-    lora: LoraParams = Field(default_factory=LoraParams)
-    training: TrainingParams = Field(default_factory=TrainingParams)
-    max_train_examples: int | None = Field(None, ge=1)
-    sample_dev_questions: int = Field(8, ge=0, description="dev questions shown before/after")
-    sample_max_new_tokens: int = Field(96, ge=8, description="answer length for the before/after samples")
+    model: ModelParams = Field(default_factory=ModelParams, description="the model to fine-tune")
+    task: Literal["sql", "schema_linking"] = Field(
+        "sql", description="sql: answer with the SQL; schema_linking: answer with the tables and "
+        "columns the question needs (a model for prune_schema_with / 06_eval's linking_model)",
+    )
+    format: Literal["plain", "reasoning"] = Field(
+        "plain", description="plain: the answer alone; reasoning: <think>...</think> reasoning "
+        "(01_data's teacher, or the schema links) before the answer",
+    )
+    full_finetune: bool = Field(False, description="train every weight instead of a LoRA adapter (lora is then unused)")
+    lora: LoraParams = Field(default_factory=LoraParams, description="the adapter trained unless full_finetune")
+    training: TrainingParams = Field(default_factory=TrainingParams, description="the training loop (TRL's SFTConfig)")
+    max_train_examples: int | None = Field(
+        None, ge=1, description="train on a seeded sample of this many training examples; None: all",
+    )
+    sample_dev_questions: int = Field(
+        8, ge=0, description="the first N dev questions answered before and after training, shown as "
+        "samples (not an evaluation); 0: none",
+    )
+    sample_max_new_tokens: int = Field(96, ge=8, description="tokens: answer length for the before/after samples")
     prune_schema_with: str | None = Field(
-        None, description="model spec of a schema-linking model whose output prunes the schema"
+        None, description="model spec of a schema-linking model whose output prunes the schema; "
+        "None: full schemas",
     )
     schema_render: SchemaParams | None = Field(
         None, description="prompt schema rendering; None: the data stage's settings"
@@ -223,9 +324,13 @@ class SFTParams(StageParams):
     drop_longer_than_max_length: bool = Field(
         True, description="drop examples whose prompt+answer exceed training.max_length (else TRL cuts the answer)"
     )
-    merge_adapter: bool = False
-    push_to_hub: bool = False
-    hub_model_id: str | None = None
+    merge_adapter: bool = Field(
+        False, description="also save the LoRA adapter merged into the base weights (sft/model)",
+    )
+    push_to_hub: bool = Field(
+        False, description="upload the trained model to the Hugging Face Hub (needs hub_model_id and HF_TOKEN)",
+    )
+    hub_model_id: str | None = Field(None, description="the Hub repository (<user>/<name>) push_to_hub uploads to")
 
 
 class RewardWeights(_Strict):
@@ -233,17 +338,19 @@ class RewardWeights(_Strict):
 
     The fields are the default weights; a reward registered without a field here is weighted
     ``rewards.<name>: w`` all the same (0 when not given). Every name, field or key, is checked
-    against the registry when the parameters are validated.
+    against the registry when the parameters are validated. Weight 0 turns a reward off.
     """
 
     # Extra keys are allowed only for registered rewards (checked below).
     model_config = ConfigDict(extra="allow", validate_assignment=True, protected_namespaces=())
 
-    execution: float = 1.0
-    executable: float = 0.1
-    partial: float = 0.3
-    syntax: float = 0.0
-    format: float = 0.0
+    execution: float = Field(1.0, description="weight of execution: 1 when the result matches the gold result")
+    executable: float = Field(0.1, description="weight of executable: 1 when the SQL runs without error, right or wrong")
+    partial: float = Field(0.3, description="weight of partial: sqlglot's clause-by-clause match with "
+                           "the gold query, in [0, 1] (shaping for near misses)")
+    syntax: float = Field(0.0, description="weight of syntax: 1 when sqlglot parses the extracted SQL")
+    format: float = Field(0.0, description="weight of format: 1 when the completion is exactly one SQL "
+                          "statement (after <think>...</think> in the reasoning format)")
     reward_model: float = Field(0.0, ge=0, description="weight of the trained reward model's score "
                                 "(GRPO's reward_model parameter names the model)")
 
@@ -267,26 +374,45 @@ class RewardWeights(_Strict):
 
 
 class GRPOParams(StageParams):
-    model: ModelParams = Field(default_factory=lambda: ModelParams(spec="stage:sft"))
-    lora: LoraParams = Field(default_factory=LoraParams)
-    training: TrainingParams = Field(
-        default_factory=lambda: TrainingParams(learning_rate=1e-5, max_length=512)
+    model: ModelParams = Field(
+        default_factory=lambda: ModelParams(spec="stage:sft"),
+        description="the policy to train further (by default this run's SFT model)",
     )
-    rewards: RewardWeights = Field(default_factory=RewardWeights)
-    format: Literal["plain", "reasoning"] = "plain"
-    num_generations: int = Field(4, ge=2)
-    max_completion_length: int = Field(64, ge=8)
-    temperature: float = Field(0.9, gt=0)
-    beta: float = Field(0.0, ge=0)
-    loss_type: str = "dapo"
-    max_train_examples: int | None = Field(None, ge=1)
-    use_vllm: bool = False
-    vllm_mode: Literal["colocate", "server"] = "colocate"
-    sql_timeout: float = Field(2.0, gt=0)
-    # Reward scoring (nl2sql_lib/rewards.py): result comparison, and the SQLite seconds one batch
-    # may spend before every remaining candidate gets only a minimal time limit.
-    semantics: Literal["bird", "spider"] = "bird"
-    sql_batch_budget: float = Field(1.0, gt=0)
+    lora: LoraParams = Field(default_factory=LoraParams, description="the adapter GRPO trains")
+    training: TrainingParams = Field(
+        default_factory=lambda: TrainingParams(learning_rate=1e-5, max_length=512),
+        description="the training loop (TRL's GRPOConfig)",
+    )
+    rewards: RewardWeights = Field(default_factory=RewardWeights, description="weight of each reward")
+    format: Literal["plain", "reasoning"] = Field(
+        "plain", description="the answer format the policy was trained on (SFT's format); the "
+        "format reward checks it",
+    )
+    num_generations: int = Field(4, ge=2, description="completions sampled per prompt (the group "
+                                 "whose rewards are compared)")
+    max_completion_length: int = Field(64, ge=8, description="tokens: longest completion sampled")
+    temperature: float = Field(0.9, gt=0, description="sampling temperature of the completions")
+    beta: float = Field(0.0, ge=0, description="KL penalty towards the starting policy; 0: no "
+                        "reference model is loaded (less memory, faster steps)")
+    loss_type: str = Field("dapo", description="TRL's GRPOConfig.loss_type: how token losses are "
+                           "aggregated (grpo, dr_grpo, dapo, bnpo ...)")
+    max_train_examples: int | None = Field(
+        None, ge=1, description="train on this many training questions, taken from a seeded "
+        "shuffle; None: all",
+    )
+    use_vllm: bool = Field(False, description="generate the completions with vLLM (CUDA GPU, the gpu extra)")
+    vllm_mode: Literal["colocate", "server"] = Field(
+        "colocate", description="vLLM in the training process (colocate) or a separate trl vllm-serve (server)",
+    )
+    sql_timeout: float = Field(2.0, gt=0, description="seconds: longest SQLite run of one candidate")
+    semantics: Literal["bird", "spider"] = Field(
+        "bird", description="how the execution reward compares results: bird (rows as a set) or "
+        "spider (the test-suite evaluator's comparison)",
+    )
+    sql_batch_budget: float = Field(
+        1.0, gt=0, description="seconds of SQLite time one reward batch may spend before every "
+        "remaining candidate gets only a minimal time limit",
+    )
     schema_render: SchemaParams | None = Field(
         None, description="prompt schema rendering; None: the data stage's settings (as trained)"
     )
@@ -315,26 +441,39 @@ class GRPOParams(StageParams):
 
 
 class TreeParams(StageParams):
-    policy: ModelParams = Field(default_factory=lambda: ModelParams(spec="stage:sft"))
-    max_questions: int | None = Field(None, ge=1)
-    num_roots: int = Field(4, ge=1)
+    policy: ModelParams = Field(
+        default_factory=lambda: ModelParams(spec="stage:sft"),
+        description="the model that answers and revises (by default this run's SFT model)",
+    )
+    max_questions: int | None = Field(
+        None, ge=1, description="grow trees for a seeded sample of this many training questions; None: all",
+    )
+    num_roots: int = Field(4, ge=1, description="answers sampled per question (the trees' roots)")
     num_revisions: int = Field(2, ge=1, description="K revisions per wrong node")
-    max_depth: int = Field(2, ge=0)
-    temperature: float = Field(0.8, gt=0)
-    max_new_tokens: int = Field(128, ge=8)
-    batch_size: int = Field(8, ge=1)
-    workers: int = Field(1, ge=1)
-    max_pairs_per_question: int = Field(8, ge=1)
-    test_fraction: float = Field(0.2, gt=0, lt=1)
-    sql_timeout: float = Field(2.0, gt=0)
-    use_vllm: bool = False
-    # Pair extraction (documented in nl2sql_lib/tree/pairs.py), applied in this order.
+    max_depth: int = Field(2, ge=0, description="revision rounds below the roots (0: roots only)")
+    temperature: float = Field(0.8, gt=0, description="sampling temperature of roots and revisions")
+    max_new_tokens: int = Field(128, ge=8, description="tokens: longest answer or revision generated")
+    batch_size: int = Field(8, ge=1, description="questions whose prompts are generated together")
+    workers: int = Field(1, ge=1, description="shards of questions grown in parallel processes (resumable)")
+    max_pairs_per_question: int = Field(8, ge=1, description="preference pairs kept per question, in pair_rules order")
+    test_fraction: float = Field(
+        0.2, gt=0, lt=1, description="share of the questions whose pairs go to pairs_test.jsonl (split "
+        "by question, seeded)",
+    )
+    sql_timeout: float = Field(2.0, gt=0, description="seconds: longest SQLite run of one node's SQL")
+    use_vllm: bool = Field(False, description="generate with vLLM (CUDA GPU, the gpu extra)")
     pair_rules: list[Literal["revision", "hard_negative", "other"]] = Field(
-        default_factory=lambda: ["revision", "hard_negative", "other"]
+        default_factory=lambda: ["revision", "hard_negative", "other"],
+        description="which (right, wrong) pairs to extract, in this order (nl2sql_lib/tree/pairs.py): "
+        "revision (a wrong node and its right revision), hard_negative (a wrong SQL within "
+        "hard_negative_max_distance of a right one), other (any remaining right/wrong pair)",
     )
     hard_negative_max_distance: int = Field(6, ge=0, description="token edits, normalized SQL")
     expand_duplicates: bool = Field(False, description="revise a wrong SQL already revised in its tree")
-    semantics: Literal["bird", "spider"] = "bird"
+    semantics: Literal["bird", "spider"] = Field(
+        "bird", description="how a node's result is judged against the gold result: bird (rows as "
+        "a set) or spider (the test-suite evaluator's comparison)",
+    )
     schema_render: SchemaParams | None = Field(
         None, description="prompt schema rendering; None: the data stage's settings (as trained)"
     )
@@ -346,13 +485,23 @@ class TreeParams(StageParams):
 
 
 class RewardModelParams(StageParams):
-    model: ModelParams = Field(default_factory=ModelParams)
-    lora: LoraParams = Field(default_factory=LoraParams)
-    training: TrainingParams = Field(
-        default_factory=lambda: TrainingParams(learning_rate=1e-4, max_length=512)
+    model: ModelParams = Field(
+        default_factory=ModelParams, description="the base model of the reward model (a scoring head is added)",
     )
-    use_margin: bool = True
-    eval_batch_size: int = Field(8, ge=1)
+    lora: LoraParams = Field(
+        default_factory=LoraParams,
+        description="the adapter of the reward model, and of the DPO policy when dpo is on",
+    )
+    training: TrainingParams = Field(
+        default_factory=lambda: TrainingParams(learning_rate=1e-4, max_length=512),
+        description="the training loop (TRL's RewardConfig); max_length in tokens, longer "
+        "conversations are cut from the left",
+    )
+    use_margin: bool = Field(
+        True, description="train with each pair's margin (1: the rejected SQL runs, 2: it fails) "
+        "when the pairs carry one",
+    )
+    eval_batch_size: int = Field(8, ge=1, description="pairs scored together on the test pairs")
     pairs_source: Literal["tree", "gold_perturbed", "tree+gold_perturbed"] = Field(
         "tree",
         description="tree: the revision-tree pairs; gold_perturbed: gold SQL vs an execution-checked "
@@ -373,12 +522,17 @@ class RewardModelParams(StageParams):
     )] = Field(None, description="pairs JSONL; None: tree/pairs_test.jsonl of this run")
     max_train_pairs: int | None = Field(None, ge=1, description="use only the first N training pairs")
     max_test_pairs: int | None = Field(None, ge=1, description="evaluate only the first N test pairs")
-    plots: bool = True
+    plots: bool = Field(True, description="save the score and accuracy plots")
     dpo: bool = Field(False, description="also train the policy with DPO on the same pairs")
-    dpo_policy: ModelParams = Field(default_factory=lambda: ModelParams(spec="stage:sft"))
-    dpo_beta: float = Field(0.1, gt=0)
+    dpo_policy: ModelParams = Field(
+        default_factory=lambda: ModelParams(spec="stage:sft"),
+        description="the policy DPO trains further (by default this run's SFT model)",
+    )
+    dpo_beta: float = Field(0.1, gt=0, description="DPO's beta: how far the policy may move from "
+                            "the reference (lower: further)")
     dpo_training: TrainingParams = Field(
-        default_factory=lambda: TrainingParams(learning_rate=5e-5, max_length=512, max_steps=20)
+        default_factory=lambda: TrainingParams(learning_rate=5e-5, max_length=512, max_steps=20),
+        description="DPO's training loop (TRL's DPOConfig)",
     )
 
 
@@ -391,17 +545,28 @@ class EvalParams(StageParams):
         default_factory=list,
         description="systems skipped with a note (not an error) when their stage did not run",
     )
-    base_model: str = "embedded:smollm2-135m-instruct"
-    semantics: Literal["bird", "spider"] = "bird"
-    max_dev_examples: int | None = Field(None, ge=1)
+    base_model: str = Field("embedded:smollm2-135m-instruct", description="model spec of the base system")
+    semantics: Literal["bird", "spider"] = Field(
+        "bird", description="how results on the run's dev set are compared: bird (rows as a set) "
+        "or spider (the test-suite evaluator's comparison)",
+    )
+    max_dev_examples: int | None = Field(
+        None, ge=1, description="evaluate a seeded sample of this many dev questions (the same for "
+        "every system); None: all",
+    )
     spider_if_missing: Literal["error", "skip"] = Field(
         "error", description="spider_path names no folder: stop (error), or evaluate without "
         "Spider and say so in the report (skip; the cpu profile, whose ../shared/spider-dev a "
         "clone may lack)",
     )
     spider_path: str | None = Field(None, description="a Spider dev folder to evaluate on too")
-    spider_limit: int | None = Field(None, ge=1)
-    spider_semantics: Literal["bird", "spider"] = "spider"
+    spider_limit: int | None = Field(
+        None, ge=1, description="evaluate a seeded sample of this many Spider questions; None: all",
+    )
+    spider_semantics: Literal["bird", "spider"] = Field(
+        "spider", description="how results on the Spider set are compared (spider: the test-suite "
+        "evaluator's rules)",
+    )
     best_of_n_on_spider: bool = Field(False, description="also run best-of-N on the Spider set")
     best_of_n_limit: int | None = Field(
         None, ge=1, description="best of N on a seeded sample of this many of the evaluated dev "
@@ -411,25 +576,30 @@ class EvalParams(StageParams):
     schema_render: SchemaParams | None = Field(
         None, description="prompt schema rendering; None: the data stage's settings (as trained)"
     )
-    plots: bool = True
+    plots: bool = Field(True, description="save the report's plots")
     num_candidates: int = Field(4, ge=1, description="N for vote/rm/oracle selection")
     strategies: list[Literal["greedy", "vote", "rm", "rm_vote", "oracle"]] = Field(
         default_factory=lambda: ["greedy", "vote", "rm", "rm_vote", "oracle"],
         description="best-of-N selection: rm = the reward model's top candidate; rm_vote = the "
         "execution-result vote with each candidate weighted by sigmoid(its reward-model score)",
     )
-    best_of_n_systems: list[str] = Field(default_factory=lambda: ["sft"])
-    temperature: float = Field(0.8, gt=0)
-    max_new_tokens: int = Field(128, ge=8)
-    batch_size: int = Field(8, ge=1)
-    sql_timeout: float = Field(5.0, gt=0)
+    best_of_n_systems: list[str] = Field(
+        default_factory=lambda: ["sft"], description="systems (names from systems) that also get best of N",
+    )
+    temperature: float = Field(0.8, gt=0, description="sampling temperature of the best-of-N candidates after the greedy one")
+    max_new_tokens: int = Field(128, ge=8, description="tokens: longest answer generated")
+    batch_size: int = Field(8, ge=1, description="prompts generated together")
+    sql_timeout: float = Field(5.0, gt=0, description="seconds: longest SQLite run of one query")
     linking_model: str | None = Field(
         None, description="model spec of a schema-linking model (02_sft with task: schema_linking) "
         "whose predicted tables/columns prune the prompts of +pruned systems; None: the one the "
         "system's SFT stage trained with (prune_schema_with)",
     )
     use_vllm: bool = Field(False, description="generate with vLLM (GPU only)")
-    ves_repeats: int = Field(0, ge=0, description="0: skip VES")
+    ves_repeats: int = Field(
+        0, ge=0, description="times each right prediction and its gold query are run to measure BIRD's "
+        "valid efficiency score (VES); 0: skip VES",
+    )
 
     @field_validator("spider_path")
     @classmethod

@@ -294,3 +294,51 @@ def test_command_line_set_uses_the_shared_dotted_overrides(tmp_path):
     args.set = ["seed.value=1"]
     with pytest.raises(ParamsError, match=r"sft.yaml --set: override 'seed.value': 'seed' is a value"):
         params_from_args("sft", args)
+
+
+def _parameter_models() -> list[type]:
+    """Every pydantic model defined in nl2sql_lib.config: the stage models and their groups."""
+    import inspect
+
+    from pydantic import BaseModel
+
+    import nl2sql_lib.config as config
+
+    return [
+        obj for _, obj in inspect.getmembers(config, inspect.isclass)
+        if issubclass(obj, BaseModel) and obj.__module__ == config.__name__ and obj.model_fields
+    ]
+
+
+def test_every_parameter_field_is_described():
+    models = _parameter_models()
+    reached = {m for stage in STAGES for m in _models_reached_from(PARAMS_MODEL[stage])}
+    assert reached <= set(models)  # the nested groups are all defined in config.py
+    undocumented = [
+        f"{model.__name__}.{name}"
+        for model in models for name, field in model.model_fields.items()
+        if not (field.description or "").strip()
+    ]
+    assert undocumented == []
+
+
+def _models_reached_from(model: type) -> set[type]:
+    """``model`` and every model its fields nest (through lists, unions and optionals)."""
+    import typing
+
+    from pydantic import BaseModel
+
+    found, todo = set(), [model]
+    while todo:
+        current = todo.pop()
+        if current in found:
+            continue
+        found.add(current)
+        for field in current.model_fields.values():
+            stack = [field.annotation]
+            while stack:
+                annotation = stack.pop()
+                if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+                    todo.append(annotation)
+                stack.extend(typing.get_args(annotation))
+    return found
