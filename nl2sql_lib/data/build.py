@@ -2,7 +2,9 @@
 
     stage = StageRun(cfg, "data").start()
     metrics = run_data(cfg, stage)       # data/train.jsonl, data/dev.jsonl, data/stats.json
-    stage.finish(metrics)
+    stage.finish(headline(metrics))
+
+    python -m nl2sql_lib.data.build --params params/smoke/data.yaml --run smoke [--set key=value]
 
 The splits are written in full: a profile that trains on fewer examples subsamples in its own
 training stage. Databases the loaders create (bundled benchmark, sql-create-context) live under
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 from ..io import DataFileError, read_json, write_json
 from .example import Example, write_examples
@@ -22,7 +25,7 @@ from .reasoning import generate_reasoning, make_teacher
 from .schema import MissingDatabase, read_schema
 from .stats import (
     dataset_stats,
-    headline,
+    headline as stats_headline,
     plot_difficulty_by_db,
     plot_prompt_lengths,
     plot_schema_sizes,
@@ -123,7 +126,7 @@ def run_data(cfg, stage) -> dict:
     if cfg.plots:
         with stage.timer("plots"):
             save_plots(stats, stage.dir / "plots", budget=cfg.token_budget)
-    return headline(stats)
+    return stats_headline(stats)
 
 
 def read_stats(stage_or_dir) -> dict:
@@ -160,3 +163,37 @@ def stats_tables(stats: dict):
     prompts = pd.DataFrame({f"prompt ({k})": v for k, v in stats["prompt_tokens"].items()}).T
     prompts = prompts.drop(columns=["over"], errors="ignore")
     return difficulty, schema, prompts
+
+
+# --------------------------------------------------------------------------------------------
+# The manifest's figures and the command line (the notebook: notebooks/src/01_data.py)
+# --------------------------------------------------------------------------------------------
+
+
+def headline(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The figures 01_data's manifest records, from the notebook and the command line alike.
+
+    ``run_data`` returns them already (:func:`nl2sql_lib.data.stats.headline` of stats.json:
+    counts, databases, prompt lengths), so this copies them; every stage module has the same
+    three steps (``run_<stage>``, ``headline``, ``main``).
+    """
+    return dict(metrics)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m nl2sql_lib.data.build --params params/smoke/data.yaml --run smoke [--set k=v]``"""
+    import json
+
+    from ..runs import start_stage_from_command_line
+
+    cfg, stage = start_stage_from_command_line(
+        "data", argv, description="01_data without the notebook: the splits, stats.json and plots",
+        example="params/smoke/data.yaml", prog="python -m nl2sql_lib.data.build")
+    metrics = run_data(cfg, stage)
+    stage.finish(headline(metrics))
+    print(json.dumps(headline(metrics), indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

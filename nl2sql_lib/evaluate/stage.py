@@ -1,6 +1,9 @@
 """06_eval: every system of the run on the dev split (and Spider dev), best of N, one report.
 
     metrics = run_eval(cfg, stage)        # writes eval/metrics.json, eval/report.md, plots
+    stage.finish(headline(metrics))
+
+    python -m nl2sql_lib.evaluate.stage --params params/smoke/eval.yaml --run smoke [--set key=value]
 
 Steps, in the order they run:
 
@@ -715,6 +718,41 @@ def load_datasets_quietly(cfg: EvalParams) -> list[Example]:
     return subsample(kept, cfg.max_dev_examples, cfg.seed)
 
 
-def headline(metrics: dict[str, dict[str, dict]]) -> dict[str, float]:
-    """Flat ``{"dataset:system/strategy": ex}`` for the manifest's headline metrics."""
+# ---------------------------------------------------------------------------------------------
+# The manifest's figures and the command line (the notebook: notebooks/src/06_eval.py)
+# ---------------------------------------------------------------------------------------------
+
+
+def headline(metrics: dict[str, dict[str, dict]]) -> dict[str, dict[str, dict]]:
+    """The figures 06_eval's manifest records, from the notebook and the command line alike:
+    the whole of eval/metrics.json, since its figures are the table itself (each EX nested by
+    dataset and system/strategy, with its interval and comparisons)."""
+    return metrics
+
+
+def ex_by_entry(metrics: dict[str, dict[str, dict]]) -> dict[str, float]:
+    """Flat ``{"dataset:system/strategy": ex}``: what the command line prints."""
     return {f"{d}:{k}": round(m["ex"], 4) for d, entries in metrics.items() for k, m in entries.items()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m nl2sql_lib.evaluate.stage --params params/smoke/eval.yaml --run smoke [--set k=v]``
+
+    (``python -m nl2sql_lib.evaluate`` is the evaluator of prediction files, not this stage.)
+    """
+    import json
+
+    from ..runs import start_stage_from_command_line
+
+    cfg, stage = start_stage_from_command_line(
+        "eval", argv, description="06_eval without the notebook: every system, best of N, one report",
+        example="params/smoke/eval.yaml", prog="python -m nl2sql_lib.evaluate.stage")
+    metrics = run_eval(cfg, stage)
+    stage.finish(headline(metrics))
+    print(json.dumps(ex_by_entry(metrics), indent=1))
+    print(f"report: {stage.dir / 'report.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

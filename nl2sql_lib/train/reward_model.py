@@ -560,8 +560,14 @@ def run_reward_model(cfg: RewardModelParams, stage: StageRun) -> dict[str, Any]:
     return metrics
 
 
+# -------------------------------------------------------------------------------------------
+# The manifest's figures and the command line (the notebook: notebooks/src/05_reward_model.py)
+# -------------------------------------------------------------------------------------------
+
+
 def headline(metrics: dict[str, Any]) -> dict[str, Any]:
-    """The metrics a manifest and the command line show."""
+    """The figures 05_reward_model's manifest records, from the notebook and the command line
+    alike; the rest (by difficulty, by reason, the training run) stays in its metrics.json."""
     keys = ("n", "pairwise_accuracy", "mean_gap", "median_gap", "ties", "n_questions", "input_format", "adapter")
     return {key: metrics[key] for key in keys if key in metrics}
 
@@ -574,7 +580,7 @@ def main(argv: list[str] | None = None) -> int:
         "reward_model", argv, description="05_reward_model without the notebook",
         example="params/cpu/reward_model.yaml")
     metrics = run_reward_model(cfg, stage)
-    stage.finish(metrics)
+    stage.finish(headline(metrics))
     print(json.dumps({**headline(metrics), "by_reason": metrics.get("by_reason"), "train": metrics["train"]}, indent=1))
     return 0
 

@@ -414,8 +414,18 @@ def merge_adapter(peft_model, tokenizer, stage: StageRun) -> str:
 
 
 # --------------------------------------------------------------------------------------------
-# Command line (also the entry point for `accelerate launch`)
+# The manifest's figures and the command line (also the entry point for `accelerate launch`);
+# the notebook: notebooks/src/02_sft.py
 # --------------------------------------------------------------------------------------------
+
+HEADLINE_KEYS = ("train_loss", "loss_first", "loss_last", "train_examples", "global_step",
+                 "step_seconds_median", "peak_rss_mb", "dev_samples_before", "dev_samples_after")
+
+
+def headline(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The figures 02_sft's manifest records, from the notebook and the command line alike
+    (those of :data:`HEADLINE_KEYS` that the run has: no dev samples without a dev split)."""
+    return {key: metrics[key] for key in HEADLINE_KEYS if key in metrics}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -424,8 +434,7 @@ def main(argv: list[str] | None = None) -> int:
         example="params/smoke/sft.yaml")
     metrics = run_sft(cfg, stage)
     if _is_main_process():
-        stage.finish({k: metrics[k] for k in ("train_loss", "loss_first", "loss_last", "train_examples",
-                                              "global_step", "peak_rss_mb") if k in metrics})
+        stage.finish(headline(metrics))
         print(json.dumps({k: v for k, v in metrics.items() if k not in ("loss_curve", "samples")}, indent=1))
     return 0
 

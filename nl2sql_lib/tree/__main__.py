@@ -11,7 +11,7 @@ import json
 import time
 
 from ..runs import start_stage_from_command_line
-from .stage import run_tree
+from .stage import headline, run_tree
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -22,7 +22,7 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m nl2sql_lib.tree", log_level=None)
     started = time.time()
     metrics = run_tree(cfg, stage)
-    stage.finish(metrics)
+    stage.finish(headline(metrics))
     summary = {k: metrics[k] for k in ("questions", "nodes", "pairs_train", "pairs_test", "repair_by_depth", "verification")}
     summary["wall_seconds"] = round(time.time() - started, 1)
     print(json.dumps(summary, indent=1))

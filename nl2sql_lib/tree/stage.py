@@ -366,3 +366,20 @@ def node_table(tree: Tree):
           "d_parent": n.dist_parent, "d_gold": n.dist_gold, "sql": n.sql, "result": n.preview or n.message}
          for n in tree.nodes]
     ).set_index("id")
+
+
+# ---------------------------------------------------------------------------------------------
+# The manifest's figures (the command line: tree/__main__.py; the notebook:
+# notebooks/src/04_revision_tree.py)
+# ---------------------------------------------------------------------------------------------
+
+HEADLINE_KEYS = ("questions", "nodes", "correct_nodes", "questions_solved_at_root", "questions_solved",
+                 "questions_solved_only_by_revision", "questions_never_solved", "pairs_train", "pairs_test",
+                 "build_seconds", "verification")
+
+
+def headline(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The figures 04_revision_tree's manifest records, from the notebook and the command line
+    alike: the counts, the pairs and the verification's verdict; the rest (repair by depth,
+    pair statistics, node errors) stays in tree/metrics.json."""
+    return {key: metrics[key] for key in HEADLINE_KEYS if key in metrics}

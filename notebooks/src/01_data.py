@@ -73,4 +73,6 @@ print(f"--- assistant\n{sql_answer(example)}")
 print("schema links:", example.schema_links)
 
 # %%
-stage.finish(metrics)
+from nl2sql_lib.data.build import headline
+
+stage.finish(headline(metrics))  # the manifest's figures, as `python -m nl2sql_lib.data.build` records them

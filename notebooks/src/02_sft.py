@@ -48,6 +48,6 @@ print("before:", metrics.get("dev_samples_before"), " after:", metrics.get("dev_
 pd.DataFrame(metrics.get("samples", []))
 
 # %%
-headline = ("train_loss", "loss_first", "loss_last", "train_examples", "global_step",
-            "step_seconds_median", "peak_rss_mb", "dev_samples_before", "dev_samples_after")
-stage.finish({k: metrics[k] for k in headline if k in metrics})
+from nl2sql_lib.train.sft import headline
+
+stage.finish(headline(metrics))  # the manifest's figures, as `python -m nl2sql_lib.train.sft` records them

@@ -46,4 +46,6 @@ pd.set_option("display.max_colwidth", 120)
 samples_table(metrics)
 
 # %%
-stage.finish(headline(metrics))
+from nl2sql_lib.train.grpo import headline
+
+stage.finish(headline(metrics))  # the manifest's figures, as `python -m nl2sql_lib.train.grpo` records them

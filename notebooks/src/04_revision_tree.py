@@ -61,4 +61,6 @@ print({k: report[k] for k in ("trees", "nodes", "pairs", "discrepancy_counts", "
 report["discrepancies"][:10]
 
 # %%
-stage.finish(metrics)
+from nl2sql_lib.tree.stage import headline
+
+stage.finish(headline(metrics))  # the manifest's figures, as `python -m nl2sql_lib.tree` records them

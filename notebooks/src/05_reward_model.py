@@ -65,4 +65,6 @@ for sql, score in zip(sqls, scorer.score(pair["prompt"], sqls, db_path=pair.get(
     print(f"{score:+.3f}  {sql}")
 
 # %%
-stage.finish(metrics)
+from nl2sql_lib.train.reward_model import headline
+
+stage.finish(headline(metrics))  # the manifest's figures, as `python -m nl2sql_lib.train.reward_model` records them

@@ -78,4 +78,6 @@ del generator
 free_memory()
 
 # %%
-stage.finish(metrics)
+from nl2sql_lib.evaluate.stage import headline
+
+stage.finish(headline(metrics))  # the manifest's figures, as `python -m nl2sql_lib.evaluate.stage` records them
