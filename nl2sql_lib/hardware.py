@@ -318,7 +318,7 @@ GRADIENT_CHECKPOINTING_KWARGS = {"use_reentrant": False}
 def choose_gradient_checkpointing(setting: bool | str, hw: Hardware, *, stage: str = "training") -> Decision:
     """``training.gradient_checkpointing``: true/false as given; ``auto``: on with CUDA (GRPO's
     16 sequences of ~1,200 tokens need tens of GB of activations otherwise), off on a CPU (where
-    it only slows the steps down; CPU-NOTES gotcha 3)."""
+    it only slows the steps down; docs/cpu-notes.md, gotcha 3)."""
     what = "gradient_checkpointing"
     if setting != "auto":
         return Decision(what, bool(setting), f"training.gradient_checkpointing: {str(bool(setting)).lower()}")

@@ -181,7 +181,7 @@ def _convert_gguf(gguf: Path, target: Path) -> None:
     log.info("converting %s to safetensors in %s (once, ~20 s)", gguf.name, target)
     tokenizer = _gguf_tokenizer(gguf)
     model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    # CPU-NOTES gotcha 1: the weights are dequantized plain tensors, but the model still says
+    # docs/cpu-notes.md, gotcha 1: the weights are dequantized plain tensors, but the model still says
     # it is "quantized with gguf" and refuses save_pretrained. Drop the marker and save once.
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):

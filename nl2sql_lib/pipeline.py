@@ -41,7 +41,7 @@ PROFILE_DIRS = {
 }
 NOTEBOOKS = [NOTEBOOK_OF_STAGE[stage] for stage in STAGES]
 
-# glibc's allocator makes CPU training steps slow and erratic (../shared/CPU-NOTES.md, gotcha 5);
+# glibc's allocator makes CPU training steps slow and erratic (docs/cpu-notes.md, gotcha 5);
 # the notebook kernels inherit these from this process.
 ALLOCATOR_ENV = {
     "MALLOC_MMAP_THRESHOLD_": "34359738368",

@@ -12,7 +12,7 @@ state of the **last token of that text**; with SmolLM2/Qwen templates that is th
 the assistant's ``<|im_end|>``, so the score sees the whole prompt and the whole SQL.
 
 transformers finds that token as "the rightmost token that is not the pad token". SmolLM2's
-tokenizer uses ``<|im_end|>`` both as end-of-turn and as padding (CPU-NOTES, gotcha 9), so a
+tokenizer uses ``<|im_end|>`` both as end-of-turn and as padding (docs/cpu-notes.md, gotcha 9), so a
 text that ended in ``<|im_end|>`` would be scored one token early. :func:`prepare_tokenizer`
 therefore switches padding to a token that never occurs in a conversation (``<|endoftext|>``)
 whenever pad == eos, and batches are padded on the right, so a batched score equals the

@@ -90,12 +90,17 @@ def test_prompts_follow_the_policy_stage(tmp_path):
     assert schema_params_for(cfg.model_copy(update={"schema_render": explicit})) == explicit
 
 
-def test_cpu_profile_fits_the_time_box():
+def test_cpu_profile_builds_a_grpo_config_on_a_cpu(tmp_path):
+    # The profile's step time is measured, not asserted (docs/cpu-notes.md; the manifest's
+    # seconds_per_step): here, that TRL accepts the profile on a CPU as it is.
+    from trl import GRPOConfig
+
     cfg = load_params("grpo", PROJECT_ROOT / "params" / "cpu" / "grpo.yaml")
-    completions = cfg.training.per_device_train_batch_size * cfg.training.gradient_accumulation_steps
-    # CPU-NOTES: ~15.5 s per step for 4 completions x 64 tokens, beta 0
-    minutes = cfg.training.max_steps * 15.5 * (completions / 4) * (cfg.max_completion_length / 64) / 60
-    assert minutes <= 8 and cfg.beta == 0.0 and not cfg.use_vllm
+    check_hardware(cfg, cuda=False)  # nothing GPU-only (vLLM) is asked for
+    args = GRPOConfig(**grpo_config_kwargs(cfg, tmp_path, cuda=False))  # TRL checks the batch/group sizes
+    assert args.num_generations == cfg.num_generations
+    assert args.beta == 0.0  # no reference model: a reference pass would double the step time
+    assert args.gradient_checkpointing is False and args.use_vllm is False
 
 
 def test_extra_keys_are_checked_against_grpo_config(tmp_path):

@@ -122,7 +122,7 @@ def test_load_pairs_names_file_line_and_field(tmp_path):
 
 
 def test_tokenizer_pads_with_a_token_that_is_not_end_of_turn():
-    """CPU-NOTES gotcha 9: SmolLM2 pads with <|im_end|>; the scorer must read the last real token."""
+    """docs/cpu-notes.md, gotcha 9: SmolLM2 pads with <|im_end|>; the scorer must read the last real token."""
     from nl2sql_lib.models import load_tokenizer
     from nl2sql_lib.scoring import encode_conversation, prepare_tokenizer
 
@@ -310,7 +310,7 @@ def test_dpo_saves_a_policy_that_stage_dpo_loads(tmp_path):
 
     pairs = planted_pairs(8, 0)
     records = dpo_dataset(pairs)
-    assert records[0]["prompt"] == pairs[0]["prompt"]  # explicit prompt (CPU-NOTES gotcha 8)
+    assert records[0]["prompt"] == pairs[0]["prompt"]  # explicit prompt (docs/cpu-notes.md, gotcha 8)
     assert records[0]["chosen"] == [{"role": "assistant", "content": pairs[0]["chosen"]}]
     cfg = smoke_cfg(tmp_path, "dpo", pairs, pairs, dpo=True, dpo_policy={"spec": "tiny:smollm2"},
                     dpo_training={"max_steps": 2, "per_device_train_batch_size": 4, "report_to": [],

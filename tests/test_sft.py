@@ -78,7 +78,7 @@ def test_config_kwargs_on_cpu(tmp_path):
     kwargs = sft_config_kwargs(cfg, tmp_path / "ck", cuda=False, cpu_bf16=True)
     assert kwargs["use_cpu"] is True
     assert kwargs["bf16"] is False  # model.dtype: float32 turns CPU autocast off
-    assert kwargs["gradient_checkpointing"] is False  # TRL's default is True (CPU-NOTES gotcha 3)
+    assert kwargs["gradient_checkpointing"] is False  # TRL's default is True (docs/cpu-notes.md, gotcha 3)
     assert kwargs["completion_only_loss"] is True
     assert kwargs["max_length"] == cfg.training.max_length
     assert kwargs["report_to"] == ["tensorboard"]

@@ -56,7 +56,7 @@ def precision_kwargs(model_params: ModelParams, *, cuda: bool | None = None, cpu
     GPU: bf16 from compute capability 8.0 on, fp16 below (a T4; ``model.dtype: bfloat16`` is
     downgraded there with a logged warning). CPU: ``use_cpu=True`` (TRL defaults to bf16 and fails
     on a CPU otherwise) and bf16 autocast over fp32 weights where the CPU computes bf16 natively
-    (CPU-NOTES gotcha 3). ``model.dtype: float32`` turns mixed precision off.
+    (docs/cpu-notes.md, gotcha 3). ``model.dtype: float32`` turns mixed precision off.
 
     ``hardware``: the machine (``detect_hardware()``); without it, ``cuda``/``cpu_bf16`` describe
     an assumed one (``cuda=True``: an Ampere-class GPU), as older callers passed them.
@@ -76,7 +76,7 @@ def _machine(hardware: Hardware | None, cuda: bool | None, cpu_bf16: bool) -> Ha
 
 def gradient_checkpointing_kwargs(t: TrainingParams, hardware: Hardware, *, stage: str = "training") -> dict[str, Any]:
     """``gradient_checkpointing`` for a TRL config: the parameter, or for ``auto`` on with CUDA
-    and off on a CPU (TRL's own default is on everywhere; CPU-NOTES gotcha 3).
+    and off on a CPU (TRL's own default is on everywhere; docs/cpu-notes.md, gotcha 3).
 
     The one place the TRL configs (SFT, GRPO, reward model, DPO) get their checkpointing keys.
     No ``gradient_checkpointing_kwargs`` on purpose: transformers 5.17 already checkpoints

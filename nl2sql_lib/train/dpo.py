@@ -2,7 +2,7 @@
 
     metrics = run_dpo(cfg, stage, train_pairs)      # when RewardModelParams.dpo is true
 
-TRL's ``DPOTrainer`` with an **explicit prompt** (CPU-NOTES gotcha 8: with an implicit prompt
+TRL's ``DPOTrainer`` with an **explicit prompt** (docs/cpu-notes.md, gotcha 8: with an implicit prompt
 TRL splits chosen/rejected at their longest common prefix, which can swallow the start of the
 SQL). The pairs are conversational: ``prompt`` = the question's chat messages, ``chosen`` /
 ``rejected`` = one assistant message each.
