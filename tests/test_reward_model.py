@@ -87,12 +87,10 @@ def smoke_cfg(tmp_path: Path, name: str, train: list[dict], test: list[dict], **
 
 
 def test_pairwise_accuracy_on_known_scores():
-    assert pairwise_accuracy([3.0, 1.0, 2.0, 0.5], [1.0, 2.0, 2.0, -1.0]) == 0.5  # the tie is wrong
-    assert pairwise_accuracy([1.0], [0.0]) == 1.0
-    with pytest.raises(ValueError):
-        pairwise_accuracy([1.0], [])
-    with pytest.raises(ValueError):
-        pairwise_accuracy([], [])
+    items = pair_items([{}] * 4, [3.0, 1.0, 2.0, 0.5], [1.0, 2.0, 2.0, -1.0])
+    assert pairwise_accuracy(items) == 0.5  # the tie is wrong
+    assert pairwise_accuracy(pair_items([{}], [1.0], [0.0])) == 1.0
+    assert pairwise_accuracy([]) is None
 
 
 def test_summary_by_difficulty_and_gaps():

@@ -87,16 +87,6 @@ def add_databases(pairs: Sequence[dict], databases: dict[str, str]) -> list[dict
 # -------------------------------------------------------------------------------------------
 
 
-def pairwise_accuracy(chosen_scores: Sequence[float], rejected_scores: Sequence[float]) -> float:
-    """Fraction of pairs whose chosen score is strictly above the rejected score."""
-    if len(chosen_scores) != len(rejected_scores):
-        raise ValueError(f"{len(chosen_scores)} chosen scores but {len(rejected_scores)} rejected scores")
-    if not chosen_scores:
-        raise ValueError("no pairs to compute a pairwise accuracy on")
-    wins = sum(1 for c, r in zip(chosen_scores, rejected_scores) if c > r)
-    return wins / len(chosen_scores)
-
-
 def pair_items(pairs: Sequence[dict], chosen_scores: Sequence[float], rejected_scores: Sequence[float]) -> list[dict]:
     """One record per pair: ids, scores, gap (chosen - rejected) and whether it was ranked right."""
     items = []
@@ -121,7 +111,7 @@ def summarize_pairs(items: Sequence[dict]) -> dict[str, Any]:
     gaps = [item["gap"] for item in items]
     summary: dict[str, Any] = {
         "n": len(items),
-        "pairwise_accuracy": _accuracy(items),
+        "pairwise_accuracy": pairwise_accuracy(items),
         "mean_gap": round(sum(gaps) / len(gaps), 5) if gaps else None,
         "median_gap": round(sorted(gaps)[len(gaps) // 2], 5) if gaps else None,
         "ties": sum(1 for g in gaps if g == 0),
@@ -134,12 +124,14 @@ def summarize_pairs(items: Sequence[dict]) -> dict[str, Any]:
                 groups[str(item[key])].append(item)
         if groups:
             summary[out_key] = {
-                name: {"n": len(group), "pairwise_accuracy": _accuracy(group)} for name, group in sorted(groups.items())
+                name: {"n": len(group), "pairwise_accuracy": pairwise_accuracy(group)} for name, group in sorted(groups.items())
             }
     return summary
 
 
-def _accuracy(items: Iterable[dict]) -> float | None:
+def pairwise_accuracy(items: Iterable[dict]) -> float | None:
+    """Fraction of :func:`pair_items` records ranked right (chosen strictly above rejected: a
+    tie counts as wrong), to 4 decimals; None without pairs."""
     items = list(items)
     return round(sum(item["correct"] for item in items) / len(items), 4) if items else None
 

@@ -169,9 +169,6 @@ class SchemaInfo:
     fks: list[ForeignKey]
     measures: list[Measure] = field(default_factory=list)
 
-    def fks_with_labelled_parent(self) -> list[ForeignKey]:
-        return [fk for fk in self.fks if self.tables[fk.parent].label]
-
 
 def _guess_kind(conn: sqlite3.Connection, table: str, col: str, decl: str, rows: int,
                 is_key: bool) -> str:
