@@ -593,7 +593,20 @@ def load_tokenizer(spec: str, run_dir: str | Path | None = None, *, padding_side
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = padding_side
+    _no_cleanup_for_bpe(tokenizer)
     return tokenizer
+
+
+def _no_cleanup_for_bpe(tokenizer) -> None:
+    """Say ``clean_up_tokenization_spaces=False`` for a BPE tokenizer (SmolLM2's, Qwen's).
+
+    transformers 5 ignores the cleanup for BPE anyway (it would strip spaces before
+    punctuation) and warns at the first decode of every stage; setting it off up front decodes
+    the same text without the warning. WordPiece tokenizers keep their setting.
+    """
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None and type(backend.model).__name__ == "BPE":
+        tokenizer.clean_up_tokenization_spaces = False
 
 
 def load_model(
@@ -707,6 +720,7 @@ def _load_unsloth(model_params: ModelParams, resolved: ResolvedModel, lora: Lora
         FastLanguageModel.for_inference(model)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
+    _no_cleanup_for_bpe(tokenizer)
     return model, tokenizer
 
 

@@ -104,6 +104,18 @@ def cuda_peak_mb() -> float | None:
     return round(torch.cuda.max_memory_allocated() / 2**20, 1)
 
 
+def quiet_library_chatter() -> None:
+    """Turn off library output a user cannot act on, once, where every stage starts: datasets'
+    progress bar for each ``map``/``filter`` TRL runs (nine in 02_sft) and transformers' bars for
+    loading weights and writing model shards. Warnings, the trainer's progress bar and the
+    stage's own progress bars stay."""
+    import datasets
+    from transformers.utils import logging as transformers_logging
+
+    datasets.disable_progress_bars()
+    transformers_logging.disable_progress_bar()
+
+
 class StageRun:
     """One execution of one stage: its folder, timings, input hashes and final manifest.
 
@@ -130,6 +142,7 @@ class StageRun:
         from .hardware import reset_decisions
 
         reset_decisions()  # the manifest lists the hardware decisions this stage took
+        quiet_library_chatter()
         return self
 
     def path(self, relative: str) -> Path:

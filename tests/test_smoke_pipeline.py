@@ -1,7 +1,8 @@
 """All six notebooks through papermill on the smoke profile (tiny model), end to end.
 
 This is what `make pipeline PROFILE=smoke` does; it checks that every stage leaves its artifacts
-and a manifest, and that 06_eval's metrics.json has the documented shape.
+and a manifest, that 06_eval's metrics.json has the documented shape, and that no executed
+notebook shows a warning a reader would have to read past (tests/notebook_warnings.py).
 """
 
 import json
@@ -11,6 +12,7 @@ import pytest
 
 from nl2sql_lib.evaluate.stage import DEV
 from nl2sql_lib.pipeline import NOTEBOOKS, run_pipeline
+from tests.notebook_warnings import notebook_warnings
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -48,3 +50,5 @@ def test_smoke_pipeline_runs_every_notebook(tmp_path):
             assert "/" in key, f"{dataset}: key {key!r} is not system/strategy"
             assert 0.0 <= row["ex"] <= 1.0 and row["n"] > 0
             assert "by_difficulty" in row and "errors" in row
+    shown = [line for nb in NOTEBOOKS for line in notebook_warnings(run_dir / "notebooks" / f"{nb}.ipynb")]
+    assert not shown, "executed notebooks show warnings:\n" + "\n".join(shown)
