@@ -6,7 +6,7 @@
     # or simply: Generator.generate(messages, schemas=[ex.db_path for ex in examples])
 
 Why: on unseen databases nearly every miss of the fine-tuned 135M model names a table or column
-that does not exist (CPU-NOTES.md). Here the model may only write *bare words* (runs of
+that does not exist (docs/cpu-notes.md, the Spider measurement). Here the model may only write *bare words* (runs of
 ``[A-Za-z0-9_]`` and, as in SQLite, non-ASCII characters, outside quotes) that SQLite could
 resolve:
 

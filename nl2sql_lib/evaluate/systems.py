@@ -13,7 +13,7 @@ question) beside ``predictions_<system>.meta.json``, which fingerprints what pro
 whose fingerprint matches and generates only what is missing, so a finished system costs
 nothing and an interrupted one resumes.
 
-Only one model is loaded at a time and freed before the next (memory, see CPU-NOTES.md).
+Only one model is loaded at a time and freed before the next (memory, see docs/cpu-notes.md).
 """
 
 from __future__ import annotations

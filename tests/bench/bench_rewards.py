@@ -38,7 +38,7 @@ from nl2sql_lib.sql.judge import Judge
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 OUT = PROJECT_ROOT / "outputs" / "bench" / "rewards.json"
-# CPU-NOTES.md: GRPO, LoRA, 4 completions of 64 tokens per step, beta 0, SmolLM2-135M, 2 cores.
+# docs/cpu-notes.md: GRPO, LoRA, 4 completions of 64 tokens per step, beta 0, SmolLM2-135M, 2 cores.
 CPU_NOTES_STEP_SECONDS = 15.5
 
 
@@ -112,8 +112,8 @@ def score_once(cfg, batch, judge: Judge, *, cold: bool = False) -> tuple[float, 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--step-seconds", type=float, default=CPU_NOTES_STEP_SECONDS,
-                        help="CPU GRPO step time to compare with (default: CPU-NOTES' 15.5 s)")
-    parser.add_argument("--step-source", default="CPU-NOTES.md: GRPO, LoRA, 4 x 64-token completions, beta 0")
+                        help="CPU GRPO step time to compare with (default: docs/cpu-notes.md's 15.5 s)")
+    parser.add_argument("--step-source", default="docs/cpu-notes.md: GRPO, LoRA, 4 x 64-token completions, beta 0")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--params", default=str(PROJECT_ROOT / "params" / "cpu" / "grpo.yaml"))
     # parse_known_args: under `make bench BENCH=rewards` sys.argv holds run_all's filter word.
