@@ -10,6 +10,15 @@ when ``temperature == 0`` and sampled otherwise, ``n`` candidates per prompt, an
 the SQL is complete: at the end token, or at ``;`` (``stop_strings``; CPU-NOTES measured it).
 Texts are cut right after the first stop string, the same as the vLLM path returns them.
 
+Greedy answers take a faster path by default (``Generator(fast=True)``, issue #13): prompts that
+share a long token prefix (the system message and the schema, for every question on one
+database) are grouped, the prefix is run through the model once per group and its KV cache is
+reused for every question of the group, so only each question's few tokens are prefilled; rows
+leave the batch as soon as they finish. Outputs are the same greedy texts as the
+``model.generate`` path (``fast=False``), up to float rounding: the two paths add up the same
+numbers in a different order, which can flip a near-tie between two tokens (see
+tests/bench/bench_generation.py, which counts and explains every difference on Spider dev).
+
 Schema-constrained decoding (issue #4, :mod:`nl2sql_lib.constrained`): pass one database per
 question and the model can only name that database's tables and columns::
 
@@ -67,6 +76,12 @@ class Generator:
     come back in the input order. ``constraint_top_k`` and ``constraint_widen``: how many of the
     best tokens the schema constraint checks per step, and whether it searches further when
     none is valid (see :class:`~nl2sql_lib.constrained.SchemaConstrainedLogitsProcessor`).
+
+    ``fast`` (default True): greedy, unconstrained answers take the shared-prefix path (module
+    docstring); False: every answer comes from ``model.generate`` (the path before issue #13,
+    kept for comparison). ``fast_batch_size``: questions per forward pass on that path
+    (default ``batch_size``); its rows share one prefix, so a row costs far less than on the
+    ``model.generate`` path.
     """
 
     def __init__(
@@ -80,6 +95,8 @@ class Generator:
         seed: int = 0,
         constraint_top_k: int = 48,
         constraint_widen: bool = True,
+        fast: bool = True,
+        fast_batch_size: int | None = None,
     ):
         self.model = model
         self.tokenizer = tokenizer
@@ -89,6 +106,8 @@ class Generator:
         self.seed = seed
         self.constraint_top_k = constraint_top_k
         self.constraint_widen = constraint_widen
+        self.fast = fast
+        self.fast_batch_size = fast_batch_size or batch_size
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
@@ -126,6 +145,8 @@ class Generator:
         prompts = self.prompt_texts(messages_batch)
         vocabularies = self._vocabularies(schemas, len(prompts))
         greedy = temperature <= 0
+        if greedy and self._fast_path_applies(vocabularies):
+            return self._generate_greedy_fast(prompts, n, max_new_tokens, desc)
         per_prompt = 1 if greedy else n
         prompts_per_batch = max(1, self.batch_size // per_prompt)
         lengths = [len(self.tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts]
@@ -159,6 +180,60 @@ class Generator:
         }
         if schemas is not None:  # how often the constraint overrode the model's first choice
             self.last_stats.update({f"constraint_{k}": v for k, v in constraint.items()})
+        return results
+
+    def _fast_path_applies(self, vocabularies) -> bool:
+        """The fast greedy path runs for free (unconstrained) decoding of an eval-mode model
+        whose every layer attends to the whole context (a sliding-window cache would drop the
+        shared prefix); everything else goes through ``model.generate``."""
+        return (
+            self.fast
+            and all(v is None for v in vocabularies)
+            and not self.model.training
+            and full_attention_only(self.model.config)
+        )
+
+    def _generate_greedy_fast(self, prompts: list[str], n: int, max_new_tokens: int, desc: str) -> list[list[str]]:
+        """Greedy answers with each shared prompt prefix computed once (see the module docstring)."""
+        import time
+
+        import torch
+        from tqdm.auto import tqdm
+
+        ids = [self.tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+        decoder = _GreedyDecoder(self.model, self.tokenizer, self.stop_strings, max_new_tokens)
+        results: list[list[str]] = [[] for _ in prompts]
+        torch.manual_seed(self.seed)
+        start = time.perf_counter()
+        groups = shared_prefix_groups(ids)
+        prefix_of: dict[int, Any] = {}  # prompt index -> its group's prefix KV cache (batch 1)
+        for prefix_len, members in groups:
+            cache = decoder.prefill_prefix(ids[members[0]][:prefix_len])
+            prefix_of.update((i, cache) for i in members)
+        new_tokens = 0
+        # Longest prompt first, as the old path sorts: rows of a batch pad little. A batch mixes
+        # groups: each row starts from its own group's prefix cache.
+        order = sorted(range(len(prompts)), key=lambda i: -len(ids[i]))
+        bar = tqdm(total=len(prompts), desc=desc, disable=not self.progress, unit="q")
+        for first in range(0, len(order), self.fast_batch_size):
+            batch = order[first : first + self.fast_batch_size]
+            texts, count = decoder.decode_batch([prefix_of[i] for i in batch], [ids[i] for i in batch])
+            new_tokens += count
+            for i, text in zip(batch, texts):
+                results[i] = [cut_at_stop(text, self.stop_strings).strip()] * n
+            bar.update(len(batch))
+        bar.close()
+        elapsed = time.perf_counter() - start
+        self.last_stats = {
+            "prompts": len(prompts),
+            "new_tokens": new_tokens,
+            "seconds": round(elapsed, 3),
+            "tokens_per_s": round(new_tokens / elapsed, 2) if elapsed > 0 else 0.0,
+            "prefix_groups": len(groups),
+            "prompt_tokens": sum(len(x) for x in ids),
+            "prompt_tokens_computed": sum(prefix_len + sum(len(ids[i]) - prefix_len for i in members)
+                                          for prefix_len, members in groups),
+        }
         return results
 
     @staticmethod
@@ -218,6 +293,190 @@ class Generator:
         texts = self.tokenizer.batch_decode(completions, skip_special_tokens=True)
         stats = constraint.stats if constraint is not None else {}
         return [cut_at_stop(t, self.stop_strings).strip() for t in texts], counted, stats
+
+
+# --------------------------------------------------------------------------------------------
+# The fast greedy path: shared prefixes computed once, finished rows leave the batch
+# --------------------------------------------------------------------------------------------
+
+# A prompt joins a group when the prefix it shares with the group is at least this share of the
+# shorter prompt: questions on one database share ~90% (system message and schema), questions on
+# different databases only the system message (~10%).
+MIN_SHARED_PREFIX = 0.5
+
+
+def common_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
+    """How many leading tokens ``a`` and ``b`` share."""
+    length = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        length += 1
+    return length
+
+
+def shared_prefix_groups(token_ids: Sequence[Sequence[int]],
+                         min_share: float = MIN_SHARED_PREFIX) -> list[tuple[int, list[int]]]:
+    """Prompts grouped by a shared token prefix: ``[(prefix_length, [prompt indices]), ...]``.
+
+    Sorted lexicographically, prompts with a common prefix are neighbours and a group's prefix
+    is the smallest common prefix of neighbours in it. A prompt joins the group before it while
+    that prefix stays at least ``min_share`` of the group's shortest prompt. The prefix always
+    leaves each prompt at least one token of its own (the model needs a last token to predict
+    from). Every index appears in exactly one group.
+    """
+    order = sorted(range(len(token_ids)), key=lambda i: list(token_ids[i]))
+    groups: list[tuple[int, list[int]]] = []
+    shortest = 0
+    for i in order:
+        if groups:
+            prefix, members = groups[-1]
+            shared = min(prefix, common_prefix_length(token_ids[members[-1]], token_ids[i]))
+            shorter = min(shortest, len(token_ids[i]))
+            if shared >= min_share * shorter and shared > 0:
+                groups[-1] = (shared, members + [i])
+                shortest = shorter
+                continue
+        groups.append((len(token_ids[i]), [i]))
+        shortest = len(token_ids[i])
+    return [(min(prefix, *(len(token_ids[i]) - 1 for i in members)), members) for prefix, members in groups]
+
+
+def full_attention_only(config: Any) -> bool:
+    """Every layer attends to the whole context (no sliding window): a cached prefix stays whole."""
+    text = config.get_text_config(decoder=True) if hasattr(config, "get_text_config") else config
+    layer_types = getattr(text, "layer_types", None)
+    if layer_types:
+        return all(t == "full_attention" for t in layer_types)
+    return not (getattr(text, "sliding_window", None) and getattr(text, "use_sliding_window", True))
+
+
+class _GreedyDecoder:
+    """Greedy decoding over a precomputed prefix cache, with the stops of ``model.generate``.
+
+    Layout of a batch's sequences: ``[shared prefix][left padding][question tokens][answer]``.
+    The padding sits between the prefix and each question's own tokens; the 2-D attention mask
+    hides it and the position ids skip it, so every row sees exactly the positions and tokens
+    it would see alone. Stops: the end token, or ``transformers``' own StopStringCriteria on the
+    row's last tokens (the same rule ``model.generate(stop_strings=...)`` applies).
+    """
+
+    def __init__(self, model, tokenizer, stop_strings: Sequence[str] | None, max_new_tokens: int):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.max_new_tokens = max_new_tokens
+        self.eos = tokenizer.eos_token_id
+        self.pad = tokenizer.pad_token_id
+        self.stop = None
+        self.tail = 1
+        if stop_strings:
+            from transformers import StopStringCriteria
+
+            self.stop = StopStringCriteria(tokenizer, list(stop_strings))
+            self.tail = self.stop.maximum_token_len
+
+    def _forward(self, input_ids, cache, attention_mask=None, position_ids=None):
+        out = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                         past_key_values=cache, use_cache=True, logits_to_keep=1)
+        return out.logits[:, -1, :]
+
+    def prefill_prefix(self, prefix: Sequence[int]):
+        """The KV cache of ``prefix`` (batch 1), to be copied for every batch of its group."""
+        import torch
+        from transformers import DynamicCache
+
+        cache = DynamicCache(config=self.model.config)
+        if prefix:
+            with torch.inference_mode():
+                self._forward(torch.tensor([list(prefix)], device=self.model.device), cache)
+        return cache
+
+    def decode_batch(self, prefixes: list, prompts: list[list[int]]) -> tuple[list[str], int]:
+        """Greedy texts (decoded, not yet cut) of full prompts, each starting with the tokens of
+        its prefix cache in ``prefixes`` (rows may have different prefixes), and how many tokens
+        were generated."""
+        import torch
+
+        device = self.model.device
+        rows = len(prompts)
+        with torch.inference_mode():  # the prefix caches are inference tensors
+            cache, prefix_mask = self._batch_cache(prefixes)
+        prefix_lens = [c.get_seq_length() for c in prefixes]
+        own = [p[n:] for p, n in zip(prompts, prefix_lens)]
+        width = max(len(t) for t in own)
+        input_ids = torch.full((rows, width), self.pad, dtype=torch.long)
+        own_mask = torch.zeros((rows, width), dtype=torch.long)
+        for r, tokens in enumerate(own):
+            input_ids[r, width - len(tokens) :] = torch.tensor(tokens)
+            own_mask[r, width - len(tokens) :] = 1
+        mask = torch.cat([prefix_mask, own_mask], dim=1).to(device)
+        starts = torch.tensor(prefix_lens, dtype=torch.long)[:, None]
+        positions = (starts + own_mask.cumsum(1) - 1).clamp(min=0).to(device)
+        tails = self._tails(prompts).to(device)
+        answers: list[list[int]] = [[] for _ in prompts]
+        active = torch.arange(rows, device=device)  # batch row -> prompt index
+        with torch.inference_mode():
+            logits = self._forward(input_ids.to(device), cache, mask, positions)
+            next_positions = positions[:, -1:] + 1
+            for step in range(self.max_new_tokens):
+                tokens = logits.argmax(-1)
+                for r, token in zip(active.tolist(), tokens.tolist()):
+                    answers[r].append(token)
+                done = tokens == self.eos
+                if self.stop is not None:
+                    tails = torch.cat([tails[:, 1:], tokens[:, None]], dim=1)
+                    done |= self.stop(tails, None)
+                if step + 1 == self.max_new_tokens or bool(done.all()):
+                    break
+                if bool(done.any()):  # finished rows leave the batch
+                    keep = (~done).nonzero().squeeze(1)
+                    cache.batch_select_indices(keep)
+                    active, tokens, tails = active[keep], tokens[keep], tails[keep]
+                    mask, next_positions = mask[keep], next_positions[keep]
+                mask = torch.cat([mask, mask.new_ones((len(active), 1))], dim=1)
+                logits = self._forward(tokens[:, None], cache, mask, next_positions)
+                next_positions = next_positions + 1
+        texts = self.tokenizer.batch_decode(answers, skip_special_tokens=True)
+        return texts, sum(len(a) for a in answers)
+
+    def _batch_cache(self, prefixes: list):
+        """One batch cache from per-row prefix caches (batch 1 each), left-padded to the longest
+        prefix, and the mask that hides the padding: ``[padding][prefix]`` per row."""
+        import torch
+        from transformers import DynamicCache
+
+        lengths = [c.get_seq_length() for c in prefixes]
+        longest = max(lengths)
+        mask = torch.zeros((len(prefixes), longest), dtype=torch.long)
+        for r, n in enumerate(lengths):
+            mask[r, longest - n :] = 1
+        cache = DynamicCache(config=self.model.config)
+        if longest == 0:
+            return cache, mask
+        for layer in range(len(prefixes[0].layers)):
+            keys, values = [], []
+            reference = next(c for c, n in zip(prefixes, lengths) if n).layers[layer]
+            for c, n in zip(prefixes, lengths):
+                if n == 0:  # a one-token prompt has no prefix: all padding
+                    k, v = reference.keys[:, :, :0], reference.values[:, :, :0]
+                else:
+                    k, v = c.layers[layer].keys, c.layers[layer].values  # [1, heads, n, dim]
+                pad = (0, 0, longest - n, 0)  # on the left of the sequence dimension
+                keys.append(torch.nn.functional.pad(k, pad) if n < longest else k)
+                values.append(torch.nn.functional.pad(v, pad) if n < longest else v)
+            cache.update(torch.cat(keys), torch.cat(values), layer)
+        return cache, mask
+
+    def _tails(self, prompts: list[list[int]]):
+        """Each prompt's last ``self.tail`` tokens (left-filled with the pad token, as the
+        left-padded batch of ``model.generate`` shows a short prompt), for the stop check."""
+        import torch
+
+        tails = torch.full((len(prompts), self.tail), self.pad, dtype=torch.long)
+        for r, tokens in enumerate(prompts):
+            last = tokens[-self.tail :]
+            tails[r, self.tail - len(last) :] = torch.tensor(last)
+        return tails
 
 
 # --------------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from nl2sql_lib.generate import (
     VLLMGenerator,
     cut_at_stop,
     make_generator,
+    shared_prefix_groups,
     vllm_llm_kwargs,
     vllm_sampling_kwargs,
 )
@@ -44,6 +45,78 @@ def test_batched_greedy_equals_one_at_a_time(generator):
     # The random tiny model writes different, non-empty text for different prompts.
     assert all(texts[0] for texts in batched)
     assert len({texts[0] for texts in batched}) > 1
+
+
+def _database_questions() -> list[list[dict]]:
+    """Questions on three databases of different schema sizes, each with questions of different
+    lengths, in no particular order (as 06_eval's prompts: system, schema, then the question),
+    and one prompt that shares nothing with the others."""
+    prompts = []
+    for i in range(4):
+        for db in range(3):
+            schema = f"CREATE TABLE t{db} (" + ", ".join(f"c{db}_{k} INT" for k in range(4 + 12 * db)) + ");"
+            question = f"How many rows of t{db} " + "have a value over 30 and " * (i * (db + 1)) + "exist?"
+            prompts.append([{"role": "system", "content": "Write SQLite SQL."},
+                            {"role": "user", "content": f"Schema:\n{schema}\n\nQuestion: {question}"}])
+    prompts.append([{"role": "user", "content": "Hi"}])
+    return prompts
+
+
+def _old_and_fast(generator, **kwargs) -> tuple[Generator, Generator]:
+    old = Generator(generator.model, generator.tokenizer, fast=False, progress=False, **kwargs)
+    fast = Generator(generator.model, generator.tokenizer, progress=False, **kwargs)
+    return old, fast
+
+
+def test_fast_greedy_equals_the_old_path(generator):
+    """The default (fast) path - each database's prefix computed once, batches mixing databases -
+    gives the old model.generate path's greedy texts, at several batch sizes."""
+    questions = _database_questions()
+    old, fast = _old_and_fast(generator, batch_size=4, stop_strings=None)
+    expected = old.generate(questions, max_new_tokens=12)
+    assert fast.fast and not old.fast
+    for batch in (1, 3, 16):
+        fast.fast_batch_size = batch
+        assert fast.generate(questions, max_new_tokens=12) == expected, f"fast_batch_size={batch}"
+    # it really took the shared-prefix path: 4 groups (3 databases and the lone prompt), and only
+    # a fraction of the prompt tokens went through the model
+    assert fast.last_stats["prefix_groups"] == 4
+    assert fast.last_stats["prompt_tokens_computed"] < 0.5 * fast.last_stats["prompt_tokens"]
+    assert len({texts[0] for texts in expected}) > 1
+
+
+def test_fast_greedy_stops_as_the_old_path(generator):
+    """Stop strings that end some rows early (those rows leave the batch) and not others."""
+    questions = _database_questions()
+    free = Generator(generator.model, generator.tokenizer, fast=False, stop_strings=None, progress=False)
+    texts = [t[0] for t in free.generate(questions, max_new_tokens=16)]
+    stops = [texts[0].split()[2], texts[5].split()[3]]  # words in the middle of two answers
+    old, fast = _old_and_fast(generator, batch_size=4, stop_strings=stops, fast_batch_size=8)
+    expected = old.generate(questions, max_new_tokens=16)
+    assert fast.generate(questions, n=2, max_new_tokens=16) == [t * 2 for t in expected]
+    cut = [t[0] for t in expected]
+    assert cut[0].endswith(stops[0]) and cut[5].endswith(stops[1])
+    assert sum(len(t) < len(f) for t, f in zip(cut, texts)) >= 2
+    assert fast.last_stats["new_tokens"] < free.last_stats["new_tokens"]
+
+
+def test_shared_prefix_groups():
+    schema_a, schema_b = list(range(100, 140)), list(range(200, 230))
+    prompts = [schema_a + [1, 2], schema_b + [3], schema_a + [1, 5, 6], [7, 8], schema_a + [9], schema_a + [9]]
+    groups = sorted(shared_prefix_groups(prompts), key=lambda g: min(g[1]))
+    assert groups == [(40, [0, 2, 4, 5]), (30, [1]), (1, [3])]  # a lone prompt keeps its last token
+    assert shared_prefix_groups([]) == []
+
+
+def test_sampling_and_constrained_decoding_keep_the_old_path(generator):
+    fast = Generator(generator.model, generator.tokenizer, progress=False)
+    assert fast._fast_path_applies([None, None])
+    assert not fast._fast_path_applies([None, object()])  # a schema constraint
+    generator.model.train()
+    try:
+        assert not fast._fast_path_applies([None])  # a model being trained (dropout, no cache)
+    finally:
+        generator.model.eval()
 
 
 def test_greedy_with_n_repeats_the_one_answer(generator):

@@ -1,19 +1,31 @@
-"""Greedy generation speed of the embedded model: batch 1 against the batched path, fp32 and bf16.
+"""Greedy generation of the embedded model on Spider dev prompts: the old path against the fast one.
 
-    flock /tmp/nl2sql-heavy.lock .venv/bin/python tests/bench/bench_generation.py
-    make bench BENCH=generation
+    make bench BENCH=generation     # .venv/bin/python -m tests.bench.run_all generation
 
-Prompts are real 02_sft/06_eval prompts (bundled dev questions with their schema, rendered as
-params/cpu/data.yaml says). Each setting generates ``MAX_NEW_TOKENS`` greedy tokens per question
-without a stop string, so every setting does the same work; tokens/s counts the tokens generated
-up to each answer's end token. Writes outputs/bench/generation.json.
+The old path is ``Generator(fast=False)`` with the Generator's default settings (batch 8,
+``model.generate``, prompts sorted by length, left padding, stop at ``;``); the fast path is the
+default ``Generator`` (each database's shared prompt prefix computed once and its KV cache reused,
+finished rows leaving the batch; nl2sql_lib/generate.py). Prompts: a seeded sample of
+``QUESTIONS`` Spider dev questions (../shared/spider-dev) over ``DATABASES`` databases,
+rendered exactly as 06_eval renders them for the cpu profile (params/cpu/data.yaml's schema
+rendering, ``evaluate.systems.build_messages``); 96 new tokens at most, as params/cpu/eval.yaml.
+
+Headline: fast, old, fast again, on the same prompts in one process (the machine is shared, so
+the two are interleaved and the fast figure is the mean of its two runs). Every output of every
+setting is compared with the old path's; each difference is explained by the old path's own
+logits at the first token where the two answers part (a near-tie flipped by float rounding
+shows as a gap of a fraction of a logit between the two tokens). Then one lever at a time on
+the first ``LEVER_QUESTIONS`` prompts. Writes outputs/bench/generation.json.
+
+Sizes can be changed for a quick look: NL2SQL_BENCH_QUESTIONS, NL2SQL_BENCH_DATABASES,
+NL2SQL_BENCH_LEVER_QUESTIONS (0 skips the lever table).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import platform
+import random
 import sys
 import tempfile
 import time
@@ -23,69 +35,161 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 if str(PROJECT_ROOT) not in sys.path:
     sys.path.insert(0, str(PROJECT_ROOT))
 
-MAX_NEW_TOKENS = 64
-SERIAL_QUESTIONS = 8
-BATCHED_QUESTIONS = 16
-BATCH_SIZE = 8
+SPIDER_DEV = PROJECT_ROOT.parent / "shared" / "spider-dev"
+MODEL = "embedded:smollm2-135m-instruct"
+MAX_NEW_TOKENS = 96  # params/cpu/eval.yaml
+OLD_BATCH = 8  # Generator's default batch_size
+QUESTIONS = int(os.environ.get("NL2SQL_BENCH_QUESTIONS", 120))
+DATABASES = int(os.environ.get("NL2SQL_BENCH_DATABASES", 6))
+LEVER_QUESTIONS = int(os.environ.get("NL2SQL_BENCH_LEVER_QUESTIONS", 60))
+SEED = 0
 
 
-def bench_prompts(n: int) -> list[list[dict]]:
-    from nl2sql_lib.config import load_params
-    from nl2sql_lib.data.bundled import build_bundled
-    from nl2sql_lib.data.prompts import sql_messages
-    from nl2sql_lib.data.schema import schema_text_for
+def spider_prompts(count: int, databases: int) -> tuple[list, list[list[dict]]]:
+    """``count`` Spider dev questions, an equal seeded share from each of ``databases`` seeded
+    databases, with their 06_eval (cpu profile) chat prompts."""
+    from nl2sql_lib.config import SourceParams, load_params
+    from nl2sql_lib.data.loaders import load_source
+    from nl2sql_lib.evaluate.systems import build_messages, drop_missing_databases
 
     schema = load_params("data", PROJECT_ROOT / "params" / "cpu" / "data.yaml").schema_render
-    bench = build_bundled(Path(tempfile.mkdtemp(prefix="nl2sql-bench-")), seed=0)
-    dev = bench.dev[:: max(1, len(bench.dev) // n)][:n]  # spread over the dev databases
-    return [sql_messages(ex, schema_text_for(ex, schema)) for ex in dev]
+    splits = load_source(SourceParams(type="spider", path=str(SPIDER_DEV)),
+                         Path(tempfile.mkdtemp(prefix="nl2sql-bench-")), seed=SEED)
+    kept, _ = drop_missing_databases(splits.get("dev") or [])
+    by_db: dict[str, list] = {}
+    for ex in kept:
+        by_db.setdefault(ex.db_id, []).append(ex)
+    rng = random.Random(SEED)
+    share = -(-count // databases)
+    eligible = sorted(db for db, exs in by_db.items() if len(exs) >= share)
+    chosen = rng.sample(eligible, min(databases, len(eligible)))
+    examples = [ex for db in chosen for ex in rng.sample(by_db[db], share)][:count]
+    rng.shuffle(examples)  # callers do not hand questions over grouped by database
+    return examples, build_messages(examples, schema)
 
 
-def run_setting(model, tokenizer, prompts, batch_size: int, dtype_name: str) -> dict:
-    from nl2sql_lib.generate import Generator
+def answer_tokens(tokenizer, texts: list[str]) -> int:
+    """Tokens of the answers as returned (one definition for both paths, for tokens/s)."""
+    return sum(len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts)
 
-    gen = Generator(model, tokenizer, batch_size=batch_size, stop_strings=None, progress=False)
-    gen.generate(prompts[:1], max_new_tokens=4)  # warm-up
-    gen.generate(prompts, max_new_tokens=MAX_NEW_TOKENS)
-    stats = dict(gen.last_stats)
-    return {"dtype": dtype_name, "batch_size": batch_size, **stats}
+
+def timed(generator, prompts) -> tuple[list[str], dict]:
+    start = time.perf_counter()
+    texts = [c[0] for c in generator.generate(prompts, max_new_tokens=MAX_NEW_TOKENS)]
+    seconds = time.perf_counter() - start
+    tokens = answer_tokens(generator.tokenizer, texts)
+    row = {"questions": len(prompts), "seconds": round(seconds, 2),
+           "questions_per_s": round(len(prompts) / seconds, 3), "answer_tokens": tokens,
+           "tokens_per_s": round(tokens / seconds, 2), "load_1min": round(os.getloadavg()[0], 2)}
+    extra = {k: v for k, v in generator.last_stats.items() if k.startswith(("prefix", "prompt_tokens"))}
+    return texts, {**row, **extra}
+
+
+def explain_difference(model, tokenizer, prompt_text: str, old: str, new: str) -> dict:
+    """Where two answers part, and the old path's logits there (batch 1, the model as loaded):
+    the gap between the token the old path chose and the one the fast path chose."""
+    import torch
+
+    a = tokenizer(old, add_special_tokens=False)["input_ids"]
+    b = tokenizer(new, add_special_tokens=False)["input_ids"]
+    k = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+    context = tokenizer(prompt_text, add_special_tokens=False)["input_ids"] + a[:k]
+    with torch.inference_mode():
+        logits = model(torch.tensor([context]), logits_to_keep=1).logits[0, -1].float()
+    info = {"first_differing_token": k, "old": old, "new": new}
+    if k < len(a) and k < len(b):
+        top = torch.topk(logits, 2)
+        info.update(old_token=tokenizer.decode([a[k]]), new_token=tokenizer.decode([b[k]]),
+                    logit_gap_old_minus_new=round(float(logits[a[k]] - logits[b[k]]), 4),
+                    top2_gap=round(float(top.values[0] - top.values[1]), 4))
+    return info
+
+
+def differences(reference: list[str], texts: list[str]) -> int:
+    return sum(x != y for x, y in zip(reference, texts))
+
+
+def set_threads(n: int) -> None:
+    import torch
+
+    torch.set_num_threads(n)
 
 
 def main() -> dict:
-    from nl2sql_lib.io import write_json
-
     import torch
 
     from nl2sql_lib.config import ModelParams
+    from nl2sql_lib.generate import Generator
+    from nl2sql_lib.io import write_json
     from nl2sql_lib.models import load_model
 
-    torch.manual_seed(0)
-    prompts = bench_prompts(BATCHED_QUESTIONS)
-    results = []
-    for dtype_name in ("float32", "bfloat16"):
-        start = time.perf_counter()
-        model, tokenizer = load_model(ModelParams(spec="embedded:smollm2-135m-instruct", dtype=dtype_name))
-        load_s = round(time.perf_counter() - start, 2)
-        serial = run_setting(model, tokenizer, prompts[:SERIAL_QUESTIONS], 1, dtype_name)
-        batched = run_setting(model, tokenizer, prompts, BATCH_SIZE, dtype_name)
-        for row in (serial, batched):
-            row["load_seconds"] = load_s
-            results.append(row)
-            print(json.dumps(row), flush=True)
-        del model
-    by = {(r["dtype"], r["batch_size"]): r["tokens_per_s"] for r in results}
+    torch.manual_seed(SEED)
+    examples, prompts = spider_prompts(QUESTIONS, DATABASES)
+    model, tokenizer = load_model(ModelParams(spec=MODEL))
+    threads = torch.get_num_threads()
+
+    def gen(**kwargs) -> Generator:
+        return Generator(model, tokenizer, progress=False, **{"batch_size": OLD_BATCH, **kwargs})
+
+    Generator(model, tokenizer, progress=False).generate(prompts[:2], max_new_tokens=4)  # warm-up
+    old_gen, fast_gen = gen(fast=False), gen()
+    print(f"{len(prompts)} questions over {len({e.db_id for e in examples})} databases; "
+          f"load {os.getloadavg()}", flush=True)
+    fast_texts, fast_1 = timed(fast_gen, prompts)
+    print("fast", fast_1, flush=True)
+    old_texts, old_row = timed(old_gen, prompts)
+    print("old ", old_row, flush=True)
+    fast_texts_2, fast_2 = timed(fast_gen, prompts)
+    print("fast", fast_2, flush=True)
+    fast_qps = (fast_1["questions_per_s"] + fast_2["questions_per_s"]) / 2
+    prompt_texts = old_gen.prompt_texts(prompts)
+    explained = [
+        {"question": examples[i].question, "db_id": examples[i].db_id,
+         **explain_difference(model, tokenizer, prompt_texts[i], old_texts[i], fast_texts[i])}
+        for i in range(len(prompts)) if old_texts[i] != fast_texts[i]
+    ]
+    headline = {
+        "old": old_row, "fast_runs": [fast_1, fast_2],
+        "speedup_questions_per_s": round(fast_qps / old_row["questions_per_s"], 2),
+        "differing_outputs": differences(old_texts, fast_texts),
+        "fast_runs_agree": fast_texts == fast_texts_2,
+        "differences": explained,
+    }
+    print("speed-up", headline["speedup_questions_per_s"], "differing", headline["differing_outputs"], flush=True)
+
+    levers = []
+    if LEVER_QUESTIONS:
+        subset, reference = prompts[:LEVER_QUESTIONS], old_texts[:LEVER_QUESTIONS]
+        settings = [
+            ("old path (model.generate), batch 8", {"fast": False}, threads),
+            ("old path, batch 32 (larger batches alone)", {"fast": False, "batch_size": 32}, threads),
+            ("fast: shared prefix cached + rows leave, batch 8", {}, threads),
+            ("fast, batch 16", {"fast_batch_size": 16}, threads),
+            ("fast, batch 32", {"fast_batch_size": 32}, threads),
+            ("fast, batch 64", {"fast_batch_size": 64}, threads),
+            ("fast, batch 32, 1 thread", {"fast_batch_size": 32}, 1),
+        ]
+        for name, kwargs, n_threads in settings:
+            set_threads(n_threads)
+            texts, row = timed(gen(**kwargs), subset)
+            set_threads(threads)
+            row = {"setting": name, "threads": n_threads, **row,
+                   "differing_from_old_batch8": differences(reference, texts)}
+            print(row, flush=True)
+            levers.append(row)
+
     report = {
         "benchmark": "generation",
-        "command": "flock /tmp/nl2sql-heavy.lock .venv/bin/python tests/bench/bench_generation.py",
+        "command": "make bench BENCH=generation  (.venv/bin/python -m tests.bench.run_all generation)",
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": {"platform": platform.platform(), "cpus": len(os.sched_getaffinity(0)),
-                    "torch": torch.__version__, "threads": torch.get_num_threads()},
-        "model": "embedded:smollm2-135m-instruct",
-        "max_new_tokens": MAX_NEW_TOKENS,
-        "results": results,
-        "speedup_batched_vs_batch1": {
-            d: round(by[(d, BATCH_SIZE)] / by[(d, 1)], 2) for d in ("float32", "bfloat16") if by.get((d, 1))
-        },
+                    "torch": torch.__version__, "threads": threads, "load_at_end": os.getloadavg()},
+        "model": MODEL, "dtype": str(model.dtype), "max_new_tokens": MAX_NEW_TOKENS,
+        "prompts": {"source": str(SPIDER_DEV), "questions": len(prompts),
+                    "databases": sorted({e.db_id for e in examples}),
+                    "rendering": "params/cpu/data.yaml schema_render, evaluate.systems.build_messages"},
+        "headline": headline,
+        "levers": levers,
     }
     out = PROJECT_ROOT / "outputs" / "bench" / "generation.json"
     write_json(out, report)  # atomic: a killed run never leaves half a file
