@@ -19,7 +19,10 @@ environment, made once under .cache/peers-venv with func_timeout, sqlparse, nltk
   ``--semantics bird`` (the default) and ``--semantics spider``.
 
 Each runs ``ROUNDS`` times, interleaved, and the median counts; a system whose first run lasts
-more than ``ONE_RUN_AFTER_S`` runs once. Verdicts are checked question by question: the official
+more than ``ONE_RUN_AFTER_S`` runs once. Beside the wall time each run's CPU seconds (its own and
+its workers') are recorded: when other jobs hold the cores, wall-time ratios move with how the
+scheduler shares them (BIRD's script starts a thread per query, which fares well there), while
+the CPU seconds say how much work each program does. Verdicts are checked question by question: the official
 programs print only totals, so each is run once more through a small recording script (in the
 peers' environment) that runs the official code unchanged and writes every verdict it returns;
 its totals must equal those the timed run printed. Ours under ``--semantics bird`` must give
@@ -48,6 +51,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import resource
 import sqlite3
 import statistics
 import subprocess
@@ -251,15 +255,24 @@ def _peer_env() -> dict[str, str]:
     return {**os.environ, "NLTK_DATA": str(PEERS / "nltk_data")}
 
 
-def run_timed(command: list[str], cwd: Path, log: Path, env: dict | None = None) -> float:
-    """Wall seconds from the process's start to its exit; stdout and stderr go to ``log``."""
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run_timed(command: list[str], cwd: Path, log: Path, env: dict | None = None) -> tuple[float, float]:
+    """(wall seconds from the process's start to its exit, CPU seconds of it and its workers).
+
+    stdout and stderr go to ``log``. The CPU time counts every process the command waited for
+    (both programs' pools are), so it says how much work each does whatever the load.
+    """
     with open(log, "w") as sink:
-        start = time.perf_counter()
+        cpu, start = _children_cpu(), time.perf_counter()
         done = subprocess.run(command, cwd=cwd, stdout=sink, stderr=subprocess.STDOUT, env=env)
-        seconds = time.perf_counter() - start
+        seconds, cpu = time.perf_counter() - start, _children_cpu() - cpu
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} exited {done.returncode}; see {log}:\n{log.read_text()[-2000:]}")
-    return seconds
+    return seconds, cpu
 
 
 # The recording scripts: each imports an official evaluator's module from its own folder (the
@@ -403,14 +416,18 @@ def end_to_end(items) -> dict:
             commands[SYSTEMS[0]] = (bird_command(python, paths), PEERS / "bird_dev", None)
             commands[SYSTEMS[2]] = (suite_command(python, paths), PEERS / "spider_test_suite", _peer_env())
         seconds: dict[str, list[float]] = {name: [] for name in SYSTEMS if name in commands}
+        cpu: dict[str, list[float]] = {name: [] for name in seconds}
         for round_ in range(ROUNDS):
             for name in seconds:
                 if round_ > 0 and seconds[name][0] > ONE_RUN_AFTER_S:
                     continue
                 command, cwd, env = commands[name]
-                seconds[name].append(run_timed(command, cwd, folders[name] / "log.txt", env))
-                print(f"  round {round_ + 1}: {name}: {seconds[name][-1]:.2f} s", flush=True)
+                wall, used = run_timed(command, cwd, folders[name] / "log.txt", env)
+                seconds[name].append(wall)
+                cpu[name].append(used)
+                print(f"  round {round_ + 1}: {name}: {wall:.2f} s ({used:.2f} CPU s)", flush=True)
         median = {name: statistics.median(s) for name, s in seconds.items()}
+        median_cpu = {name: statistics.median(s) for name, s in cpu.items()}
         preds = paths["pred"].read_text().splitlines()
         golds = [line.rsplit("\t", 1)[0] for line in paths["gold"].read_text().splitlines()]
         bird_items, default_items, spider_items = (_items(folders[SYSTEMS[k]]) for k in (1, 3, 4))
@@ -436,21 +453,22 @@ def end_to_end(items) -> dict:
                 [it["correct"] for it in spider_items], suite_official["exec"], preds, golds, spider_stated_deviation)
             checks["ours exact match vs test-suite exact match (different definitions)"] = compare_verdicts(
                 [it["exact_match"] for it in default_items], suite_official["exact"], preds, golds)
-    ratios = {}
+    ratios, cpu_ratios = {}, {}
     if python is not None:
-        ratios = {
-            "BIRD / ours --no-components": round(median[SYSTEMS[0]] / median[SYSTEMS[1]], 2),
-            "test-suite --etype all / ours default": round(median[SYSTEMS[2]] / median[SYSTEMS[3]], 2),
-            "test-suite --etype all / ours --semantics spider": round(median[SYSTEMS[2]] / median[SYSTEMS[4]], 2),
-        }
+        pairs = {"BIRD / ours --no-components": (0, 1), "test-suite --etype all / ours default": (2, 3),
+                 "test-suite --etype all / ours --semantics spider": (2, 4)}
+        ratios = {label: round(median[SYSTEMS[a]] / median[SYSTEMS[b]], 2) for label, (a, b) in pairs.items()}
+        cpu_ratios = {label: round(median_cpu[SYSTEMS[a]] / median_cpu[SYSTEMS[b]], 2) for label, (a, b) in pairs.items()}
     return {
         "peers_environment": venv_note,
         "workers": WORKERS,
         "rounds": ROUNDS,
         "runs": {name: {"seconds": round(median[name], 2), "all_seconds": [round(x, 2) for x in s],
+                        "cpu_seconds": round(median_cpu[name], 2), "all_cpu_seconds": [round(x, 2) for x in cpu[name]],
                         "command": " ".join(commands[name][0]), "cwd": str(commands[name][1])}
                  for name, s in seconds.items()},
         "ratios": ratios,
+        "cpu_ratios": cpu_ratios,
         "target_ratio": TARGET_RATIO,
         "ex": {"ours bird": sum(it["correct"] for it in bird_items) / len(bird_items),
                "ours spider": sum(it["correct"] for it in spider_items) / len(spider_items),
@@ -461,10 +479,12 @@ def end_to_end(items) -> dict:
 
 def print_end_to_end(result: dict) -> None:
     print(f"\nend to end, {result['rounds']} round(s), median seconds (process start to written output):")
+    print(f"  {'system':<66}{'seconds':>8}{'CPU s':>8}   runs (seconds)")
     for name, run in result["runs"].items():
-        print(f"  {name:<66}{run['seconds']:>8.2f}   runs: {run['all_seconds']}")
+        print(f"  {name:<66}{run['seconds']:>8.2f}{run['cpu_seconds']:>8.2f}   {run['all_seconds']}")
     for name, ratio in result["ratios"].items():
-        print(f"  {name:<66}{ratio:>7.2f}x  (target {result['target_ratio']:.0f}x)")
+        print(f"  {name:<66}{ratio:>7.2f}x  (target {result['target_ratio']:.0f}x; CPU seconds "
+              f"{result['cpu_ratios'][name]:.2f}x)")
     for name, check in result["verdicts"].items():
         if "compared" not in check:
             print(f"  {name}: {check}")
