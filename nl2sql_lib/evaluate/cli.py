@@ -282,12 +282,11 @@ def _start_method() -> str:
 # re-imports the library and pickles the questions out, about a second per worker). So scoring
 # starts in this process and spreads the rest over the pool only when, after this many seconds
 # (counted from the second question: the first one pays for lazy imports), at least as much
-# work is estimated to remain. With "fork", 0.25 s: on the 7,776-candidate Spider dev workload
-# without components (Spider hardness and execution, about 0.5 s of work) the pool cost about
-# 0.05 s on an idle machine and saved 1.3 s when other processes held the cores (issue 15); at
-# 1.0 s the command stayed in one process there. The earlier finding that a pool of 2 does not
-# pay for half a second of work (issue #3) measured execution alone, questions pickled out.
-POOL_AFTER_SECONDS = {"fork": 0.25, "spawn": 5.0}
+# work is estimated to remain. On Spider dev's 7,776 candidates without components (Spider
+# hardness and execution, about half a second of work) one process was faster than a pool of 2
+# (issue #3; again in issue 15 with other jobs on the cores: 2.4 s against 2.9 s with a pool
+# after 0.25 s, medians of 4).
+POOL_AFTER_SECONDS = {"fork": 1.0, "spawn": 5.0}
 
 
 def score_parallel(examples: list[Example], preds: list[str], judge_kwargs: dict, *, workers: int = 1,

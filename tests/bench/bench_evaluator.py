@@ -40,7 +40,7 @@ that opens a connection and runs gold and candidate for every candidate (BIRD's 
   ships;
 - ``ours, 2 processes``: work split by database over a pool of 2 processes (``pool_after=0``);
 - ``ours, --workers 2``: the command line's scoring path, which starts in one process and uses
-  the pool only when, after a quarter of a second, at least as much work is estimated to remain.
+  the pool only when, after a second, at least as much work is estimated to remain.
 
 Each in-process figure is the median of 3 runs, and their verdicts must all agree. Writes
 outputs/bench/evaluator.json and prints both tables.
