@@ -644,11 +644,11 @@ def test_notebook_runs_headless_with_papermill(run_cfg):
     """notebooks/06_eval.ipynb through papermill: metrics, report, the ask section, a manifest."""
     import papermill
 
-    from nl2sql_lib.evaluate.stage import write_eval_notebook
+    from nl2sql_lib.notebook_tools import build_notebook
     from nl2sql_lib.pipeline import _kernel_name
 
     notebook = PROJECT_ROOT / "notebooks" / "06_eval.ipynb"
-    rebuilt = write_eval_notebook(run_cfg.run_dir / "rebuilt" / "06_eval.ipynb")
+    rebuilt = build_notebook(PROJECT_ROOT / "notebooks" / "src" / "06_eval.py", run_cfg.run_dir / "rebuilt")
     assert rebuilt.read_text() == notebook.read_text(), "notebooks/06_eval.ipynb is stale: rebuild it"
     out = run_cfg.run_dir / "06_eval_out.ipynb"
     papermill.execute_notebook(
