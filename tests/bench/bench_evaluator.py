@@ -352,12 +352,8 @@ def _items(folder: Path) -> list[dict]:
     return [json.loads(line) for line in (folder / "items.jsonl").read_text().splitlines()]
 
 
-def compare_verdicts(ours: list[bool], official: list[int], preds: list[str], golds: list[str],
-                     explain=None) -> dict:
-    """Agreement counts, disagreements by candidate kind, and the first ones with their SQL.
-
-    ``explain(pred, gold)`` may name a documented reason for a disagreement (or return None).
-    """
+def compare_verdicts(ours: list[bool], official: list[int], preds: list[str], golds: list[str]) -> dict:
+    """Agreement counts, disagreements by candidate kind, and the first ones with their SQL."""
     if len(ours) != len(official):
         return {"compared": 0, "error": f"{len(ours)} verdicts of ours against {len(official)} official ones"}
     differ = [i for i, (a, b) in enumerate(zip(ours, official)) if bool(a) != bool(b)]
@@ -365,31 +361,15 @@ def compare_verdicts(ours: list[bool], official: list[int], preds: list[str], go
     for i in differ:
         kind = CANDIDATE_KINDS[i % N_CANDIDATES]
         by_kind[kind] = by_kind.get(kind, 0) + 1
-    reasons = [explain(preds[i], golds[i]) if explain else None for i in differ]
     return {
         "compared": len(ours), "agree": len(ours) - len(differ), "disagree": len(differ),
         "rate": round((len(ours) - len(differ)) / len(ours), 4) if ours else None,
         "ours_only": sum(1 for i in differ if ours[i]), "official_only": sum(1 for i in differ if official[i]),
         "disagree_by_candidate_kind": by_kind,
-        "unexplained": sum(1 for r in reasons if r is None) if explain else None,
         "first_disagreements": [{"index": i, "candidate_kind": CANDIDATE_KINDS[i % N_CANDIDATES], "ours": bool(ours[i]),
-                                 "official": bool(official[i]), "reason": reason, "pred": preds[i], "gold": golds[i]}
-                                for i, reason in list(zip(differ, reasons))[:5]],
+                                 "official": bool(official[i]), "pred": preds[i], "gold": golds[i]}
+                                for i in differ[:5]],
     }
-
-
-def spider_stated_deviation(pred: str, gold: str) -> str | None:
-    """The README's stated deviation from test-suite, when it applies to this pair.
-
-    Test-suite compares rows in order when ``'order by' in gold.lower()``, which also fires for
-    an ORDER BY inside a subquery; ours only for a top-level one.
-    """
-    from nl2sql_lib.sql.compare import query_orders, remove_distinct, spider_postprocess
-
-    prepared = remove_distinct(spider_postprocess(gold))
-    if "order by" in prepared.lower() and not query_orders(prepared):
-        return "stated deviation: the gold's ORDER BY is inside a subquery (test-suite orders, ours does not)"
-    return None
 
 
 SYSTEMS = ("BIRD evaluation.py --num_cpus 2", "ours --no-components --workers 2",
@@ -450,7 +430,7 @@ def end_to_end(items) -> dict:
             checks["ours --semantics bird vs BIRD"] = compare_verdicts(
                 [it["correct"] for it in bird_items], bird_official, preds, golds)
             checks["ours --semantics spider vs test-suite execution"] = compare_verdicts(
-                [it["correct"] for it in spider_items], suite_official["exec"], preds, golds, spider_stated_deviation)
+                [it["correct"] for it in spider_items], suite_official["exec"], preds, golds)
             checks["ours exact match vs test-suite exact match (different definitions)"] = compare_verdicts(
                 [it["exact_match"] for it in default_items], suite_official["exact"], preds, golds)
     ratios, cpu_ratios = {}, {}
@@ -492,12 +472,8 @@ def print_end_to_end(result: dict) -> None:
         print(f"  verdicts, {name}: {check.get('agree')} of {check['compared']} agree"
               + (f" {check['error']}" if "error" in check else ""))
         if check.get("disagree"):
-            unexplained = "" if check["unexplained"] is None else f"; {check['unexplained']} without a documented reason"
             print(f"    {check['disagree']} differ ({check['ours_only']} right only for ours, {check['official_only']} "
-                  f"only for the official one{unexplained}); by candidate kind: {check['disagree_by_candidate_kind']}")
-            reasons = {d["reason"] for d in check["first_disagreements"] if d["reason"]}
-            for reason in sorted(reasons):
-                print(f"    {reason}")
+                  f"only for the official one); by candidate kind: {check['disagree_by_candidate_kind']}")
 
 
 # ---------------------------------------------------------------------------------------------
