@@ -26,6 +26,14 @@ from pydantic import (
     model_validator,
 )
 
+# The project's root (params/, notebooks/, outputs/ live there) and the profiles: a profile is a
+# folder of parameter files, one per stage (make pipeline PROFILE=...).
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROFILE_DIRS = {
+    "smoke": "params/smoke", "cpu": "params/cpu", "spider": "params/spider", "t4": "params/t4",
+    "gpu": "params",
+}
+
 STAGES = ("data", "sft", "grpo", "tree", "reward_model", "eval")
 NOTEBOOK_OF_STAGE = {
     "data": "01_data",

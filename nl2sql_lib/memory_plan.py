@@ -57,7 +57,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from .config import LoraParams, ModelParams, ParamsError, TrainingParams, read_yaml
+from .config import PROFILE_DIRS, PROJECT_ROOT, LoraParams, ModelParams, ParamsError, TrainingParams, read_yaml
 from .hardware import Hardware, choose_dtype, detect_hardware
 
 GIB = 2**30
@@ -260,9 +260,6 @@ def _profile_stage_file(cfg: Any, stage: str) -> Path | None:
     """The profile's ``<stage>.yaml``: under the current directory's params/ first (the pipeline
     runs from the project root; a notebook in a Colab clone has chdir'd into the clone), else
     the installed project's."""
-    from .pipeline import PROFILE_DIRS  # lazy: the pipeline imports this module
-    from .runs import PROJECT_ROOT
-
     folder = PROFILE_DIRS.get(getattr(cfg, "profile", ""))
     if not folder:
         return None

@@ -31,14 +31,10 @@ from typing import Any
 
 import yaml
 
-from .config import NOTEBOOK_OF_STAGE, STAGES, ParamsError, apply_overrides, parse_params, read_yaml
+from .config import NOTEBOOK_OF_STAGE, PROFILE_DIRS, STAGES, ParamsError, apply_overrides, parse_params, read_yaml
 from .io import write_json
 from .runs import PROJECT_ROOT
 
-PROFILE_DIRS = {
-    "smoke": "params/smoke", "cpu": "params/cpu", "spider": "params/spider", "t4": "params/t4",
-    "gpu": "params",
-}
 NOTEBOOKS = [NOTEBOOK_OF_STAGE[stage] for stage in STAGES]
 
 # glibc's allocator makes CPU training steps slow and erratic (docs/cpu-notes.md, gotcha 5);

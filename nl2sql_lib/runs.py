@@ -22,13 +22,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from .config import NOTEBOOK_OF_STAGE, StageParams, add_params_arguments, params_as_dict, params_from_args
+from .config import NOTEBOOK_OF_STAGE, PROJECT_ROOT, StageParams, add_params_arguments, params_as_dict, params_from_args
 from .io import read_json, write_json
 
 TRACKED_LIBRARIES = (
     "torch", "transformers", "trl", "peft", "accelerate", "datasets", "sqlglot", "papermill",
 )
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
 class MissingStageOutput(FileNotFoundError):

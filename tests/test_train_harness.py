@@ -181,3 +181,10 @@ def test_no_import_loops_between_these_modules():
     assert [loop for loop in loops(graph) if len(mine & set(loop)) > 1] == []
     assert "nl2sql_lib.train.reward_model" not in graph["nl2sql_lib.train.dpo"]
     assert "nl2sql_lib.runs" not in graph["nl2sql_lib.config"]
+
+
+def test_the_package_has_no_import_loops_at_all():
+    """The whole package, not only the training modules: a loop anywhere is a failure."""
+    from tests.import_graph import import_graph, loops
+
+    assert loops(import_graph(PROJECT_ROOT / "nl2sql_lib")) == []
