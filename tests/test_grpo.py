@@ -17,7 +17,6 @@ from nl2sql_lib.train.grpo import (
     SampleRecorder,
     check_hardware,
     curves_from_history,
-    gpu_plan,
     grpo_config_kwargs,
     summarize_training,
     tenth_trend,
@@ -35,11 +34,12 @@ def test_gpu_params_produce_vllm_colocate_config_without_importing_gpu_packages(
     code = """
 import json, sys
 from nl2sql_lib.config import load_params
-from nl2sql_lib.train.grpo import grpo_config_kwargs, gpu_plan
+from nl2sql_lib.models import unsloth_from_pretrained_kwargs
+from nl2sql_lib.train.grpo import grpo_config_kwargs
 cfg = load_params("grpo", "params/grpo.yaml")
 kw = grpo_config_kwargs(cfg, "out", cuda=True, reward_weights=[1.0, 0.1, 0.3, 0.1])
-unsloth = cfg.model_copy(update={"model": cfg.model.model_copy(update={"backend": "unsloth", "quantization": "4bit"})})
-print(json.dumps({"kw": kw, "plan": gpu_plan(cfg), "unsloth_plan": gpu_plan(unsloth),
+unsloth = cfg.model.model_copy(update={"backend": "unsloth", "quantization": "4bit"})
+print(json.dumps({"kw": kw, "unsloth": unsloth_from_pretrained_kwargs(unsloth, "<model folder>"),
                   "imported": sorted(m for m in ("vllm", "unsloth", "bitsandbytes") if m in sys.modules)}))
 """
     out = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300)
@@ -54,9 +54,7 @@ print(json.dumps({"kw": kw, "plan": gpu_plan(cfg), "unsloth_plan": gpu_plan(unsl
     assert kw["reward_weights"] == [1.0, 0.1, 0.3, 0.1]
     assert kw["remove_unused_columns"] is False
     assert (kw["per_device_train_batch_size"] * kw["gradient_accumulation_steps"]) % kw["num_generations"] == 0
-    assert result["plan"] == {"generation": "vllm-colocate", "backend": "transformers", "quantization": "none"}
-    unsloth = result["unsloth_plan"]
-    assert unsloth["backend"] == "unsloth" and unsloth["unsloth_from_pretrained"]["load_in_4bit"] is True
+    assert result["unsloth"]["load_in_4bit"] is True
     assert result["imported"] == []
 
 

@@ -25,7 +25,6 @@ from itertools import product
 from typing import Iterable, Sequence
 
 import sqlglot
-from sqlglot import exp
 from sqlglot.tokens import TokenType
 
 __all__ = ["results_match", "query_orders", "remove_distinct", "spider_postprocess", "SEMANTICS"]

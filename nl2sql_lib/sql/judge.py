@@ -24,7 +24,6 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Iterable
 
 from .compare import SEMANTICS, query_orders, remove_distinct, results_match, spider_postprocess
 from .execute import ExecResult, db_key, execute_sql
@@ -232,7 +231,3 @@ class Judge:
             return False
         return results_match(pred.rows, gold.rows, semantics=self.semantics, order_matters=order_matters,
                              tolerance=self.tolerance)
-
-    def judge_many(self, items: Iterable[tuple[str | Path, str, str]]) -> list[Verdict]:
-        """Judge ``(db_path, gold_sql, pred_sql)`` triples in order."""
-        return [self.judge(db, gold, pred) for db, gold, pred in items]

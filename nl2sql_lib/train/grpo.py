@@ -143,25 +143,6 @@ def colocate_max_model_len(cfg: GRPOParams, longest_prompt_tokens: int | None) -
     return decision.choice
 
 
-def gpu_plan(cfg: GRPOParams) -> dict[str, Any]:
-    """What the GPU path will use, as data (pure: nothing GPU-only is imported).
-
-    ``generation``: "vllm-colocate" / "vllm-server" / "transformers"; ``backend``: how the policy
-    loads ("unsloth" imports Unsloth before TRL so that it patches the trainer); for Unsloth, the
-    arguments ``FastLanguageModel.from_pretrained`` receives (models.py builds them).
-    """
-    from ..models import unsloth_from_pretrained_kwargs
-
-    plan: dict[str, Any] = {
-        "generation": f"vllm-{cfg.vllm_mode}" if cfg.use_vllm else "transformers",
-        "backend": cfg.model.backend,
-        "quantization": cfg.model.quantization,
-    }
-    if cfg.model.backend == "unsloth":
-        plan["unsloth_from_pretrained"] = unsloth_from_pretrained_kwargs(cfg.model, "<resolved model folder>")
-    return plan
-
-
 def check_hardware(cfg: GRPOParams, *, cuda: bool) -> None:
     """Stop before loading anything when the parameters ask for a GPU-only piece on a CPU."""
     if cfg.use_vllm and not cuda:
