@@ -93,7 +93,7 @@ def grpo_config_kwargs(
       assumed one instead (``cuda=True``: an Ampere-class GPU), as the tests pass them.
     - The training loop and precision come from train/common.py, as for SFT: on a CPU
       ``use_cpu=True`` and bf16 autocast only where the CPU has native bf16 (``cpu_bf16``) or
-      ``model.dtype: bfloat16`` asks for it (CPU-NOTES gotcha 3); bf16 on an Ampere+ GPU, fp16
+      ``model.dtype: bfloat16`` asks for it (docs/cpu-notes.md, gotcha 3); bf16 on an Ampere+ GPU, fp16
       below. ``training.gradient_checkpointing: auto`` (the default) is on with CUDA: 16
       completions of ~1,200 tokens need tens of GB of activations without it.
     - ``optim``: paged 8-bit AdamW with quantized weights (QLoRA), plain AdamW otherwise.
@@ -194,7 +194,7 @@ def build_records(examples: Sequence[Any], cfg: GRPOParams, schema: SchemaParams
 def prompt_tokens(record: dict, tokenizer: Any) -> int:
     """Tokens of a row's templated prompt (with the assistant turn opened)."""
     ids = tokenizer.apply_chat_template(record["prompt"], tokenize=True, add_generation_prompt=True)
-    ids = ids["input_ids"] if hasattr(ids, "keys") else ids  # CPU-NOTES gotcha 2
+    ids = ids["input_ids"] if hasattr(ids, "keys") else ids  # docs/cpu-notes.md, gotcha 2
     return len(ids)
 
 

@@ -229,7 +229,7 @@ def build_preference_dataset(
 
     Handing TRL token ids (rather than text) keeps tokenization in one place, shared with the
     scorer. Conversations longer than ``max_length`` are cut from the left (TRL would drop the
-    whole pair, CPU-NOTES gotcha 9). ``fmt``: the input format (with execution feedback, each
+    whole pair, docs/cpu-notes.md, gotcha 9). ``fmt``: the input format (with execution feedback, each
     side's outcome comes from the pair, see :func:`attach_execution`, or is run on its
     ``db_path``). Returns the dataset and counts for the metrics.
     """

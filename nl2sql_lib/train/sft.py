@@ -21,7 +21,7 @@ One run, top to bottom:
    cut the answer, teaching the model to stop mid-query); how many is in the metrics.
 3. The model: a fresh LoRA (PEFT) or full fine-tuning (``full_finetune: true``).
 4. ``SFTTrainer`` with the prompt/completion layout, so ``completion_only_loss`` puts the loss on
-   the answer only - this works with SmolLM2's stock chat template (CPU-NOTES gotcha 4); the
+   the answer only - this works with SmolLM2's stock chat template (docs/cpu-notes.md, gotcha 4); the
    completion ends with ``<|im_end|>``, so the model learns to stop. Resumes from the last
    checkpoint in ``sft/checkpoints`` when the parameters are unchanged.
 5. Saves ``sft/adapter`` (adapter + tokenizer + the base's spec) or ``sft/model`` (full weights,
@@ -76,8 +76,8 @@ def sft_config_kwargs(cfg: SFTParams, output_dir: str | Path, *, cuda: bool | No
     ``hardware``: the machine (``detect_hardware()``); ``cuda``/``cpu_bf16`` describe an assumed
     one instead (``cuda=True``: an Ampere-class GPU). Precision: bf16 on Ampere+, fp16 on older
     GPUs, bf16 autocast on a CPU that has it. Gradient checkpointing: the parameter, or for
-    ``auto`` on with CUDA and off on a CPU (TRL turns it on everywhere by default; CPU-NOTES
-    gotcha 3). QLoRA: paged 8-bit AdamW.
+    ``auto`` on with CUDA and off on a CPU (TRL turns it on everywhere by default;
+    docs/cpu-notes.md, gotcha 3). QLoRA: paged 8-bit AdamW.
     """
     from trl import SFTConfig
 
@@ -144,7 +144,7 @@ def build_records(examples: Sequence[Any], cfg: SFTParams, schema: SchemaParams,
 def record_length(record: dict, tokenizer) -> int:
     """Tokens of prompt + completion through the chat template (as TRL tokenizes them)."""
     ids = tokenizer.apply_chat_template(record["prompt"] + record["completion"], tokenize=True)
-    ids = ids["input_ids"] if hasattr(ids, "keys") else ids  # CPU-NOTES gotcha 2
+    ids = ids["input_ids"] if hasattr(ids, "keys") else ids  # docs/cpu-notes.md, gotcha 2
     return len(ids)
 
 
