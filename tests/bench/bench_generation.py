@@ -5,7 +5,7 @@
 The old path is ``Generator(fast=False)`` with the Generator's default settings (batch 8,
 ``model.generate``, prompts sorted by length, left padding, stop at ``;``); the fast path is the
 default ``Generator`` (each database's shared prompt prefix computed once and its KV cache reused,
-finished rows leaving the batch; nl2sql_lib/generate.py). Prompts: a seeded sample of
+finished rows leaving the batch, 16 rows per pass; nl2sql_lib/generate.py). Prompts: a seeded sample of
 ``QUESTIONS`` Spider dev questions (../shared/spider-dev) over ``DATABASES`` databases,
 rendered exactly as 06_eval renders them for the cpu profile (params/cpu/data.yaml's schema
 rendering, ``evaluate.systems.build_messages``); 96 new tokens at most, as params/cpu/eval.yaml.
@@ -18,7 +18,10 @@ shows as a gap of a fraction of a logit between the two tokens). Then one lever 
 the first ``LEVER_QUESTIONS`` prompts. Writes outputs/bench/generation.json.
 
 Sizes can be changed for a quick look: NL2SQL_BENCH_QUESTIONS, NL2SQL_BENCH_DATABASES,
-NL2SQL_BENCH_LEVER_QUESTIONS (0 skips the lever table).
+NL2SQL_BENCH_LEVER_QUESTIONS (0 skips the lever table). NL2SQL_BENCH_THREADS: torch threads for
+both paths (default: torch's own, 2 here); NL2SQL_BENCH_OTHER_THREADS: also time the fast path
+with this many threads in the lever table (unset: not timed). On a shared machine the thread
+count matters more than anything else (2 threads crawl when other jobs hold the cores).
 """
 
 from __future__ import annotations
@@ -36,12 +39,15 @@ if str(PROJECT_ROOT) not in sys.path:
     sys.path.insert(0, str(PROJECT_ROOT))
 
 SPIDER_DEV = PROJECT_ROOT.parent / "shared" / "spider-dev"
-MODEL = "embedded:smollm2-135m-instruct"
+# NL2SQL_BENCH_MODEL: another model spec, e.g. stage:sft (read from outputs/cpu, the cpu run)
+MODEL = os.environ.get("NL2SQL_BENCH_MODEL", "embedded:smollm2-135m-instruct")
 MAX_NEW_TOKENS = 96  # params/cpu/eval.yaml
 OLD_BATCH = 8  # Generator's default batch_size
 QUESTIONS = int(os.environ.get("NL2SQL_BENCH_QUESTIONS", 120))
 DATABASES = int(os.environ.get("NL2SQL_BENCH_DATABASES", 6))
 LEVER_QUESTIONS = int(os.environ.get("NL2SQL_BENCH_LEVER_QUESTIONS", 60))
+THREADS = int(os.environ.get("NL2SQL_BENCH_THREADS", 0))  # 0: torch's default
+OTHER_THREADS = int(os.environ.get("NL2SQL_BENCH_OTHER_THREADS", 0))  # 0: no such lever row
 SEED = 0
 
 
@@ -97,11 +103,13 @@ def explain_difference(model, tokenizer, prompt_text: str, old: str, new: str) -
     with torch.inference_mode():
         logits = model(torch.tensor([context]), logits_to_keep=1).logits[0, -1].float()
     info = {"first_differing_token": k, "old": old, "new": new}
-    if k < len(a) and k < len(b):
-        top = torch.topk(logits, 2)
-        info.update(old_token=tokenizer.decode([a[k]]), new_token=tokenizer.decode([b[k]]),
-                    logit_gap_old_minus_new=round(float(logits[a[k]] - logits[b[k]]), 4),
-                    top2_gap=round(float(top.values[0] - top.values[1]), 4))
+    # one answer ending where the other goes on: the end token against the next token
+    old_next = a[k] if k < len(a) else tokenizer.eos_token_id
+    new_next = b[k] if k < len(b) else tokenizer.eos_token_id
+    top = torch.topk(logits, 2)
+    info.update(old_token=tokenizer.decode([old_next]), new_token=tokenizer.decode([new_next]),
+                logit_gap_old_minus_new=round(float(logits[old_next] - logits[new_next]), 4),
+                top2_gap=round(float(top.values[0] - top.values[1]), 4))
     return info
 
 
@@ -124,8 +132,10 @@ def main() -> dict:
     from nl2sql_lib.models import load_model
 
     torch.manual_seed(SEED)
+    if THREADS:
+        torch.set_num_threads(THREADS)
     examples, prompts = spider_prompts(QUESTIONS, DATABASES)
-    model, tokenizer = load_model(ModelParams(spec=MODEL))
+    model, tokenizer = load_model(ModelParams(spec=MODEL), run_dir=PROJECT_ROOT / "outputs" / "cpu")
     threads = torch.get_num_threads()
 
     def gen(**kwargs) -> Generator:
@@ -162,13 +172,12 @@ def main() -> dict:
         subset, reference = prompts[:LEVER_QUESTIONS], old_texts[:LEVER_QUESTIONS]
         settings = [
             ("old path (model.generate), batch 8", {"fast": False}, threads),
-            ("old path, batch 32 (larger batches alone)", {"fast": False, "batch_size": 32}, threads),
-            ("fast: shared prefix cached + rows leave, batch 8", {}, threads),
-            ("fast, batch 16", {"fast_batch_size": 16}, threads),
+            ("fast: shared prefix cached + rows leave, batch 8", {"fast_batch_size": 8}, threads),
+            ("fast, batch 16 (the default: 2 x batch_size)", {}, threads),
             ("fast, batch 32", {"fast_batch_size": 32}, threads),
-            ("fast, batch 64", {"fast_batch_size": 64}, threads),
-            ("fast, batch 32, 1 thread", {"fast_batch_size": 32}, 1),
         ]
+        if OTHER_THREADS:
+            settings.append((f"fast, batch 16, {OTHER_THREADS} thread(s)", {}, OTHER_THREADS))
         for name, kwargs, n_threads in settings:
             set_threads(n_threads)
             texts, row = timed(gen(**kwargs), subset)
@@ -191,7 +200,8 @@ def main() -> dict:
         "headline": headline,
         "levers": levers,
     }
-    out = PROJECT_ROOT / "outputs" / "bench" / "generation.json"
+    suffix = "" if MODEL.startswith("embedded:") else "_" + MODEL.replace(":", "_").replace("/", "_")
+    out = PROJECT_ROOT / "outputs" / "bench" / f"generation{suffix}.json"
     write_json(out, report)  # atomic: a killed run never leaves half a file
     print(f"wrote {out}")
     return report
