@@ -19,7 +19,7 @@ the first ``LEVER_QUESTIONS`` prompts. Writes outputs/bench/generation.json.
 
 Sizes can be changed for a quick look: NL2SQL_BENCH_QUESTIONS, NL2SQL_BENCH_DATABASES,
 NL2SQL_BENCH_LEVER_QUESTIONS (0 skips the lever table). NL2SQL_BENCH_THREADS: torch threads for
-both paths (default: torch's own, 2 here); NL2SQL_BENCH_OTHER_THREADS: also time the fast path
+both paths (default 1; 0: torch's own, 2 here); NL2SQL_BENCH_OTHER_THREADS: also time the fast path
 with this many threads in the lever table (unset: not timed). On a shared machine the thread
 count matters more than anything else (2 threads crawl when other jobs hold the cores).
 """
@@ -43,10 +43,10 @@ SPIDER_DEV = PROJECT_ROOT.parent / "shared" / "spider-dev"
 MODEL = os.environ.get("NL2SQL_BENCH_MODEL", "embedded:smollm2-135m-instruct")
 MAX_NEW_TOKENS = 96  # params/cpu/eval.yaml
 OLD_BATCH = 8  # Generator's default batch_size
-QUESTIONS = int(os.environ.get("NL2SQL_BENCH_QUESTIONS", 120))
+QUESTIONS = int(os.environ.get("NL2SQL_BENCH_QUESTIONS", 96))
 DATABASES = int(os.environ.get("NL2SQL_BENCH_DATABASES", 6))
-LEVER_QUESTIONS = int(os.environ.get("NL2SQL_BENCH_LEVER_QUESTIONS", 60))
-THREADS = int(os.environ.get("NL2SQL_BENCH_THREADS", 0))  # 0: torch's default
+LEVER_QUESTIONS = int(os.environ.get("NL2SQL_BENCH_LEVER_QUESTIONS", 48))
+THREADS = int(os.environ.get("NL2SQL_BENCH_THREADS", 1))  # 0: torch's default (2 here)
 OTHER_THREADS = int(os.environ.get("NL2SQL_BENCH_OTHER_THREADS", 0))  # 0: no such lever row
 SEED = 0
 
