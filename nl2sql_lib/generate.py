@@ -30,6 +30,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
@@ -58,6 +59,17 @@ class EngineContext:
     prompts: Sequence[list[dict]]
     max_new_tokens: int
     headroom_tokens: int = 0
+
+
+def _speed_stats(prompts: int, new_tokens: int, start: float) -> dict[str, Any]:
+    """A generate call's size and speed since ``start`` (a ``time.perf_counter()`` reading)."""
+    elapsed = time.perf_counter() - start
+    return {
+        "prompts": prompts,
+        "new_tokens": new_tokens,
+        "seconds": round(elapsed, 3),
+        "tokens_per_s": round(new_tokens / elapsed, 2) if elapsed > 0 else 0.0,
+    }
 
 
 def cut_at_stop(text: str, stop_strings: Sequence[str] | None) -> str:
@@ -140,7 +152,6 @@ class Generator:
         its answer may name, or None to leave that prompt free; None: no constraint at all.
         Meant for answers that are plain SQL (a <think> block would be constrained too).
         """
-        import time
 
         import torch
         from tqdm.auto import tqdm
@@ -174,13 +185,7 @@ class Generator:
                 results[i] = candidates * n if greedy else candidates
             bar.update(len(indices))
         bar.close()
-        elapsed = time.perf_counter() - start
-        self.last_stats = {
-            "prompts": len(prompts),
-            "new_tokens": new_tokens,
-            "seconds": round(elapsed, 3),
-            "tokens_per_s": round(new_tokens / elapsed, 2) if elapsed > 0 else 0.0,
-        }
+        self.last_stats = _speed_stats(len(prompts), new_tokens, start)
         if schemas is not None:  # how often the constraint overrode the model's first choice
             self.last_stats.update({f"constraint_{k}": v for k, v in constraint.items()})
         return results
@@ -198,7 +203,6 @@ class Generator:
 
     def _generate_greedy_fast(self, prompts: list[str], n: int, max_new_tokens: int, desc: str) -> list[list[str]]:
         """Greedy answers with each shared prompt prefix computed once (see the module docstring)."""
-        import time
 
         import torch
         from tqdm.auto import tqdm
@@ -226,12 +230,8 @@ class Generator:
                 results[i] = [cut_at_stop(text, self.stop_strings).strip()] * n
             bar.update(len(batch))
         bar.close()
-        elapsed = time.perf_counter() - start
         self.last_stats = {
-            "prompts": len(prompts),
-            "new_tokens": new_tokens,
-            "seconds": round(elapsed, 3),
-            "tokens_per_s": round(new_tokens / elapsed, 2) if elapsed > 0 else 0.0,
+            **_speed_stats(len(prompts), new_tokens, start),
             "prefix_groups": len(groups),
             "prompt_tokens": sum(len(x) for x in ids),
             "prompt_tokens_computed": sum(prefix_len + sum(len(ids[i]) - prefix_len for i in members)
