@@ -209,10 +209,15 @@ class TrainingParams(_Strict):
     )
 
 
+# The data source types 01_data reads: the one list. data/loaders.py maps each to its loader (a
+# test checks the two name the same types), and SourceParams accepts exactly these.
+SOURCE_TYPES = ("bundled", "spider", "bird", "create_context", "jsonl", "sqlite")
+
+
 class SourceParams(_Strict):
     """One data source for 01_data."""
 
-    type: Literal["bundled", "spider", "bird", "create_context", "jsonl", "sqlite"] = Field(
+    type: Literal[SOURCE_TYPES] = Field(  # type: ignore[valid-type]
         description="bundled: the generated databases shipped with the project; spider / bird: "
         "those benchmarks' folders; create_context: a JSONL of question, CREATE TABLE context and "
         "answer; jsonl: the project's own example format; sqlite: question/SQL pairs generated "

@@ -456,3 +456,12 @@ def test_own_database_command_reports_bad_input_without_a_traceback(tmp_path, ca
             main([*argv, "--out", str(tmp_path / "out.jsonl")])
         assert info.value.code == 2 and expected in capsys.readouterr().err
     assert not (tmp_path / "out.jsonl").exists()
+
+
+def test_every_source_type_has_its_loader_and_no_loader_is_unreachable():
+    """config.SOURCE_TYPES (what parameter files may name) and the loaders cannot drift."""
+    from nl2sql_lib.config import SOURCE_TYPES
+    from nl2sql_lib.data.loaders import _LOADERS
+
+    assert set(_LOADERS) == set(SOURCE_TYPES) == set(KNOWN_SOURCES)
+    assert [SourceParams(type=kind, path=None).type for kind in SOURCE_TYPES] == list(SOURCE_TYPES)

@@ -42,12 +42,13 @@ from typing import Any, Callable
 import sqlglot
 from sqlglot import exp
 
+from ..config import SOURCE_TYPES
 from ..io import DataFileError, iter_jsonl, read_json
 from ..sampling import seeded_subsample
 from .example import Example, read_examples
 from .schema import MissingDatabase
 
-KNOWN_SOURCES = ("bundled", "spider", "bird", "create_context", "jsonl", "sqlite")
+KNOWN_SOURCES = SOURCE_TYPES  # config.SOURCE_TYPES: the one list; _LOADERS below maps each
 SPLITS = ("train", "dev")
 
 
