@@ -113,6 +113,17 @@ def quiet_library_chatter() -> None:
 
     datasets.disable_progress_bars()
     transformers_logging.disable_progress_bar()
+    # When two checkpoints are saved within a second of each other (small models, fast steps),
+    # transformers says it cannot trust their mtimes and orders them by step number instead -
+    # which is right for our checkpoint folders, so the warning asks nothing of the user.
+    trainer_utils_logger = transformers_logging.get_logger("transformers.trainer_utils")
+    if not any(isinstance(f, _DropMtimeNotice) for f in trainer_utils_logger.filters):
+        trainer_utils_logger.addFilter(_DropMtimeNotice())
+
+
+class _DropMtimeNotice(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("mtime may not be reliable")
 
 
 class StageRun:

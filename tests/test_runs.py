@@ -198,3 +198,32 @@ def test_stage_command_line_stops_on_a_memory_plan_that_cannot_fit(tmp_path, mon
         "grpo", [*argv, "--set", "training.per_device_train_batch_size=8"],
         description="test", example="params/grpo.yaml", log_level=None)
     assert stage.dir.is_dir() and params.training.per_device_train_batch_size == 8
+
+
+def test_quiet_library_chatter_drops_only_transformers_mtime_notice():
+    """The notice fires when two checkpoints are saved within a second (tiny models) and asks
+    nothing of the user; other warnings of that logger still reach its handlers."""
+    import logging
+
+    from transformers.utils import logging as transformers_logging
+
+    from nl2sql_lib.runs import quiet_library_chatter
+
+    quiet_library_chatter()
+    quiet_library_chatter()  # idempotent: one filter
+    logger = transformers_logging.get_logger("transformers.trainer_utils")
+    seen: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record):
+            seen.append(record.getMessage())
+
+    handler = Collect()
+    logger.addHandler(handler)
+    try:
+        logger.warning("mtime may not be reliable on this filesystem, falling back to numerical ordering")
+        logger.warning("something a user should read")
+    finally:
+        logger.removeHandler(handler)
+    assert seen == ["something a user should read"]
+    assert sum(type(f).__name__ == "_DropMtimeNotice" for f in logger.filters) == 1
