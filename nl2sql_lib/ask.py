@@ -99,7 +99,7 @@ def ask(
     ``generator`` has ``generate(messages_batch, n=, temperature=, max_new_tokens=)`` (see
     :mod:`nl2sql_lib.generate`); ``scorer`` (strategies rm, rm_vote) has ``score(messages, sqls)``.
     """
-    from .evaluate.selection import select_by_score, select_greedy, select_vote, select_weighted_vote
+    from .evaluate.selection import select_greedy, select_runnable_by_score, select_vote, select_weighted_vote
     from .sql.execute import execute_sql
     from .sql.extract import extract_sql
     from .sql.judge import Judge
@@ -126,7 +126,7 @@ def ask(
     else:
         scores = [float(s) for s in scorer.score(messages, usable, db_path=db_path)]
         if strategy == "rm":
-            sql = select_by_score(usable, scores)
+            sql = select_runnable_by_score(usable, scores, db_path, judge or Judge(timeout=timeout))
         else:
             sql = select_weighted_vote(usable, scores, db_path, judge or Judge(timeout=timeout))
     result = execute_sql(db_path, sql, timeout=timeout, max_rows=max_rows) if sql else None

@@ -386,6 +386,18 @@ class RewardWeights(_Strict):
         return self
 
 
+class PassRateFilterParams(_Strict):
+    """GRPO's training questions kept by the policy's pass rate (train/question_selection.py)."""
+
+    enabled: bool = Field(False, description="probe the policy on the training questions before GRPO and "
+                          "keep only those it answers right sometimes but not always (pass rate strictly "
+                          "between 0 and 1): the groups with a non-zero advantage")
+    candidates: int | None = Field(None, ge=1, description="training questions probed (GRPO's seeded "
+                                   "shuffle, first N); None: max_train_examples of them")
+    samples: int = Field(4, ge=2, description="answers sampled per probed question, at GRPO's temperature")
+    batch_size: int = Field(8, ge=1, description="sequences per generation batch of the probe")
+
+
 class GRPOParams(StageParams):
     model: ModelParams = Field(
         default_factory=lambda: ModelParams(spec="stage:sft"),
@@ -430,6 +442,10 @@ class GRPOParams(StageParams):
         None, description="prompt schema rendering; None: the data stage's settings (as trained)"
     )
     num_samples_shown: int = Field(8, ge=0, description="completions kept for the start/end table")
+    pass_rate_filter: PassRateFilterParams = Field(
+        default_factory=PassRateFilterParams, description="train only on questions whose groups can "
+        "differ (pass-rate probe before training)",
+    )
     reward_model: Annotated[str | None, _input_path(
         "give stage:reward_model, a reward_model stage folder of another run or an adapter folder",
         stage_allowed=True,

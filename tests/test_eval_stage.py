@@ -24,6 +24,7 @@ from nl2sql_lib.evaluate.stage import (
 )
 from nl2sql_lib.io import read_json, read_jsonl, write_json
 from nl2sql_lib.runs import MissingStageOutput, StageRun
+from nl2sql_lib.sql.judge import Judge
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SMOKE = PROJECT_ROOT / "params" / "smoke" / "eval.yaml"
@@ -565,7 +566,10 @@ def test_oracle_and_score_pickers(shop):
     pools = [[WRONG, BROKEN, right], [WRONG, BROKEN, NO_TABLE]]
     records = [{"candidates": p} for p in pools]
     assert sysmod.pick_oracle(records, [ex, ex], judge) == [right, WRONG]   # else the first
-    assert sysmod.pick_by_scores(records, [[0.1, 0.9, 0.3], [0.5, 0.5, 0.2]]) == [BROKEN, WRONG]
+    # the reward model's favourite fails to run: the best-scored candidate that runs is picked
+    assert sysmod.pick_by_scores(records, [[0.1, 0.9, 0.3], [0.5, 0.5, 0.2]], [ex, ex], judge) == [right, WRONG]
+    # nothing runs: the best score (first on ties), as before
+    assert sysmod.pick_by_scores([{"candidates": [BROKEN, NO_TABLE]}], [[0.2, 0.7]], [ex], judge) == [NO_TABLE]
     assert sysmod.strategy_key("sft", "greedy", 4) == "sft/greedy"
     assert sysmod.strategy_key("sft", "rm", 4) == "sft/rm@4"
 
@@ -710,7 +714,7 @@ def test_reward_scores_skip_candidates_without_sql(tmp_path):
     scores = sysmod.rm_scores(Scorer(), records, [ex, ex], system)
     assert seen == [["SELECT 1", "SELECT 22"]]
     assert scores == [[float("-inf"), 8.0, float("-inf"), 9.0], [float("-inf"), float("-inf")]]
-    assert sysmod.pick_by_scores(records, scores) == ["SELECT 22", ""]
+    assert sysmod.pick_by_scores(records, scores, [ex, ex], Judge()) == ["SELECT 22", ""]
 
 
 def test_best_of_n_on_a_seeded_sample_is_its_own_paired_dataset(run_cfg):

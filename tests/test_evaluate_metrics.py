@@ -14,6 +14,7 @@ from nl2sql_lib.evaluate.selection import (
     oracle_correct,
     select_by_score,
     select_greedy,
+    select_runnable_by_score,
     select_vote,
     select_weighted_vote,
     vote_groups,
@@ -136,6 +137,27 @@ def test_weighted_vote(dbs) -> None:
     assert select_weighted_vote(["SELEC 1", "SELECT x FROM nowhere"], [0.0, 1.0], db, judge) == "SELECT x FROM nowhere"
     with pytest.raises(ValueError, match="1 scores for 4 candidates"):
         select_weighted_vote(cands, [1.0], db, judge)
+
+
+def test_score_selection_never_prefers_a_failing_query(dbs) -> None:
+    db = dbs["geo_a"]
+    judge = Judge()
+    cands = [
+        "SELECT name FROM city WHERE population > 100",  # runs
+        "SELEC broken",  # fails to parse
+        "SELECT name FROM city WHERE population > 1000000",  # runs
+        "SELECT name FROM nowhere",  # fails: no such table
+        "",  # no SQL extracted
+    ]
+    # the scorer is sure of the failing ones: the best-scored runnable one is picked instead
+    assert select_runnable_by_score(cands, [0.1, 9.0, 0.5, 8.0, 7.0], db, judge) == cands[2]
+    # ties among runnable candidates go to the first
+    assert select_runnable_by_score(cands, [0.5, 9.0, 0.5, 8.0, 7.0], db, judge) == cands[0]
+    # nothing runs: the best score of all, as select_by_score
+    assert select_runnable_by_score(cands[1:2] + cands[3:4], [0.0, 1.0], db, judge) == cands[3]
+    assert select_runnable_by_score([], [], db, judge) == ""
+    with pytest.raises(ValueError, match="2 scores for 5 candidates"):
+        select_runnable_by_score(cands, [1.0, 2.0], db, judge)
 
 
 def test_vote_uses_spider_multisets(dbs) -> None:

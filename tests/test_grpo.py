@@ -207,6 +207,27 @@ def test_smoke_grpo_on_tiny_model_trains_saves_and_resumes(tmp_path):
 
 
 @pytest.mark.slow
+def test_smoke_grpo_with_the_pass_rate_filter_probes_before_training(tmp_path):
+    """pass_rate_filter.enabled: the policy answers every question first; the random tiny model
+    gets none right, so the filter falls back to all of them and says so."""
+    from nl2sql_lib.config import PassRateFilterParams
+    from nl2sql_lib.runs import StageRun
+    from nl2sql_lib.train.grpo import headline, run_grpo
+
+    cfg = _tiny_run(tmp_path, max_steps=1).model_copy(update={
+        "pass_rate_filter": PassRateFilterParams(enabled=True, candidates=3, samples=2)})
+    stage = StageRun(cfg, "grpo").start()
+    metrics = run_grpo(cfg, stage)
+    selection = metrics["pass_rate_selection"]
+    assert selection["probed"] == 3 and selection["samples"] == 2
+    assert selection["all_wrong"] + selection["all_right"] + selection["mixed"] + selection["unscorable"] == 3
+    assert selection["kept"] == metrics["train_examples"] <= 3
+    assert selection["fallback"] == (selection["mixed"] == 0)
+    assert metrics["steps"] == 1 and 0.0 <= metrics["nonzero_advantage_share"] <= 1.0
+    assert headline(metrics)["probe_probed"] == 3
+
+
+@pytest.mark.slow
 def test_smoke_grpo_with_a_trained_reward_model_as_a_reward(tmp_path):
     """rewards.reward_model > 0: 05's model scores every completion, logged as its own curve."""
     from nl2sql_lib.config import RewardWeights

@@ -7,6 +7,9 @@
   and the group's first candidate is returned;
 - :func:`select_by_score`: the candidate with the highest score from any scorer (a reward model
   plugs in here), the first one on ties;
+- :func:`select_runnable_by_score`: the same among the candidates that execute; one that fails
+  is picked only when none runs (issue #14: a query that fails can never be judged correct, so
+  no score, however sure, should prefer it to one that runs);
 - :func:`select_weighted_vote`: the vote again, but each executable candidate votes with the
   weight ``sigmoid(score)`` (its scorer's estimate that it is right, bounded in (0, 1)), so
   several agreeing candidates can outweigh one confident outlier and a lone candidate the
@@ -27,8 +30,8 @@ from ..sql.compare import results_match
 # The selection strategies that need a reward model's scores (06_eval and ask).
 RM_STRATEGIES = ("rm", "rm_vote")
 
-__all__ = ["RM_STRATEGIES", "select_greedy", "select_vote", "select_by_score", "select_weighted_vote", "oracle_correct",
-           "vote_groups"]
+__all__ = ["RM_STRATEGIES", "select_greedy", "select_vote", "select_by_score", "select_runnable_by_score",
+           "select_weighted_vote", "oracle_correct", "vote_groups"]
 
 
 def select_greedy(cands: Sequence[str]) -> str:
@@ -73,6 +76,17 @@ def select_by_score(cands: Sequence[str], scores: Sequence[float] | Callable[[st
         raise ValueError(f"select_by_score: {len(values)} scores for {len(cands)} candidates")
     best = max(range(len(cands)), key=lambda i: (values[i], -i))
     return cands[best]
+
+
+def select_runnable_by_score(cands: Sequence[str], scores: Sequence[float], db_path: str | Path, judge) -> str:
+    """The highest-scored candidate that executes without error (first on ties); the
+    highest-scored of all when none executes."""
+    if len(scores) != len(cands):
+        raise ValueError(f"select_runnable_by_score: {len(scores)} scores for {len(cands)} candidates")
+    runs = [i for i, sql in enumerate(cands) if sql and judge.execute(db_path, sql).ok]
+    if not runs:
+        return select_by_score(cands, scores)
+    return cands[max(runs, key=lambda i: (scores[i], -i))]
 
 
 def select_weighted_vote(cands: Sequence[str], scores: Sequence[float], db_path: str | Path, judge) -> str:

@@ -328,7 +328,7 @@ def _score_dataset(ds, systems, pool_systems, preds, scores, judge, cfg):
             add(strategy_key(system.name, "vote", n), pick_vote(records, ds.examples, judge))
         rm = scores.get((ds.name, system.name))
         if "rm" in cfg.strategies and rm is not None:
-            add(strategy_key(system.name, "rm", n), pick_by_scores(records, rm))
+            add(strategy_key(system.name, "rm", n), pick_by_scores(records, rm, ds.examples, judge))
         if "rm_vote" in cfg.strategies and rm is not None:
             add(strategy_key(system.name, "rm_vote", n), pick_rm_vote(records, rm, ds.examples, judge))
         if "oracle" in cfg.strategies:

@@ -597,11 +597,13 @@ def pick_vote(records: list[dict], examples: list[Example], judge) -> list[str]:
     return [select_vote(rec["candidates"], ex.db_path, judge) for rec, ex in zip(records, examples)]
 
 
-def pick_by_scores(records: list[dict], scores: list[list[float]]) -> list[str]:
-    """The candidate with the highest score (a reward model's), first one on ties."""
-    from .selection import select_by_score
+def pick_by_scores(records: list[dict], scores: list[list[float]], examples: list[Example], judge) -> list[str]:
+    """The highest-scored candidate (a reward model's) among those that execute, first one on
+    ties; a failing one only when none runs (see selection.select_runnable_by_score)."""
+    from .selection import select_runnable_by_score
 
-    return [select_by_score(rec["candidates"], s) for rec, s in zip(records, scores)]
+    return [select_runnable_by_score(rec["candidates"], s, ex.db_path, judge)
+            for rec, s, ex in zip(records, scores, examples)]
 
 
 def pick_rm_vote(records: list[dict], scores: list[list[float]], examples: list[Example], judge) -> list[str]:

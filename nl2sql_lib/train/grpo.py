@@ -57,6 +57,7 @@ from .common import (
     train,
     trl_config_kwargs,
 )
+from .question_selection import nonzero_advantage_share
 
 logger = logging.getLogger(__name__)
 
@@ -189,6 +190,32 @@ def build_records(examples: Sequence[Any], cfg: GRPOParams, schema: SchemaParams
             "difficulty": ex.difficulty,
         })
     return records
+
+
+def probed_question_count(cfg: GRPOParams) -> int | None:
+    """How many training questions 03_grpo reads: max_train_examples, or the pass-rate probe's
+    candidates when the filter is on (the kept ones are then capped at max_train_examples)."""
+    if cfg.pass_rate_filter.enabled and cfg.pass_rate_filter.candidates is not None:
+        return cfg.pass_rate_filter.candidates
+    return cfg.max_train_examples
+
+
+def select_questions(records: list[dict], cfg: GRPOParams, model: Any, tokenizer: Any,
+                     scorer: ExecutionScorer) -> tuple[list[dict], dict[str, Any]]:
+    """The rows the policy answers right sometimes but not always (train/question_selection.py),
+    at most max_train_examples of them, and the probe's summary for metrics.json."""
+    from .question_selection import keep_informative, policy_sampler, probe_pass_rates
+
+    probe = cfg.pass_rate_filter
+    sampler = policy_sampler(model, tokenizer, temperature=cfg.temperature, max_new_tokens=cfg.max_completion_length,
+                             batch_size=probe.batch_size, seed=cfg.seed)
+    rates = probe_pass_rates(records, sampler, scorer, samples=probe.samples)
+    kept, summary = keep_informative(records, rates)
+    if cfg.max_train_examples is not None:
+        kept = kept[: cfg.max_train_examples]
+    summary["kept"] = len(kept)
+    summary["samples"] = probe.samples
+    return kept, summary
 
 
 def prompt_tokens(record: dict, tokenizer: Any) -> int:
@@ -383,6 +410,8 @@ def summarize_training(log_history: Sequence[dict], reward_names: Sequence[str])
         if trend is not None:
             summary["reward_trends"][name] = trend
     summary["execution_trend"] = summary["reward_trends"].get("execution") or tenth_trend(curves.get("reward", []))
+    # the share of groups that taught something (a zero-variance group has zero advantages)
+    summary["nonzero_advantage_share"] = nonzero_advantage_share(curves.get("frac_reward_zero_std", []))
     for key in ("kl", "entropy"):
         points = curves.get(key)
         if points:
@@ -414,7 +443,7 @@ def run_grpo(cfg: GRPOParams, stage: StageRun) -> dict[str, Any]:
     train_path = stage.record_input(require_output(cfg, "data", "train.jsonl"))
     examples = read_examples(train_path)
     # a sample across databases, not the first one (GRPO's own rule, kept: see sampling.py)
-    examples = seeded_shuffled_head(examples, cfg.max_train_examples, cfg.seed)
+    examples = seeded_shuffled_head(examples, probed_question_count(cfg), cfg.seed)
     trained_format = policy_stage_metrics(cfg).get("format")
     if trained_format and trained_format != cfg.format:
         logger.warning("the policy was trained with format %r but GRPO asks for %r: its prompts will be "
@@ -445,6 +474,11 @@ def run_grpo(cfg: GRPOParams, stage: StageRun) -> dict[str, Any]:
         )
 
     scorer = ExecutionScorer(semantics=cfg.semantics, timeout=cfg.sql_timeout, batch_budget=cfg.sql_batch_budget)
+    selection = None
+    if cfg.pass_rate_filter.enabled:
+        with stage.timer("pass_rate_probe"):
+            records, selection = select_questions(records, cfg, model, tokenizer, scorer)
+        logger.info("pass-rate probe: %s", selection)
     model_reward = None
     if cfg.rewards.reward_model > 0:
         model_reward = RewardModelReward(cfg.reward_model, run_dir=cfg.run_dir)
@@ -479,6 +513,7 @@ def run_grpo(cfg: GRPOParams, stage: StageRun) -> dict[str, Any]:
         "rewards": dict(zip(reward_names, weights)),
         "train_examples": len(records),
         "dropped_long_prompts": too_long,
+        "pass_rate_selection": selection,
         "trainable_parameters": trainable,
         "total_parameters": total,
         "steps": steps,
@@ -526,9 +561,12 @@ def _save_policy(model: Any, tokenizer: Any, stage: StageRun) -> Path:
 def headline(metrics: dict[str, Any]) -> dict[str, Any]:
     """The few numbers the stage manifest and the README quote."""
     trend = metrics.get("execution_trend") or {}
-    keys = ("steps", "seconds_per_step", "train_examples", "dropped_long_prompts", "kl_end", "entropy_start", "entropy_end")
+    keys = ("steps", "seconds_per_step", "train_examples", "dropped_long_prompts", "kl_end", "entropy_start",
+            "entropy_end", "nonzero_advantage_share")
+    selection = metrics.get("pass_rate_selection") or {}
     return {
         **{k: metrics.get(k) for k in keys},
+        **({f"probe_{k}": selection.get(k) for k in ("probed", "mixed", "all_right", "all_wrong")} if selection else {}),
         "execution_reward_first_tenth": trend.get("first_tenth"),
         "execution_reward_last_tenth": trend.get("last_tenth"),
         "execution_reward_rose": trend.get("rose"),

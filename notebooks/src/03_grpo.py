@@ -18,6 +18,12 @@
 #
 # Weights come from the parameter file (`rewards:`); TRL normalizes the weighted sum within each
 # question's group, so a completion is pushed up exactly when it beats its siblings.
+#
+# That is also GRPO's weak spot: when every completion of a group earns the same reward (all
+# right, or all wrong) every advantage is zero and the step teaches nothing. With
+# `pass_rate_filter.enabled` the policy first answers `candidates` training questions
+# `samples` times each, and only the questions it gets right sometimes but not always are
+# trained on; `nonzero_advantage_share` reports the share of groups that carried a signal.
 
 # %%
 from nl2sql_lib.train.grpo import headline, plot_training, run_grpo, samples_table
@@ -35,7 +41,8 @@ headline(metrics)
 
 # %%
 fig = plot_training(metrics, stage.path("curves.png"))
-metrics["execution_trend"]
+{"execution_trend": metrics["execution_trend"], "nonzero_advantage_share": metrics["nonzero_advantage_share"],
+ "pass_rate_selection": metrics["pass_rate_selection"]}
 
 # %% [markdown]
 # ## Sampled completions at the start and at the end of training
