@@ -448,6 +448,36 @@ def test_constrained_systems_pass_each_questions_database_to_the_generator(run_c
     assert (stage.dir / "predictions_sft+constrained.jsonl").is_file()
 
 
+def test_a_revise_system_revises_failing_answers_once_from_the_plain_systems_answers(run_cfg):
+    """sft+revise: sft's greedy answers (reused, not generated again); the one that fails to run
+    (q6, a syntax error) goes back with its error, and the scripted model repairs it."""
+    cfg = _bon_cfg(run_cfg, systems=["sft", "sft+revise"], best_of_n_systems=[])
+    revise = sysmod.parse_system("sft+revise", cfg)
+    assert (revise.spec, revise.revise, revise.constrained) == ("stage:sft", True, False)
+    assert sysmod.fingerprint(revise, cfg, 1) != sysmod.fingerprint(sysmod.parse_system("sft", cfg), cfg, 1)
+    revision_prompts, calls = [], []
+
+    class Reviser(ScriptedGenerator):
+        def generate(self, messages_batch, **kwargs):
+            if any("Previous SQL:" in m[-1]["content"] for m in messages_batch):
+                revision_prompts.extend(m[-1]["content"] for m in messages_batch)
+                return [[GOLD[self._qid(m)][1]] for m in messages_batch]
+            return super().generate(messages_batch, **kwargs)
+
+    stage = StageRun(cfg, "eval").start()
+    metrics = run_eval(cfg, stage, generator_factory=lambda system, c: Reviser("sft", calls), progress=False)
+    assert len(calls) == 1  # sft's greedy pass only: sft+revise reused its answers
+    assert len(revision_prompts) == 1 and "Previous SQL:\n" + BROKEN in revision_prompts[0]
+    assert "Result: error (" in revision_prompts[0]
+    dev = metrics["dev"]
+    assert dev["sft/greedy"]["ex"] == pytest.approx(3 / 6) and dev["sft+revise/greedy"]["ex"] == pytest.approx(4 / 6)
+    records = {r["question_id"]: r for r in read_jsonl(stage.dir / "predictions_sft+revise.jsonl")}
+    assert records["q6"]["revised"] is True and records["q6"]["first_sql"] == BROKEN
+    assert records["q6"]["pred_sql"] == GOLD["q6"][1]
+    assert records["q3"]["revised"] is False and records["q3"]["pred_sql"] == WRONG  # ran: not revised
+    assert ("sft/greedy", "sft+revise/greedy") in comparison_plan(list(dev))
+
+
 def test_pruned_systems_need_a_linking_model_or_use_the_one_sft_trained_with(run_cfg):
     cfg = _bon_cfg(run_cfg)
     with pytest.raises(ValueError, match=r"'sft\+pruned' needs a schema-linking model: set linking_model"):
@@ -632,13 +662,20 @@ class GoldForSpiderless:
 @pytest.mark.slow
 def test_real_tiny_model_end_to_end(run_cfg):
     """The real generator path (tiny random model): predictions, metrics and report exist."""
-    cfg = _bon_cfg(run_cfg, systems=["base", "other=tiny:smollm2"], best_of_n_systems=["base"],
+    cfg = _bon_cfg(run_cfg, systems=["base", "base+revise", "other=tiny:smollm2"], best_of_n_systems=["base"],
                    num_candidates=2, max_dev_examples=3, max_new_tokens=8)
     stage = StageRun(cfg, "eval").start()
     metrics = run_eval(cfg, stage, progress=False)
-    assert set(metrics["dev"]) == {"base/greedy", "other/greedy", "base/vote@2", "base/oracle@2"}
+    assert set(metrics["dev"]) == {"base/greedy", "base+revise/greedy", "other/greedy", "base/vote@2", "base/oracle@2"}
     rows = read_jsonl(stage.dir / "predictions_base.jsonl")
     assert len(rows) == 3 and all(len(r["candidates"]) == 2 for r in rows)
+    # base+revise starts from base's greedy answers; the random model's failing ones are revised
+    revised = read_jsonl(stage.dir / "predictions_base+revise.jsonl")
+    firsts = {r["key"]: r["pred_sql"] for r in rows}
+    for row in revised:
+        assert row.get("first_sql", row["pred_sql"]) == firsts[row["key"]]
+        assert row["revised"] == ("feedback" in row)
+    assert any(row["revised"] for row in revised)  # 8 tokens of a random model never make runnable SQL
     assert metrics["dev"]["base/oracle@2"]["ex"] >= metrics["dev"]["base/greedy"]["ex"]
     assert (stage.dir / "report.md").is_file()
 

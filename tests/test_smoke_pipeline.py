@@ -42,7 +42,7 @@ def test_smoke_pipeline_runs_every_notebook(tmp_path):
     metrics = json.loads((run_dir / "eval" / "metrics.json").read_text())
     dev = metrics.get(DEV)
     assert dev, f"no '{DEV}' entry in metrics.json: {list(metrics)}"
-    expected_keys = {"base/greedy", "sft/greedy", "grpo/greedy", "sft/vote@2", "sft/rm@2", "sft/oracle@2"}
+    expected_keys = {"base/greedy", "sft/greedy", "sft+revise/greedy", "grpo/greedy", "sft/vote@2", "sft/rm@2", "sft/oracle@2"}
     assert expected_keys <= set(dev), f"missing {expected_keys - set(dev)}"
     assert dev["sft/oracle@2"]["ex"] >= dev["sft/greedy"]["ex"]  # the pool holds the greedy answer
     for dataset, systems in metrics.items():

@@ -127,14 +127,14 @@ def test_vllm_context_covers_root_and_revision_prompts(tmp_path):
     """With vLLM, each worker's engine is sized for the stage's longest prompt: root prompts and
     revision prompts (the frame here, plus headroom for the previous SQL and its feedback)."""
     from nl2sql_lib.data.prompts import revision_messages
-    from nl2sql_lib.tree.stage import FEEDBACK_TOKENS, RETOKENIZE_SLACK, engine_context, model_policy_source
+    from nl2sql_lib.tree.stage import engine_context, model_policy_source
 
     cfg = make_run(tmp_path, use_vllm=True, max_new_tokens=96)
     examples = shop_examples(tmp_path / "dbs" / "shop" / "shop.sqlite")
     schema = SchemaTextSource(schema_params_for(cfg).model_dump(mode="json"))
     context = engine_context(cfg, examples, schema)
     assert context.max_new_tokens == 96
-    assert context.headroom_tokens == 96 + FEEDBACK_TOKENS + RETOKENIZE_SLACK
+    assert context.headroom_tokens == 96 + 300 + 16  # the SQL, the feedback (cut to 300 characters), slack
     assert len(context.prompts) == 2 * len(examples)
     assert revision_messages(examples[0], schema(examples[0]), "", "") in context.prompts
     assert sql_messages(examples[0], schema(examples[0])) in context.prompts

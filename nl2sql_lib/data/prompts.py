@@ -97,7 +97,18 @@ def revision_messages(example, schema_text: str, previous_sql: str, feedback: st
     return _chat(REVISION_SYSTEM, user)
 
 
-def execution_feedback(exec_result, max_rows: int = 5, max_chars: int = 300) -> str:
+# Execution feedback is cut to this many characters, so it adds at most that many tokens.
+FEEDBACK_MAX_CHARS = 300
+
+
+def revision_headroom_tokens(max_new_tokens: int) -> int:
+    """Tokens a revision prompt may add to its frame (``revision_messages`` with an empty previous
+    SQL and feedback): the previous SQL (at most ``max_new_tokens``), the feedback, and a little
+    slack for re-tokenizing the SQL. What a vLLM engine's context must leave room for."""
+    return max_new_tokens + FEEDBACK_MAX_CHARS + 16
+
+
+def execution_feedback(exec_result, max_rows: int = 5, max_chars: int = FEEDBACK_MAX_CHARS) -> str:
     """A short text of an :class:`~nl2sql_lib.sql.execute.ExecResult` for a revision prompt.
 
     Errors give their kind and message; results give the row count, columns and first rows.

@@ -38,8 +38,7 @@ from ..runs import StageRun, require_output
 from .selection import RM_STRATEGIES
 from .stats import compare_items, wilson_interval
 from .systems import (
-    CONSTRAINED_SUFFIX,
-    PRUNED_SUFFIX,
+    VARIANT_SUFFIXES,
     EvalSet,
     GeneratorFactory,
     default_generator_factory,
@@ -342,9 +341,8 @@ def _score_dataset(ds, systems, pool_systems, preds, scores, judge, cfg):
 
 # Training steps compared greedy to greedy: each stage against the model it started from.
 TRAINING_STEPS = (("base", "sft"), ("sft", "grpo"), ("sft", "dpo"))
-# Variant suffixes compared against the same model without them (free -> constrained decoding,
-# whole schema -> pruned schema).
-VARIANT_SUFFIXES = (CONSTRAINED_SUFFIX, PRUNED_SUFFIX)
+# Variant suffixes (systems.VARIANT_SUFFIXES) are compared against the same model without them
+# (free -> constrained decoding, whole schema -> pruned schema, one answer -> answer + revision).
 
 
 def comparison_plan(keys: list[str]) -> list[tuple[str, str]]:

@@ -75,6 +75,9 @@ class System:
     linking_model: str | None = None
     # What the model answers: "sql", or "schema_linking" for a linking model (JSON, no SQL stop).
     task: str = "sql"
+    # One round of revision: a greedy answer that fails to execute (or has no SQL) goes back to
+    # the model with the error (data.prompts.revision_messages) and its revision is the answer.
+    revise: bool = False
 
     def schema(self) -> SchemaParams:
         return SchemaParams.model_validate(self.schema_render) if self.schema_render else SchemaParams()
@@ -158,13 +161,15 @@ def _stage_output_exists(cfg: EvalParams, stage: str) -> bool:
 
 CONSTRAINED_SUFFIX = "+constrained"
 PRUNED_SUFFIX = "+pruned"
+REVISE_SUFFIX = "+revise"
+VARIANT_SUFFIXES = (CONSTRAINED_SUFFIX, PRUNED_SUFFIX, REVISE_SUFFIX)
 
 
 def _split_variants(entry: str) -> tuple[str, set[str]]:
     """``sft+pruned+constrained`` -> (``sft``, {"+pruned", "+constrained"})."""
     variants: set[str] = set()
     while "=" not in entry:
-        suffix = next((s for s in (CONSTRAINED_SUFFIX, PRUNED_SUFFIX) if entry.endswith(s)), None)
+        suffix = next((s for s in VARIANT_SUFFIXES if entry.endswith(s)), None)
         if suffix is None:
             break
         variants.add(suffix)
@@ -182,7 +187,11 @@ def parse_system(entry: str, cfg: EvalParams) -> System:
     - ``+pruned`` (``sft+pruned``): each prompt shows only the tables and columns that the
       schema-linking model ``linking_model`` predicts for the question (the whole schema where it
       predicts nothing usable). A system whose SFT stage trained with ``prune_schema_with`` is
-      pruned without the suffix, as it was trained.
+      pruned without the suffix, as it was trained;
+    - ``+revise`` (``sft+revise``): answer greedily, execute, and when the answer fails (or has
+      no SQL) ask the model once for a revision given the error; the revision is the answer.
+      Its greedy first answers are the plain system's, reused from its predictions file when
+      that is up to date.
     """
     entry = entry.strip()
     base, variants = _split_variants(entry)
@@ -202,7 +211,8 @@ def parse_system(entry: str, cfg: EvalParams) -> System:
                     "linking_model to its spec (a model trained by 02_sft with task: schema_linking)"
                 )
         return replace(plain, name=plain.name + entry[len(base):], linking_model=linking,
-                       constrained=plain.constrained or CONSTRAINED_SUFFIX in variants)
+                       constrained=plain.constrained or CONSTRAINED_SUFFIX in variants,
+                       revise=plain.revise or REVISE_SUFFIX in variants)
     if "=" in entry:
         name, spec = (part.strip() for part in entry.split("=", 1))
         if not name or not spec or "/" in name:
@@ -333,6 +343,7 @@ def fingerprint(system: System, cfg: EvalParams, n_candidates: int) -> dict[str,
         "schema_render": system.schema_render,
         "constrained": system.constrained,
         "linking_model": system.linking_model,
+        **({"revise": True} if system.revise else {}),  # absent otherwise: older caches stay valid
     }
 
 
@@ -401,13 +412,18 @@ def generate_predictions(
         keeps = _predict_keeps(system, todo, cfg, make_generator) if system.linking_model else {}
         if system.linking_model:
             info["pruned_questions"] = sum(keep is not None for keep in keeps.values())
+        first = first_answers(system, cfg, eval_dir) if system.revise else {}
+        if system.revise:
+            info["first_answers_reused"] = sum(record_key(ds.name, ex) in first for ds, ex in todo)
         generator = _open_generator(make_generator, system, cfg, todo, keeps)
         try:
-            _generate_missing(generator, todo, system, cfg, n_candidates, path, records, progress, keeps)
+            _generate_missing(generator, todo, system, cfg, n_candidates, path, records, progress, keeps, first)
         finally:
             del generator
             free_memory()
     seconds = time.perf_counter() - started
+    if system.revise:
+        info["revised"] = sum(bool(rec.get("revised")) for rec in records.values())
     info.update(
         generated=len(todo), seconds=round(seconds, 1),
         seconds_per_question=round(seconds / len(todo), 2) if todo else None,
@@ -454,7 +470,14 @@ def _open_generator(make_generator: GeneratorFactory, system: System, cfg: EvalP
     examples = [ex for _, ex in todo]
     prompt_keeps = [keeps.get(record_key(ds.name, ex)) for ds, ex in todo] if keeps else None
     prompts = build_messages(examples, system.schema(), reasoning=system.reasoning, keeps=prompt_keeps)
-    return default_generator_factory(system, cfg, prompts=prompts)
+    headroom = 0
+    if system.revise:  # revision prompts: their frames now, room for the SQL and feedback later
+        from ..data.prompts import revision_headroom_tokens, revision_messages
+        from ..data.schema import schema_text_for
+
+        prompts += [revision_messages(ex, schema_text_for(ex, system.schema()), "", "") for ex in examples]
+        headroom = revision_headroom_tokens(cfg.max_new_tokens)
+    return default_generator_factory(system, cfg, prompts=prompts, headroom_tokens=headroom)
 
 
 def _complete(record: dict | None, wants_pool: bool, n_candidates: int) -> bool:
@@ -473,8 +496,11 @@ def _generate_missing(
     records: dict[str, dict],
     progress: bool,
     keeps: dict[str, dict | None] | None = None,
+    first: dict[str, str] | None = None,
 ) -> None:
     """Generate greedy answers, then the sampled rest of each pool, appending as it goes.
+
+    ``first``: greedy answers already made (by record key) that a ``+revise`` system starts from.
 
     Questions go to the generator in chunks of a few batches: large enough for its
     length-sorted batching to waste little on padding, small enough that an interrupted run
@@ -490,10 +516,8 @@ def _generate_missing(
         messages = build_messages(examples, schema, reasoning=system.reasoning, keeps=batch_keeps)
         # Constrained systems pass each question's database: its identifiers are the vocabulary.
         schemas = [ex.db_path for ex in examples] if system.constrained else None
-        greedy = generator.generate(
-            messages, n=1, temperature=0.0, max_new_tokens=cfg.max_new_tokens,
-            **({"schemas": schemas} if schemas else {}),
-        )
+        greedy = _greedy_texts(generator, batch, messages, schemas, cfg, first or {})
+        revisions = _revise_failures(generator, examples, schema, greedy, schemas, cfg) if system.revise else {}
         pool_rows = [i for i, (ds, _) in enumerate(batch) if ds.best_of_n and n_candidates > 1]
         samples: dict[int, list[str]] = {}
         if pool_rows:
@@ -505,12 +529,82 @@ def _generate_missing(
             samples = dict(zip(pool_rows, sampled))
         for i, (ds, ex) in enumerate(batch):
             record = _record(ds.name, ex, greedy[i][0], samples.get(i))
+            if system.revise:
+                record.update(_revision_fields(record, revisions.get(i)))
             if system.linking_model:
                 record["schema_keep"] = batch_keeps[i]  # what the prompt showed (None: everything)
             records[record["key"]] = record
             append_jsonl(path, record)
         bar.update(len(batch))
     bar.close()
+
+
+def _greedy_texts(generator: GeneratorLike, batch: list[tuple[EvalSet, Example]], messages: list[list[dict]],
+                  schemas: list | None, cfg: EvalParams, first: dict[str, str]) -> list[list[str]]:
+    """The greedy answer of each row: from ``first`` where it has one, generated otherwise."""
+    texts = [[first[record_key(ds.name, ex)]] if record_key(ds.name, ex) in first else None for ds, ex in batch]
+    missing = [i for i, text in enumerate(texts) if text is None]
+    if missing:
+        made = generator.generate(
+            [messages[i] for i in missing], n=1, temperature=0.0, max_new_tokens=cfg.max_new_tokens,
+            **({"schemas": [schemas[i] for i in missing]} if schemas else {}),
+        )
+        for i, text in zip(missing, made):
+            texts[i] = text
+    return texts
+
+
+def first_answers(system: System, cfg: EvalParams, eval_dir: Path) -> dict[str, str]:
+    """The plain system's greedy answers (raw text by record key) when its predictions file was
+    made with the same model, prompts and token budget; {} otherwise."""
+    plain = replace(system, revise=False, name=system.name[: -len(REVISE_SUFFIX)]
+                    if system.name.endswith(REVISE_SUFFIX) else system.name)
+    path = predictions_path(eval_dir, plain.name)
+    meta_path = path.with_suffix(".meta.json")
+    if not path.is_file() or not meta_path.is_file():
+        return {}
+    mine = fingerprint(plain, cfg, 1)
+    theirs = read_json(meta_path)
+    # the greedy answer does not depend on the pool's size or temperature
+    ignored = ("num_candidates", "temperature")
+    if any(json.loads(json.dumps(mine.get(k))) != theirs.get(k) for k in mine if k not in ignored):
+        return {}
+    return {rec["key"]: rec["raw"] for rec in iter_jsonl(path) if "key" in rec and "raw" in rec}
+
+
+def _revise_failures(generator: GeneratorLike, examples: list[Example], schema: SchemaParams,
+                     greedy: list[list[str]], schemas: list | None, cfg: EvalParams) -> dict[int, dict]:
+    """One revision round: each greedy answer that fails to run (or has no SQL) is shown to the
+    model with the error, greedily; returns {row: {"feedback", "raw"}} for the revised rows."""
+    from ..data.prompts import execution_feedback, revision_messages
+    from ..data.schema import schema_text_for
+    from ..sql.execute import execute_sql
+
+    failing: dict[int, str] = {}
+    for i, (ex, texts) in enumerate(zip(examples, greedy)):
+        sql = _extract(texts[0])
+        if not sql:
+            failing[i] = "error (no_sql): no SQL query was found in the answer"
+            continue
+        result = execute_sql(ex.db_path, sql, timeout=cfg.sql_timeout, max_rows=50)
+        if not result.ok:
+            failing[i] = execution_feedback(result)
+    if not failing:
+        return {}
+    rows = sorted(failing)
+    prompts = [revision_messages(examples[i], schema_text_for(examples[i], schema), _extract(greedy[i][0]), failing[i])
+               for i in rows]
+    revised = generator.generate(prompts, n=1, temperature=0.0, max_new_tokens=cfg.max_new_tokens,
+                                 **({"schemas": [schemas[i] for i in rows]} if schemas else {}))
+    return {i: {"feedback": failing[i], "raw": texts[0]} for i, texts in zip(rows, revised)}
+
+
+def _revision_fields(record: dict, revision: dict | None) -> dict:
+    """A ``+revise`` record's answer: the revision when there was one, with the first answer kept."""
+    if revision is None:
+        return {"revised": False}
+    return {"revised": True, "first_sql": record["pred_sql"], "first_raw": record["raw"],
+            "feedback": revision["feedback"], "raw": revision["raw"], "pred_sql": _extract(revision["raw"])}
 
 
 def _record(dataset: str, ex: Example, greedy_text: str, sampled: list[str] | None) -> dict:
@@ -559,17 +653,19 @@ def free_memory() -> None:
 
 
 def default_generator_factory(system: System, cfg: EvalParams, *, prompts: Sequence[list[dict]] | None = None,
-                              max_new_tokens: int | None = None) -> GeneratorLike:
+                              max_new_tokens: int | None = None, headroom_tokens: int = 0) -> GeneratorLike:
     """A transformers (or vLLM) generator for the system's model, from nl2sql_lib.generate.
 
     Transformers: on this process's GPU when there is one. vLLM: ``prompts`` (every prompt it
-    will get) and ``max_new_tokens`` (default ``cfg.max_new_tokens``) size its context.
+    will get), ``max_new_tokens`` (default ``cfg.max_new_tokens``) and ``headroom_tokens`` (room
+    for prompts filled in later) size its context.
     """
     from ..generate import DEFAULT_STOP, EngineContext, make_generator
 
     context = None
     if cfg.use_vllm and prompts:
-        context = EngineContext(prompts=prompts, max_new_tokens=max_new_tokens or cfg.max_new_tokens)
+        context = EngineContext(prompts=prompts, max_new_tokens=max_new_tokens or cfg.max_new_tokens,
+                                headroom_tokens=headroom_tokens)
     return make_generator(
         ModelParams(spec=system.spec), run_dir=cfg.run_dir, use_vllm=cfg.use_vllm,
         batch_size=cfg.batch_size, progress=False, seed=cfg.seed,

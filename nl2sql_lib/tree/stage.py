@@ -50,12 +50,6 @@ def policy_uses_reasoning(cfg: TreeParams) -> bool:
     return _policy_stage_metrics(cfg).get("format") == "reasoning"
 
 
-# Execution feedback in a revision prompt is cut to 300 characters (data.prompts.execution_feedback),
-# so it adds at most that many tokens; a little more for the re-tokenized previous SQL.
-FEEDBACK_TOKENS = 300
-RETOKENIZE_SLACK = 16
-
-
 def model_policy_source(cfg: TreeParams, examples: Sequence[Example] = (), schema: "SchemaTextSource | None" = None,
                         *, reasoning: bool = False) -> ModelPolicySource:
     """How each worker builds its model policy (one GPU per worker when there are GPUs).
@@ -85,14 +79,14 @@ def engine_context(cfg: TreeParams, examples: Sequence[Example], schema: "Schema
     revision prompt, which is known only as a frame here (the question and schema with an empty
     previous SQL and feedback). The headroom covers what fills the frame later: the previous SQL
     (at most ``max_new_tokens``) and its execution feedback (at most 300 characters)."""
-    from ..data.prompts import revision_messages, sql_messages
+    from ..data.prompts import revision_headroom_tokens, revision_messages, sql_messages
 
     prompts = []
     for example in examples:
         schema_text = schema(example)
         prompts.append(sql_messages(example, schema_text, reasoning=reasoning))
         prompts.append(revision_messages(example, schema_text, "", ""))
-    headroom = cfg.max_new_tokens + FEEDBACK_TOKENS + RETOKENIZE_SLACK if cfg.max_depth > 0 else 0
+    headroom = revision_headroom_tokens(cfg.max_new_tokens) if cfg.max_depth > 0 else 0
     return EngineContext(prompts=prompts, max_new_tokens=cfg.max_new_tokens, headroom_tokens=headroom)
 
 

@@ -9,7 +9,8 @@
 # never seen in training - and, when `spider_path` is set, on Spider dev. A system named with
 # `+constrained` (`sft+constrained`) is the same model decoding under the schema constraint of
 # `nl2sql_lib.constrained`: where it writes a table or column name, only the question's own
-# names are allowed. Each system decodes
+# names are allowed; `+revise` (`sft+revise`) takes the model's greedy answer, runs it, and when
+# it fails (or holds no SQL) gives the model the error and takes its one revision. Each system decodes
 # greedily; for `best_of_n_systems` a pool of `num_candidates` answers (the greedy one plus
 # samples at `temperature`) is chosen among by:
 #
@@ -17,7 +18,7 @@
 # |---|---|
 # | `greedy` | the greedy answer |
 # | `vote@N` | the answer whose execution result most candidates share (failed SQL does not vote) |
-# | `rm@N` | the answer the reward model of 05_reward_model scores highest |
+# | `rm@N` | the answer the reward model of 05_reward_model scores highest among those that run |
 # | `rm_vote@N` | the vote again, each candidate weighing sigmoid(its reward-model score) |
 # | `oracle@N` | a correct answer whenever the pool has one (pass@N: the ceiling for any picker) |
 #
