@@ -190,3 +190,35 @@ def test_items_on_different_questions_refuse_to_pair():
     with pytest.raises(ValueError, match="appears twice"):
         pair_by_question(_items({"a": True}) * 2, _items({"a": True}))
     assert compare_items([], []) is None
+
+
+# ---- two independent samples (GRPO's reward, first half of the steps against the second) ----
+
+
+def test_unpaired_difference_on_known_cases():
+    from nl2sql_lib.evaluate.stats import unpaired_difference
+
+    assert unpaired_difference([0.5], [0.5, 0.6]) is None  # fewer than 2 values on a side
+    same = unpaired_difference([0.25, 0.25, 0.25], [0.25, 0.25])
+    assert same["difference"] == 0 and same["difference_ci"] == [0, 0] and same["p_value"] == 1.0
+    apart = unpaired_difference([0.0, 0.0], [1.0, 1.0])
+    assert apart["difference"] == 1.0 and apart["p_value"] == 0.0
+    # a clear rise: the interval excludes 0 and p is small
+    rise = unpaired_difference([0.0, 0.25, 0.0, 0.25, 0.0, 0.25, 0.0, 0.25],
+                               [0.75, 1.0, 0.75, 1.0, 0.75, 1.0, 0.75, 1.0])
+    assert rise["difference"] == pytest.approx(0.75)
+    assert 0 < rise["difference_ci"][0] <= 0.75 <= rise["difference_ci"][1] and rise["p_value"] < 1e-6
+    # noise: the interval straddles 0
+    noise = unpaired_difference([0.0, 0.5, 0.25, 0.75], [0.25, 0.5, 0.0, 0.75])
+    assert noise["difference_ci"][0] < 0 < noise["difference_ci"][1] and noise["p_value"] > 0.5
+
+
+def test_grpo_half_comparison_from_logged_points():
+    from nl2sql_lib.train.grpo import half_comparison
+
+    assert half_comparison([[1, 0.0], [2, 1.0], [3, 0.0]]) is None  # fewer than 2 points a half
+    points = [[step, 0.0] for step in range(1, 5)] + [[step, 1.0] for step in range(5, 9)]
+    halves = half_comparison(points)
+    assert halves["first_half"] == 0.0 and halves["second_half"] == 1.0 and halves["difference"] == 1.0
+    # an odd count leaves the middle point out
+    assert half_comparison([[1, 0.0], [2, 0.0], [3, 0.5], [4, 1.0], [5, 1.0]])["n_before"] == 2

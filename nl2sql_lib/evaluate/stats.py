@@ -81,6 +81,31 @@ def bootstrap_interval(
     return float(ci.low), float(ci.high)
 
 
+def unpaired_difference(
+    before: Sequence[float], after: Sequence[float], *, seed: int = 0, confidence: float = CONFIDENCE,
+    n_resamples: int = N_RESAMPLES,
+) -> dict[str, Any] | None:
+    """mean(after) - mean(before) for two independent samples (say, GRPO's per-step rewards in
+    the first and the second half of training): the difference, its percentile bootstrap
+    interval (each sample resampled on its own) and Welch's t-test p-value. None when either
+    sample has fewer than 2 values. Two constant samples: p is 1 when equal, 0 when not."""
+    a, b = np.asarray(before, dtype=float), np.asarray(after, dtype=float)
+    if a.size < 2 or b.size < 2:
+        return None
+    difference = float(b.mean() - a.mean())
+    if np.ptp(a) == 0 and np.ptp(b) == 0:  # no spread: the bootstrap and the t-test are degenerate
+        return {"difference": difference, "difference_ci": [difference, difference],
+                "p_value": 1.0 if difference == 0 else 0.0, "n_before": int(a.size), "n_after": int(b.size)}
+    result = sps.bootstrap(
+        (a, b), lambda x, y, axis: np.mean(y, axis=axis) - np.mean(x, axis=axis), paired=False,
+        n_resamples=n_resamples, confidence_level=confidence, method="percentile", rng=np.random.default_rng(seed),
+    )
+    ci = result.confidence_interval
+    p_value = float(sps.ttest_ind(b, a, equal_var=False).pvalue)
+    return {"difference": difference, "difference_ci": [float(ci.low), float(ci.high)],
+            "p_value": p_value, "n_before": int(a.size), "n_after": int(b.size)}
+
+
 def mcnemar_exact_p(b: int, c: int) -> float:
     """Two-sided exact McNemar p: the binomial test of ``b`` out of ``b + c`` at p = 0.5.
 

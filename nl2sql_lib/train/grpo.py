@@ -402,6 +402,22 @@ def tenth_trend(points: Sequence[Sequence[float]]) -> dict[str, Any] | None:
     }
 
 
+def half_comparison(points: Sequence[Sequence[float]]) -> dict[str, Any] | None:
+    """The mean of the second half of the logged points against the first half: the difference,
+    its 95% interval and p (evaluate/stats.unpaired_difference); None with fewer than 4 points."""
+    from ..evaluate.stats import unpaired_difference
+
+    values = [float(v) for _, v in points]
+    half = len(values) // 2
+    if half < 2:
+        return None
+    first, second = values[:half], values[len(values) - half:]
+    result = unpaired_difference(first, second)
+    rounded = {key: round(value, 4) if isinstance(value, float) else value for key, value in result.items()}
+    rounded["difference_ci"] = [round(x, 4) for x in result["difference_ci"]]
+    return {"first_half": round(sum(first) / half, 4), "second_half": round(sum(second) / half, 4), **rounded}
+
+
 def summarize_training(log_history: Sequence[dict], reward_names: Sequence[str]) -> dict[str, Any]:
     curves = curves_from_history(log_history)
     summary: dict[str, Any] = {"curves": curves, "reward_trends": {}}
@@ -410,6 +426,10 @@ def summarize_training(log_history: Sequence[dict], reward_names: Sequence[str])
         if trend is not None:
             summary["reward_trends"][name] = trend
     summary["execution_trend"] = summary["reward_trends"].get("execution") or tenth_trend(curves.get("reward", []))
+    # did the execution reward rise? the second half of the steps against the first, with a 95%
+    # bootstrap interval and Welch's p (steps are the unit: one mean per logged step)
+    execution_points = curves.get("rewards/execution/mean") or curves.get("reward", [])
+    summary["execution_halves"] = half_comparison(execution_points)
     # the share of groups that taught something (a zero-variance group has zero advantages)
     summary["nonzero_advantage_share"] = nonzero_advantage_share(curves.get("frac_reward_zero_std", []))
     for key in ("kl", "entropy"):
@@ -561,6 +581,7 @@ def _save_policy(model: Any, tokenizer: Any, stage: StageRun) -> Path:
 def headline(metrics: dict[str, Any]) -> dict[str, Any]:
     """The few numbers the stage manifest and the README quote."""
     trend = metrics.get("execution_trend") or {}
+    halves = metrics.get("execution_halves") or {}
     keys = ("steps", "seconds_per_step", "train_examples", "dropped_long_prompts", "kl_end", "entropy_start",
             "entropy_end", "nonzero_advantage_share")
     selection = metrics.get("pass_rate_selection") or {}
@@ -570,6 +591,9 @@ def headline(metrics: dict[str, Any]) -> dict[str, Any]:
         "execution_reward_first_tenth": trend.get("first_tenth"),
         "execution_reward_last_tenth": trend.get("last_tenth"),
         "execution_reward_rose": trend.get("rose"),
+        "execution_reward_half_difference": halves.get("difference"),
+        "execution_reward_half_difference_ci": halves.get("difference_ci"),
+        "execution_reward_half_p": halves.get("p_value"),
     }
 
 

@@ -41,8 +41,9 @@ headline(metrics)
 
 # %%
 fig = plot_training(metrics, stage.path("curves.png"))
-{"execution_trend": metrics["execution_trend"], "nonzero_advantage_share": metrics["nonzero_advantage_share"],
- "pass_rate_selection": metrics["pass_rate_selection"]}
+# execution_halves: the second half of the steps against the first, with its 95% interval and p
+{"execution_trend": metrics["execution_trend"], "execution_halves": metrics["execution_halves"],
+ "nonzero_advantage_share": metrics["nonzero_advantage_share"], "pass_rate_selection": metrics["pass_rate_selection"]}
 
 # %% [markdown]
 # ## Sampled completions at the start and at the end of training
