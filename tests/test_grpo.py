@@ -147,10 +147,29 @@ def test_sample_recorder_joins_rewards_and_keeps_start_and_end():
         for f in funcs:
             f(prompts=["p", "p"], completions=batch, **kwargs)
     tables = recorder.tables()
+    assert recorder.signal() == {}  # no group size given: no counting
     assert [r["step"] for r in tables["start"]] == [0, 0]
     assert [r["step"] for r in tables["end"]] == [4, 4]
     assert tables["end"][0] == {"step": 4, "question": "q1", "completion": "SELECT 4", "syntax": 1.0, "format": 1.0}
     assert tables["end"][1]["syntax"] == 0.0
+
+
+def test_sample_recorder_counts_groups_whose_rewards_differ():
+    """Groups of 2 completions: a group teaches through a reward only when its values differ."""
+
+    class Fixed:
+        def __init__(self, name, values):
+            self.__name__, self.values = name, values
+
+        def __call__(self, prompts, completions, **kwargs):
+            return self.values
+
+    recorder = SampleRecorder(keep=0, group_size=2)
+    funcs = [recorder.wrap(Fixed("execution", [1.0, 0.0, 1.0, 1.0])), recorder.wrap(Fixed("partial", [0.5, 0.2, 0.9, 0.3]))]
+    for func in funcs:
+        func(prompts=["p"] * 4, completions=["a", "b", "c", "d"], trainer_state=SimpleNamespace(global_step=1))
+    assert recorder.signal() == {"execution": {"groups": 2, "varied": 1, "share": 0.5},
+                                 "partial": {"groups": 2, "varied": 2, "share": 1.0}}
 
 
 # ---- smoke run on the tiny model ------------------------------------------------------------

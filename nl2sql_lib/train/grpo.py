@@ -314,8 +314,13 @@ class SampleRecorder:
     the ones training really sampled, so the table costs no extra generation.
     """
 
-    def __init__(self, keep: int = 8, max_chars: int = 400):
+    def __init__(self, keep: int = 8, max_chars: int = 400, group_size: int | None = None):
         self.keep = keep
+        # TRL passes each question's group of completions consecutively: with ``group_size``
+        # (num_generations) the recorder also counts, per reward, the groups whose values differ
+        # - the ones that reward gives a non-zero advantage
+        self.group_size = group_size
+        self.groups: dict[str, list[int]] = {}  # name -> [groups, groups with differing values]
         self.max_chars = max_chars
         self.start: list[dict] = []
         self.end: deque[dict] = deque(maxlen=max(keep, 1))
@@ -351,6 +356,21 @@ class SampleRecorder:
             self.calls += 1
         for row, value in zip(self._rows, values):
             row[name] = None if value is None or (isinstance(value, float) and math.isnan(value)) else round(float(value), 4)
+        self._count_groups(name, values)
+
+    def _count_groups(self, name: str, values: Sequence) -> None:
+        if not self.group_size:
+            return
+        counts = self.groups.setdefault(name, [0, 0])
+        for start in range(0, len(values) - self.group_size + 1, self.group_size):
+            group = [float(v) for v in values[start : start + self.group_size] if v is not None]
+            counts[0] += 1
+            counts[1] += int(bool(group) and max(group) > min(group))
+
+    def signal(self) -> dict[str, dict[str, Any]]:
+        """Per reward: the groups scored, how many had differing values, and their share."""
+        return {name: {"groups": n, "varied": k, "share": round(k / n, 4) if n else None}
+                for name, (n, k) in self.groups.items()}
 
     def flush(self) -> None:
         """Move the batch being recorded into the start/end tables."""
@@ -507,7 +527,7 @@ def run_grpo(cfg: GRPOParams, stage: StageRun) -> dict[str, Any]:
     funcs, weights = build_rewards(cfg.rewards, scorer=scorer, reasoning=cfg.format == "reasoning",
                                    reward_model=model_reward)
     reward_names = [f.__name__ for f in funcs]
-    recorder = SampleRecorder(keep=cfg.num_samples_shown)
+    recorder = SampleRecorder(keep=cfg.num_samples_shown, group_size=cfg.num_generations)
 
     args = GRPOConfig(**grpo_config_kwargs(cfg, stage.dir / "checkpoints", hardware=hardware, reward_weights=weights,
                                            longest_prompt_tokens=max(kept_lengths)))
@@ -544,6 +564,9 @@ def run_grpo(cfg: GRPOParams, stage: StageRun) -> dict[str, Any]:
         "tensorboard_dir": str(run.logs_dir),
         **summarize_training(trainer.state.log_history, reward_names),
         "samples": recorder.tables(),
+        # per reward, the share of question groups whose completions it scored differently; the
+        # total reward's share is nonzero_advantage_share (partial credit makes it vary more often)
+        "reward_signal": recorder.signal(),
     }
     metrics["seconds_per_step"] = metrics.get("step_seconds_median")
     write_json(stage.path("metrics.json"), metrics)
@@ -585,9 +608,11 @@ def headline(metrics: dict[str, Any]) -> dict[str, Any]:
     keys = ("steps", "seconds_per_step", "train_examples", "dropped_long_prompts", "kl_end", "entropy_start",
             "entropy_end", "nonzero_advantage_share")
     selection = metrics.get("pass_rate_selection") or {}
+    execution_signal = (metrics.get("reward_signal") or {}).get("execution") or {}
     return {
         **{k: metrics.get(k) for k in keys},
         **({f"probe_{k}": selection.get(k) for k in ("probed", "mixed", "all_right", "all_wrong")} if selection else {}),
+        "execution_signal_share": execution_signal.get("share"),
         "execution_reward_first_tenth": trend.get("first_tenth"),
         "execution_reward_last_tenth": trend.get("last_tenth"),
         "execution_reward_rose": trend.get("rose"),

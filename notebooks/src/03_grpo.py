@@ -23,7 +23,9 @@
 # right, or all wrong) every advantage is zero and the step teaches nothing. With
 # `pass_rate_filter.enabled` the policy first answers `candidates` training questions
 # `samples` times each, and only the questions it gets right sometimes but not always are
-# trained on; `nonzero_advantage_share` reports the share of groups that carried a signal.
+# trained on; `nonzero_advantage_share` reports the share of groups whose total reward varied
+# (partial credit makes that most of them) and `reward_signal` the same per reward - for
+# `execution`, the groups where some completions were right and some wrong.
 
 # %%
 from nl2sql_lib.train.grpo import headline, plot_training, run_grpo, samples_table
@@ -41,9 +43,11 @@ headline(metrics)
 
 # %%
 fig = plot_training(metrics, stage.path("curves.png"))
-# execution_halves: the second half of the steps against the first, with its 95% interval and p
+# execution_halves: the second half of the steps against the first, with its 95% interval and p;
+# reward_signal: per reward, the share of question groups whose completions it scored differently
 {"execution_trend": metrics["execution_trend"], "execution_halves": metrics["execution_halves"],
- "nonzero_advantage_share": metrics["nonzero_advantage_share"], "pass_rate_selection": metrics["pass_rate_selection"]}
+ "nonzero_advantage_share": metrics["nonzero_advantage_share"], "reward_signal": metrics["reward_signal"],
+ "pass_rate_selection": metrics["pass_rate_selection"]}
 
 # %% [markdown]
 # ## Sampled completions at the start and at the end of training
