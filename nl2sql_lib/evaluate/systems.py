@@ -470,14 +470,15 @@ def _open_generator(make_generator: GeneratorFactory, system: System, cfg: EvalP
     examples = [ex for _, ex in todo]
     prompt_keeps = [keeps.get(record_key(ds.name, ex)) for ds, ex in todo] if keeps else None
     prompts = build_messages(examples, system.schema(), reasoning=system.reasoning, keeps=prompt_keeps)
-    headroom = 0
-    if system.revise:  # revision prompts: their frames now, room for the SQL and feedback later
-        from ..data.prompts import revision_headroom_tokens, revision_messages
-        from ..data.schema import schema_text_for
+    if not system.revise:
+        return default_generator_factory(system, cfg, prompts=prompts)
+    # revision prompts: their frames now, room for the previous SQL and its feedback later
+    from ..data.prompts import revision_headroom_tokens, revision_messages
+    from ..data.schema import schema_text_for
 
-        prompts += [revision_messages(ex, schema_text_for(ex, system.schema()), "", "") for ex in examples]
-        headroom = revision_headroom_tokens(cfg.max_new_tokens)
-    return default_generator_factory(system, cfg, prompts=prompts, headroom_tokens=headroom)
+    prompts += [revision_messages(ex, schema_text_for(ex, system.schema()), "", "") for ex in examples]
+    return default_generator_factory(system, cfg, prompts=prompts,
+                                     headroom_tokens=revision_headroom_tokens(cfg.max_new_tokens))
 
 
 def _complete(record: dict | None, wants_pool: bool, n_candidates: int) -> bool:
