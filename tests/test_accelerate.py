@@ -65,6 +65,7 @@ def _free_port() -> int:
 
 
 @pytest.mark.slow
+@pytest.mark.policy_training
 def test_smoke_sft_on_two_cpu_processes(tmp_path):
     output_root = tmp_path / "outputs"
     run_dir = make_run(output_root / "ddp", n_train=16, n_dev=2)

@@ -197,6 +197,7 @@ def _tiny_run(tmp_path: Path, max_steps: int) -> GRPOParams:
 
 
 @pytest.mark.slow
+@pytest.mark.policy_training
 def test_smoke_grpo_on_tiny_model_trains_saves_and_resumes(tmp_path):
     from nl2sql_lib.runs import StageRun
     from nl2sql_lib.train.grpo import run_grpo
@@ -226,6 +227,7 @@ def test_smoke_grpo_on_tiny_model_trains_saves_and_resumes(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.policy_training
 def test_smoke_grpo_with_the_pass_rate_filter_probes_before_training(tmp_path):
     """pass_rate_filter.enabled: the policy answers every question first; the random tiny model
     gets none right, so the filter falls back to all of them and says so."""
@@ -247,6 +249,7 @@ def test_smoke_grpo_with_the_pass_rate_filter_probes_before_training(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.policy_training
 def test_smoke_grpo_with_a_trained_reward_model_as_a_reward(tmp_path):
     """rewards.reward_model > 0: 05's model scores every completion, logged as its own curve."""
     from nl2sql_lib.config import RewardWeights

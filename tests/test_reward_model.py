@@ -301,6 +301,7 @@ def test_parameter_files_validate(profile):
 
 
 @pytest.mark.slow
+@pytest.mark.policy_training
 def test_dpo_saves_a_policy_that_stage_dpo_loads(tmp_path):
     from nl2sql_lib.models import load_model, resolve_spec
     from nl2sql_lib.config import ModelParams

@@ -224,6 +224,7 @@ def smoke_run(run_dir):
 
 
 @pytest.mark.slow
+@pytest.mark.policy_training
 def test_smoke_sft_lowers_the_loss_and_saves_an_adapter(smoke_run, run_dir):
     cfg, metrics = smoke_run
     assert metrics["global_step"] == cfg.training.max_steps
@@ -238,6 +239,7 @@ def test_smoke_sft_lowers_the_loss_and_saves_an_adapter(smoke_run, run_dir):
 
 
 @pytest.mark.slow
+@pytest.mark.policy_training
 def test_saved_adapter_loads_back_with_the_trained_weights(smoke_run, run_dir):
     from nl2sql_lib.models import load_model, resolve_spec
 
@@ -255,6 +257,7 @@ def test_saved_adapter_loads_back_with_the_trained_weights(smoke_run, run_dir):
 
 
 @pytest.mark.slow
+@pytest.mark.policy_training
 def test_resume_from_last_checkpoint(tmp_path):
     """An interrupted run (its last checkpoint lost) resumes from the one before, not from zero."""
     run_dir = make_run(tmp_path / "outputs" / "r", n_train=8, n_dev=0)
@@ -278,6 +281,7 @@ def test_resume_from_last_checkpoint(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.policy_training
 def test_full_finetune_saves_full_weights(tmp_path):
     run_dir = make_run(tmp_path / "outputs" / "f", n_train=8, n_dev=0)
     cfg = _training(smoke_params(tmp_path / "outputs", run="f", full_finetune=True, sample_dev_questions=0),
