@@ -563,6 +563,34 @@ class RewardModelParams(StageParams):
         default_factory=lambda: TrainingParams(learning_rate=5e-5, max_length=512, max_steps=20),
         description="DPO's training loop (TRL's DPOConfig)",
     )
+    revision_sft: bool = Field(
+        False, description="also fine-tune the policy on revision: prompts showing a failing SQL and its "
+        "error (the trees' failing nodes, and gold SQL with an unknown column) answered with the gold "
+        "SQL; saved as <run>/revision_sft, which 06_eval evaluates as system revision_sft",
+    )
+    revision_policy: ModelParams = Field(
+        default_factory=lambda: ModelParams(spec="stage:sft"),
+        description="the policy revision SFT trains further (by default this run's SFT model)",
+    )
+    revision_per_question: int = Field(2, ge=1, description="failing queries per question, from each source")
+    revision_questions: int = Field(
+        300, ge=0, description="training questions outside the trees whose gold SQL, made to fail, "
+        "gives revision records too (a seeded sample; 0: the trees' failing nodes only)",
+    )
+    revision_sql_timeout: float = Field(2.0, gt=0, description="seconds each failing query may run "
+                                        "when its error is rendered")
+    revision_training: TrainingParams = Field(
+        default_factory=lambda: TrainingParams(learning_rate=1e-4, max_length=768),
+        description="revision SFT's training loop (TRL's SFTConfig); records longer than max_length "
+        "tokens are left out",
+    )
+
+
+# The keys of RewardModelParams that belong to the policies 05_reward_model can also train, each in
+# its own folder: a checkpoint of one does not depend on the others' keys.
+DPO_KEYS = ("dpo", "dpo_policy", "dpo_beta", "dpo_training")
+REVISION_KEYS = ("revision_sft", "revision_policy", "revision_per_question", "revision_questions",
+                 "revision_sql_timeout", "revision_training")
 
 
 class EvalParams(StageParams):

@@ -80,17 +80,24 @@ def test_fingerprint_ignores_where_and_how_long_not_what_is_learned():
     assert checkpoint_fingerprint(cfg.model_copy(update={"seed": 9})) != base
 
 
-def test_reward_model_and_dpo_fingerprints_ignore_each_others_keys():
+def test_reward_model_dpo_and_revision_fingerprints_ignore_each_others_keys():
     from nl2sql_lib.train.dpo import REWARD_MODEL_KEYS
-    from nl2sql_lib.train.reward_model import DPO_KEYS
+    from nl2sql_lib.train.reward_model import POLICY_KEYS
+    from nl2sql_lib.train.revision_sft import revision_fingerprint
 
     cfg = RewardModelParams()
     other_dpo = cfg.model_copy(update={"dpo_beta": 0.5})
     other_rm = cfg.model_copy(update={"training": cfg.training.model_copy(update={"learning_rate": 1e-3})})
-    assert checkpoint_fingerprint(other_dpo, drop=DPO_KEYS) == checkpoint_fingerprint(cfg, drop=DPO_KEYS)
-    assert checkpoint_fingerprint(other_dpo, drop=REWARD_MODEL_KEYS) != checkpoint_fingerprint(cfg, drop=REWARD_MODEL_KEYS)
-    assert checkpoint_fingerprint(other_rm, drop=REWARD_MODEL_KEYS) == checkpoint_fingerprint(cfg, drop=REWARD_MODEL_KEYS)
-    assert checkpoint_fingerprint(other_rm, drop=DPO_KEYS) != checkpoint_fingerprint(cfg, drop=DPO_KEYS)
+    other_revision = cfg.model_copy(update={"revision_sft": True, "revision_questions": 7})
+
+    def rm(c): return checkpoint_fingerprint(c, drop=POLICY_KEYS)
+    def dpo(c): return checkpoint_fingerprint(c, drop=REWARD_MODEL_KEYS)
+
+    assert rm(other_dpo) == rm(cfg) and rm(other_revision) == rm(cfg) and rm(other_rm) != rm(cfg)
+    assert dpo(other_rm) == dpo(cfg) and dpo(other_revision) == dpo(cfg) and dpo(other_dpo) != dpo(cfg)
+    assert revision_fingerprint(other_rm) == revision_fingerprint(cfg) == revision_fingerprint(other_dpo)
+    assert revision_fingerprint(other_revision) != revision_fingerprint(cfg)
+    assert revision_fingerprint(cfg.model_copy(update={"seed": 3})) != revision_fingerprint(cfg)
 
 
 # ---------------------------------------------------------------------------- train(): resume and logs

@@ -130,6 +130,21 @@ def execution_feedback(exec_result, max_rows: int = 5, max_chars: int = FEEDBACK
     return _cut(text, max_chars)
 
 
+NO_SQL_FEEDBACK = "error (no_sql): no SQL query was found in the answer"
+
+
+def failure_feedback(db_path, sql: str, *, timeout: float) -> str | None:
+    """What a revision prompt shows for an answer that fails to run: the error as
+    :func:`execution_feedback` renders it (or :data:`NO_SQL_FEEDBACK` for an empty answer);
+    None when the SQL runs. 06_eval's ``+revise`` and revision SFT's records both use it."""
+    from ..sql.execute import execute_sql
+
+    if not sql.strip():
+        return NO_SQL_FEEDBACK
+    result = execute_sql(db_path, sql, timeout=timeout, max_rows=50)
+    return None if result.ok else execution_feedback(result)
+
+
 def _cell(value) -> str:
     text = str(value)
     return text if len(text) <= 40 else text[:37] + "..."

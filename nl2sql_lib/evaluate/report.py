@@ -156,6 +156,7 @@ def _dataset_sections(dataset: str, entries: dict[str, dict], items: dict[str, l
           _pct(entries[k].get("exact_match")), _pct(entries[k].get("partial"))] for k in keys],
     )
     lines += _comparison_lines(entries)
+    lines += _revision_lines(entries)
 
     levels = _levels(entries)
     if levels:
@@ -185,6 +186,22 @@ def _dataset_sections(dataset: str, entries: dict[str, dict], items: dict[str, l
             [[k] + [_pct(comps[k][c]) for c in COMPONENTS] for k in comp_keys],
         )
     return lines
+
+
+def _revision_lines(entries: dict[str, dict]) -> list[str]:
+    """The revision round of each ``+revise`` system: answers revised, and those now right."""
+    revising = [k for k in entries if entries[k].get("revision")]
+    if not revising:
+        return []
+    lines = ["### Revision on error", "",
+             "Answers that failed to run (or held no SQL) were shown to the model with the error and "
+             "replaced by its revision; a revised answer was wrong before, so revision cannot lose "
+             "a question.", ""]
+    rows = []
+    for k in revising:
+        r = entries[k]["revision"]
+        rows.append([k, str(r["revised"]), str(r["repaired"]), _pct(r["repair_rate"])])
+    return lines + _table(["system/strategy", "revised", "repaired", "repair rate %"], rows)
 
 
 def error_bars(values: list[float], intervals: list[tuple[float, float] | None]) -> list[list[float]]:

@@ -38,6 +38,7 @@ from ..runs import StageRun, require_output
 from .selection import RM_STRATEGIES
 from .stats import compare_items, wilson_interval
 from .systems import (
+    STAGE_SYSTEMS,
     VARIANT_SUFFIXES,
     EvalSet,
     GeneratorFactory,
@@ -234,12 +235,12 @@ def run_eval(
 
 
 def _check_params(cfg: EvalParams) -> None:
-    names = {entry.split("=", 1)[0].strip() for entry in cfg.systems} | {"base", "sft", "grpo", "dpo"}
+    names = {entry.split("=", 1)[0].strip() for entry in cfg.systems} | {"base", *STAGE_SYSTEMS}
     unknown = [s for s in cfg.best_of_n_systems if "=" not in s and s not in names]
     if unknown:
         raise EvalStageError(
             f"eval parameter 'best_of_n_systems': {unknown} are not systems; use names from "
-            f"'systems' ({cfg.systems}) or base/sft/grpo/dpo"
+            f"'systems' ({cfg.systems}) or base/{'/'.join(STAGE_SYSTEMS)}"
         )
     if any(s != "greedy" for s in cfg.strategies) and cfg.best_of_n_systems and cfg.num_candidates < 2:
         raise EvalStageError(
@@ -319,6 +320,8 @@ def _score_dataset(ds, systems, pool_systems, preds, scores, judge, cfg):
         records = preds[system.name][ds.name]
         greedy_key = strategy_key(system.name, "greedy", n)
         add(greedy_key, [r["pred_sql"] for r in records])
+        if system.revise:
+            metrics[greedy_key]["revision"] = revision_summary(records, items[greedy_key])
         if cfg.ves_repeats:
             metrics[greedy_key].update(efficiency(ds.examples, items[greedy_key], judge, cfg.ves_repeats))
         if system.name not in pool_systems or not ds.best_of_n:
@@ -335,12 +338,24 @@ def _score_dataset(ds, systems, pool_systems, preds, scores, judge, cfg):
     return metrics, items
 
 
+def revision_summary(records: list[dict], items: list[dict]) -> dict[str, Any]:
+    """What a ``+revise`` system's revision round did: answers revised (the first failed to run
+    or held no SQL), and of those the ones now right (``repaired``; a revised answer was wrong
+    before, so revision cannot lose a question)."""
+    revised = [bool(r.get("revised")) for r in records]
+    repaired = sum(was and bool(it["correct"]) for was, it in zip(revised, items))
+    n = sum(revised)
+    return {"revised": n, "repaired": repaired, "repair_rate": round(repaired / n, 4) if n else None}
+
+
 # --------------------------------------------------------------------------------------------
 # Intervals and paired comparisons
 # --------------------------------------------------------------------------------------------
 
 # Training steps compared greedy to greedy: each stage against the model it started from.
-TRAINING_STEPS = (("base", "sft"), ("sft", "grpo"), ("sft", "dpo"))
+TRAINING_STEPS = (("base", "sft"), ("sft", "grpo"), ("sft", "dpo"), ("sft", "revision_sft"),
+                  # the policy trained on revision against SFT, both answering then revising on error
+                  ("sft+revise", "revision_sft+revise"))
 # Variant suffixes (systems.VARIANT_SUFFIXES) are compared against the same model without them
 # (free -> constrained decoding, whole schema -> pruned schema, one answer -> answer + revision).
 
@@ -348,7 +363,8 @@ TRAINING_STEPS = (("base", "sft"), ("sft", "grpo"), ("sft", "dpo"))
 def comparison_plan(keys: list[str]) -> list[tuple[str, str]]:
     """The ``(before, after)`` pairs of system/strategy keys that the report compares.
 
-    Of the keys present: base -> sft, sft -> grpo and sft -> dpo (greedy); each variant's plain
+    Of the keys present: base -> sft, sft -> grpo, sft -> dpo, sft -> revision_sft and
+    sft+revise -> revision_sft+revise (greedy); each variant's plain
     model -> the variant (``sft/greedy`` -> ``sft+constrained/greedy``, the last suffix dropped);
     and, per best-of-N system, its greedy answer -> each selector and the oracle.
     """

@@ -36,8 +36,8 @@ from ..runs import MissingStageOutput
 # Systems that name a stage of this run: the folder outputs/<run>/<name>/ holds their model
 # (adapter/ or model/, as models.resolve_spec("stage:<name>") reads it) and a manifest.json
 # once finished; the value is the notebook stage that writes it (05_reward_model trains DPO
-# when its parameter dpo is true).
-STAGE_SYSTEMS = {"sft": "sft", "grpo": "grpo", "dpo": "reward_model"}
+# when its parameter dpo is true, and revision SFT when revision_sft is true).
+STAGE_SYSTEMS = {"sft": "sft", "grpo": "grpo", "dpo": "reward_model", "revision_sft": "reward_model"}
 
 
 class GeneratorLike(Protocol):
@@ -247,8 +247,8 @@ def resolve_systems(cfg: EvalParams) -> tuple[list[System], list[str]]:
         if system.stage and not _stage_output_exists(cfg, system.stage):
             producer = STAGE_SYSTEMS.get(system.stage, system.stage)
             notebook = NOTEBOOK_OF_STAGE.get(producer, producer)
-            if system.stage == "dpo":
-                notebook += ".ipynb with dpo: true"
+            if system.stage in ("dpo", "revision_sft"):
+                notebook += f".ipynb with {system.stage}: true"
             else:
                 notebook += ".ipynb"
             where = cfg.run_dir / system.stage
@@ -577,19 +577,14 @@ def _revise_failures(generator: GeneratorLike, examples: list[Example], schema: 
                      greedy: list[list[str]], schemas: list | None, cfg: EvalParams) -> dict[int, dict]:
     """One revision round: each greedy answer that fails to run (or has no SQL) is shown to the
     model with the error, greedily; returns {row: {"feedback", "raw"}} for the revised rows."""
-    from ..data.prompts import execution_feedback, revision_messages
+    from ..data.prompts import failure_feedback, revision_messages
     from ..data.schema import schema_text_for
-    from ..sql.execute import execute_sql
 
     failing: dict[int, str] = {}
     for i, (ex, texts) in enumerate(zip(examples, greedy)):
-        sql = _extract(texts[0])
-        if not sql:
-            failing[i] = "error (no_sql): no SQL query was found in the answer"
-            continue
-        result = execute_sql(ex.db_path, sql, timeout=cfg.sql_timeout, max_rows=50)
-        if not result.ok:
-            failing[i] = execution_feedback(result)
+        feedback = failure_feedback(ex.db_path, _extract(texts[0]) or "", timeout=cfg.sql_timeout)
+        if feedback is not None:
+            failing[i] = feedback
     if not failing:
         return {}
     rows = sorted(failing)

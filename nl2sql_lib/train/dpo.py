@@ -17,12 +17,13 @@ from __future__ import annotations
 import gc
 from typing import Any, Sequence
 
-from ..config import RewardModelParams
+from ..config import REVISION_KEYS, RewardModelParams
 from ..runs import StageRun
 from .common import checkpoint_fingerprint, save_trained, train, trl_config
 
-# What DPO's checkpoints do not depend on: the reward model's own keys (it trains in its folder).
-REWARD_MODEL_KEYS = ("dpo", "model", "training", "use_margin")
+# What DPO's checkpoints do not depend on: the reward model's own keys (it trains in its folder)
+# and revision SFT's (its own folder too).
+REWARD_MODEL_KEYS = ("dpo", "model", "training", "use_margin") + REVISION_KEYS
 
 
 def dpo_dataset(pairs: Sequence[dict]) -> Any:
