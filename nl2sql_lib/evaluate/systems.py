@@ -351,13 +351,18 @@ def predictions_path(eval_dir: Path, system: str) -> Path:
     return Path(eval_dir) / f"predictions_{system}.jsonl"
 
 
-def load_cached(path: Path, meta: dict[str, Any]) -> dict[str, dict]:
-    """Records of a predictions file whose meta matches ``meta`` (else none), by key."""
+def load_cached(path: Path, meta: dict[str, Any], *, ignore: Sequence[str] = ()) -> dict[str, dict]:
+    """Records of a predictions file whose meta matches ``meta`` (else none), by key; the meta
+    keys in ``ignore`` are not compared."""
     meta_path = path.with_suffix(".meta.json")
     if not path.is_file() or not meta_path.is_file():
         return {}
+
+    def compared(values: dict) -> dict:
+        return {k: v for k, v in values.items() if k not in ignore}
+
     try:
-        if read_json(meta_path) != json.loads(json.dumps(meta)):
+        if compared(read_json(meta_path)) != compared(json.loads(json.dumps(meta))):
             return {}
         return {rec["key"]: rec for rec in iter_jsonl(path) if "key" in rec}
     except Exception:  # a damaged cache is regenerated, never trusted
@@ -560,17 +565,10 @@ def first_answers(system: System, cfg: EvalParams, eval_dir: Path) -> dict[str, 
     made with the same model, prompts and token budget; {} otherwise."""
     plain = replace(system, revise=False, name=system.name[: -len(REVISE_SUFFIX)]
                     if system.name.endswith(REVISE_SUFFIX) else system.name)
-    path = predictions_path(eval_dir, plain.name)
-    meta_path = path.with_suffix(".meta.json")
-    if not path.is_file() or not meta_path.is_file():
-        return {}
-    mine = fingerprint(plain, cfg, 1)
-    theirs = read_json(meta_path)
     # the greedy answer does not depend on the pool's size or temperature
-    ignored = ("num_candidates", "temperature")
-    if any(json.loads(json.dumps(mine.get(k))) != theirs.get(k) for k in mine if k not in ignored):
-        return {}
-    return {rec["key"]: rec["raw"] for rec in iter_jsonl(path) if "key" in rec and "raw" in rec}
+    cached = load_cached(predictions_path(eval_dir, plain.name), fingerprint(plain, cfg, 1),
+                         ignore=("num_candidates", "temperature"))
+    return {key: rec["raw"] for key, rec in cached.items() if "raw" in rec}
 
 
 def _revise_failures(generator: GeneratorLike, examples: list[Example], schema: SchemaParams,

@@ -213,7 +213,7 @@ def select_questions(records: list[dict], cfg: GRPOParams, model: Any, tokenizer
     kept, summary = keep_informative(records, rates)
     if cfg.max_train_examples is not None:
         kept = kept[: cfg.max_train_examples]
-    summary["kept"] = len(kept)
+        summary["kept"] = len(kept)  # what trains: the informative questions after the cap
     summary["samples"] = probe.samples
     return kept, summary
 
