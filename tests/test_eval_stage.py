@@ -775,8 +775,14 @@ def test_best_of_n_on_a_seeded_sample_is_its_own_paired_dataset(run_cfg):
     on_sample = {row["question_id"]: row["correct"] for row in rows if row["dataset"] == "dev_best_of_n"}
     assert set(on_sample) == sample and all(on_sample[q] == on_dev[q] for q in sample)
     assert bon["sft/greedy"]["ex"] == pytest.approx(sum(on_dev[q] for q in sample) / 3)
-    # sampled candidates (temperature > 0) were asked for the sample's questions only
+    # sampled candidates (temperature > 0) were asked for the sample's questions only, and their
+    # greedy answers were not generated again: each system answered each dev question once
     sampled_rows = sum(size for system, size, n, temperature in calls if temperature > 0)
     assert sampled_rows == 3
+    for system in ("base", "sft", "grpo"):
+        assert sum(size for name, size, n, temperature in calls if name == system and temperature == 0) == 6
+    sample_rows = {row["question_id"]: row["raw"] for row in rows if row["dataset"] == "dev_best_of_n"}
+    dev_rows = {row["question_id"]: row["raw"] for row in rows if row["dataset"] == "dev"}
+    assert all(sample_rows[q] == dev_rows[q] for q in sample)
     # and the report pairs greedy with each selector on the same 3 questions
     assert bon["sft/vote@4"]["comparisons"]["sft/greedy"]["n"] == 3

@@ -400,6 +400,9 @@ def generate_predictions(
         (ds, ex) for ds in datasets for ex in ds.examples
         if not _complete(cached.get(record_key(ds.name, ex)), best_of_n and ds.best_of_n, n_candidates)
     ]
+    # Datasets without candidate pools first: the best-of-N sample repeats some of their
+    # questions, and then reuses the greedy answers they made (_greedy_made_elsewhere).
+    todo.sort(key=lambda item: item[0].best_of_n)
     info: dict[str, Any] = {"system": system.name, "spec": system.spec, "reused": len(records)}
     if system.linking_model:
         info["linking_model"] = system.linking_model
@@ -522,7 +525,8 @@ def _generate_missing(
         messages = build_messages(examples, schema, reasoning=system.reasoning, keeps=batch_keeps)
         # Constrained systems pass each question's database: its identifiers are the vocabulary.
         schemas = [ex.db_path for ex in examples] if system.constrained else None
-        greedy = _greedy_texts(generator, batch, messages, schemas, cfg, first or {})
+        greedy = _greedy_texts(generator, batch, messages, schemas, cfg,
+                               {**_greedy_made_elsewhere(batch, records), **(first or {})})
         revisions = _revise_failures(generator, examples, schema, greedy, schemas, cfg) if system.revise else {}
         pool_rows = [i for i, (ds, _) in enumerate(batch) if ds.best_of_n and n_candidates > 1]
         samples: dict[int, list[str]] = {}
@@ -545,18 +549,39 @@ def _generate_missing(
     bar.close()
 
 
+def _greedy_made_elsewhere(batch: list[tuple[EvalSet, Example]], records: dict[str, dict]) -> dict[str, str]:
+    """Greedy answers (by the batch's record keys) this system already made for the same question
+    in another dataset - the best-of-N sample repeats dev questions, and a greedy answer depends on
+    the question and the system, not on the dataset it is scored in. A ``+revise`` record's first
+    answer is its greedy one."""
+    made = {(rec["question_id"], rec["db_id"]): rec.get("first_raw", rec["raw"])
+            for rec in records.values() if "raw" in rec}
+    found = {}
+    for ds, ex in batch:
+        text = made.get((ex.question_id, ex.db_id))
+        if text is not None:
+            found[record_key(ds.name, ex)] = text
+    return found
+
+
 def _greedy_texts(generator: GeneratorLike, batch: list[tuple[EvalSet, Example]], messages: list[list[dict]],
                   schemas: list | None, cfg: EvalParams, first: dict[str, str]) -> list[list[str]]:
     """The greedy answer of each row: from ``first`` where it has one, generated otherwise."""
     texts = [[first[record_key(ds.name, ex)]] if record_key(ds.name, ex) in first else None for ds, ex in batch]
-    missing = [i for i, text in enumerate(texts) if text is None]
-    if missing:
+    # a question in the batch twice (dev, and the best-of-N sample) is answered once
+    rows_of: dict[tuple[str, str], list[int]] = {}
+    for i, (_, ex) in enumerate(batch):
+        if texts[i] is None:
+            rows_of.setdefault((ex.question_id, ex.db_id), []).append(i)
+    if rows_of:
+        asked = [rows[0] for rows in rows_of.values()]
         made = generator.generate(
-            [messages[i] for i in missing], n=1, temperature=0.0, max_new_tokens=cfg.max_new_tokens,
-            **({"schemas": [schemas[i] for i in missing]} if schemas else {}),
+            [messages[i] for i in asked], n=1, temperature=0.0, max_new_tokens=cfg.max_new_tokens,
+            **({"schemas": [schemas[i] for i in asked]} if schemas else {}),
         )
-        for i, text in zip(missing, made):
-            texts[i] = text
+        for rows, text in zip(rows_of.values(), made):
+            for i in rows:
+                texts[i] = text
     return texts
 
 
