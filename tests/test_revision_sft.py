@@ -40,6 +40,9 @@ def test_failure_feedback_is_the_error_or_none(run_dir):
         "error (no_such_column): no such column: nickname"
     assert failure_feedback(db, "SELEC name FROM singer", timeout=2.0) == 'error (syntax): near "SELEC": syntax error'
     assert failure_feedback(db, "  ", timeout=2.0) == NO_SQL_FEEDBACK
+    # 81 rows: more than the check fetches, but the query runs, so it is not sent for revision
+    assert failure_feedback(db, "SELECT 1 FROM singer AS a, singer AS b, singer AS c, singer AS d",
+                            timeout=2.0) is None
 
 
 def test_tree_records_take_failing_nodes_once_each_and_answer_with_gold(run_dir):

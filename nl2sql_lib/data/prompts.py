@@ -137,12 +137,16 @@ def failure_feedback(db_path, sql: str, *, timeout: float) -> str | None:
     """What a revision prompt shows for an answer that fails to run: the error as
     :func:`execution_feedback` renders it (or :data:`NO_SQL_FEEDBACK` for an empty answer);
     None when the SQL runs. 06_eval's ``+revise`` and revision SFT's records both use it."""
-    from ..sql.execute import execute_sql
+    from ..sql.execute import ErrorKind, execute_sql
 
     if not sql.strip():
         return NO_SQL_FEEDBACK
     result = execute_sql(db_path, sql, timeout=timeout, max_rows=50)
-    return None if result.ok else execution_feedback(result)
+    # More rows than the 50 fetched here is a query that runs (the cap only bounds this check),
+    # not a failure: before 2026-12-07's fix such answers were sent back for revision.
+    if result.ok or result.error == ErrorKind.TOO_MANY_ROWS:
+        return None
+    return execution_feedback(result)
 
 
 def _cell(value) -> str:
