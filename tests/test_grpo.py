@@ -245,7 +245,8 @@ def test_smoke_grpo_with_the_pass_rate_filter_probes_before_training(tmp_path):
     assert selection["kept"] == metrics["train_examples"] <= 3
     assert selection["fallback"] == (selection["mixed"] == 0)
     assert metrics["steps"] == 1 and 0.0 <= metrics["nonzero_advantage_share"] <= 1.0
-    assert headline(metrics)["probe_probed"] == 3
+    assert headline(metrics)["probe_probed"] == 3 and selection["reused"] == 0
+    assert (stage.dir / "pass_rates.json").is_file()
 
 
 @pytest.mark.slow

@@ -92,3 +92,48 @@ def test_nonzero_advantage_share_from_trl_logs():
     history = [{"step": 1, "frac_reward_zero_std": 0.5}, {"step": 2, "frac_reward_zero_std": 0.0},
                {"step": 2, "train_runtime": 3.0}]
     assert summarize_training(history, [])["nonzero_advantage_share"] == 0.75
+
+
+def test_cached_pass_rates_probe_only_what_the_cache_lacks(tmp_path):
+    """A second probe with the same policy and settings reuses every stored rate; a new question
+    is the only one probed; another fingerprint (a re-trained policy) probes everything again."""
+    from nl2sql_lib.train.question_selection import cached_pass_rates
+
+    records = _records(make_db(tmp_path / "shop.sqlite"))
+    scorer = ExecutionScorer(timeout=2.0)
+    probed: list[list[str]] = []
+
+    def probe(todo):
+        probed.append([rec["question_id"] for rec in todo])
+        return probe_pass_rates(todo, scripted, scorer, samples=4)
+
+    cache = tmp_path / "grpo" / "pass_rates.json"
+    first, reused = cached_pass_rates(records[:3], probe, cache, {"policy": "stage:sft@abc"})
+    assert first == [1.0, 0.0, 0.5] and reused == 0 and probed == [["always", "never", "sometimes"]]
+    again, reused = cached_pass_rates(records, probe, cache, {"policy": "stage:sft@abc"})
+    assert again == [1.0, 0.0, 0.5, 0.25] and reused == 3 and probed[-1] == ["once"]
+    _, reused = cached_pass_rates(records, probe, cache, {"policy": "stage:sft@abc"})
+    assert reused == 4 and len(probed) == 2  # nothing left to probe: the probe was not called
+    _, reused = cached_pass_rates(records, probe, cache, {"policy": "stage:sft@def"})
+    assert reused == 0 and probed[-1] == ["always", "never", "sometimes", "once"]
+    cache.write_text("{not json")  # a damaged cache is probed again
+    _, reused = cached_pass_rates(records[:1], probe, cache, {"policy": "stage:sft@def"})
+    assert reused == 0 and probed[-1] == ["always"]
+
+
+def test_probe_fingerprint_follows_the_policy_stage_and_the_sampling(tmp_path):
+    from nl2sql_lib.io import write_json
+    from nl2sql_lib.train.grpo import probe_fingerprint
+
+    cfg = GRPOParams(output_root=str(tmp_path), run="r")
+    before = probe_fingerprint(cfg)
+    write_json(cfg.run_dir / "sft" / "manifest.json", {"stage": "sft", "finished_at": "1"})
+    trained = probe_fingerprint(cfg)
+    assert trained != before and trained["policy"].startswith("stage:sft@")
+    write_json(cfg.run_dir / "sft" / "manifest.json", {"stage": "sft", "finished_at": "2"})
+    assert probe_fingerprint(cfg) != trained  # SFT trained again: its rates are stale
+    hotter = cfg.model_copy(update={"temperature": 1.2})
+    assert probe_fingerprint(hotter) != probe_fingerprint(cfg)
+    # training parameters do not change what the probe measures
+    longer = cfg.model_copy(update={"training": cfg.training.model_copy(update={"max_steps": 99})})
+    assert probe_fingerprint(longer) == probe_fingerprint(cfg)

@@ -200,17 +200,37 @@ def probed_question_count(cfg: GRPOParams) -> int | None:
     return cfg.max_train_examples
 
 
+def probe_fingerprint(cfg: GRPOParams) -> dict[str, Any]:
+    """What a probed pass rate depends on besides the question: the policy's weights (its stage's
+    manifest, rewritten whenever the stage trains again), how answers are sampled and judged."""
+    import hashlib
+
+    from ..runs import stage_dir
+
+    policy: str = cfg.model.spec
+    if policy.startswith("stage:"):
+        manifest = stage_dir(cfg, policy.split(":", 1)[1]) / "manifest.json"
+        if manifest.is_file():
+            policy += "@" + hashlib.sha256(manifest.read_bytes()).hexdigest()[:16]
+    return {"policy": policy, "temperature": cfg.temperature, "max_completion_length": cfg.max_completion_length,
+            "samples": cfg.pass_rate_filter.samples, "seed": cfg.seed, "semantics": cfg.semantics,
+            "sql_timeout": cfg.sql_timeout}
+
+
 def select_questions(records: list[dict], cfg: GRPOParams, model: Any, tokenizer: Any,
                      scorer: ExecutionScorer) -> tuple[list[dict], dict[str, Any]]:
     """The rows the policy answers right sometimes but not always (train/question_selection.py),
     at most max_train_examples of them, and the probe's summary for metrics.json."""
-    from .question_selection import keep_informative, policy_sampler, probe_pass_rates
+    from .question_selection import cached_pass_rates, keep_informative, policy_sampler, probe_pass_rates
 
     probe = cfg.pass_rate_filter
     sampler = policy_sampler(model, tokenizer, temperature=cfg.temperature, max_new_tokens=cfg.max_completion_length,
                              batch_size=probe.batch_size, seed=cfg.seed)
-    rates = probe_pass_rates(records, sampler, scorer, samples=probe.samples)
+    rates, reused = cached_pass_rates(
+        records, lambda todo: probe_pass_rates(todo, sampler, scorer, samples=probe.samples),
+        cfg.run_dir / "grpo" / "pass_rates.json", probe_fingerprint(cfg))
     kept, summary = keep_informative(records, rates)
+    summary["reused"] = reused
     if cfg.max_train_examples is not None:
         kept = kept[: cfg.max_train_examples]
         summary["kept"] = len(kept)  # what trains: the informative questions after the cap
@@ -611,7 +631,7 @@ def headline(metrics: dict[str, Any]) -> dict[str, Any]:
     execution_signal = (metrics.get("reward_signal") or {}).get("execution") or {}
     return {
         **{k: metrics.get(k) for k in keys},
-        **({f"probe_{k}": selection.get(k) for k in ("probed", "mixed", "all_right", "all_wrong")} if selection else {}),
+        **({f"probe_{k}": selection.get(k) for k in ("probed", "reused", "mixed", "all_right", "all_wrong")} if selection else {}),
         "execution_signal_share": execution_signal.get("share"),
         "execution_reward_first_tenth": trend.get("first_tenth"),
         "execution_reward_last_tenth": trend.get("last_tenth"),
