@@ -104,7 +104,7 @@ TRL115_STAMP  := $(TRL115_VENV)/.installed
 # The test files that import TRL or train through nl2sql_lib.train (SFT, GRPO, DPO, reward model,
 # the 2-process accelerate launch, the TRL reward functions and the trainer arguments).
 TRL_TESTS ?= tests/test_sft.py tests/test_grpo.py tests/test_reward_model.py tests/test_accelerate.py \
-             tests/test_rewards.py tests/test_hardware.py tests/test_scoring.py
+             tests/test_rewards.py tests/test_hardware.py tests/test_scoring.py tests/test_revision_sft.py
 
 $(TRL115_STAMP): pyproject.toml
 	$(call make_venv,$(TRL115_VENV),"trl==1.15.0" "datasets<5")
@@ -115,6 +115,7 @@ $(TRL115_STAMP): pyproject.toml
 # None.apply). The CPU torch build has no Triton, so the tests marked policy_training train on
 # TRL 1.15 only on a GPU (the [unsloth] set brings triton); .venv runs them on TRL 1.16. The
 # mark is enforced: tests/conftest.py fails a test that trains one of those trainers without it.
+# (A -m in PYTEST_ARGS replaces this one: pytest keeps the last -m.)
 TRL115_MARKS = $(if $(shell $(TRL115_PYTHON) -c "import triton" 2>/dev/null && echo yes),,-m "not policy_training")
 
 test-trl115: $(TRL115_STAMP)

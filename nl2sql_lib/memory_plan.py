@@ -873,6 +873,12 @@ def _phases(stage: str, cfg: Any) -> list[tuple[str, Any]]:
                 "DPO", cfg.dpo_policy, cfg.lora, d, 2 * d.per_device_train_batch_size, d.max_length,
                 reference=True, training_parameter="dpo_training", model_parameter="dpo_policy",
             )))
+        if cfg.revision_sft:
+            r = cfg.revision_training
+            phases.append(("train", TrainingPhase(
+                "revision SFT", cfg.revision_policy, cfg.lora, r, r.per_device_train_batch_size, r.max_length,
+                training_parameter="revision_training", model_parameter="revision_policy",
+            )))
         return phases
     if stage == "tree":
         sequences = cfg.batch_size * max(cfg.num_roots, cfg.num_revisions)

@@ -266,6 +266,15 @@ def policy_stage_metrics(params: StageParams, spec: str) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
+def stage_manifest_sha256(params: StageParams, stage: str) -> str | None:
+    """A short hash of a stage's manifest, which is rewritten whenever the stage runs again: what
+    later stages key their caches on for "that stage's model" (None: it has not finished)."""
+    import hashlib
+
+    manifest = params.run_dir / stage / "manifest.json"
+    return hashlib.sha256(manifest.read_bytes()).hexdigest()[:16] if manifest.is_file() else None
+
+
 def schema_render_for(params: StageParams, override: Any = None, policy_spec: str | None = None):
     """The schema rendering a stage's prompts use, so every stage shows a model the prompts it knows.
 

@@ -74,7 +74,8 @@ def _record_policy_training():
     original = Trainer.train
 
     def recorded_train(self, *args, **kwargs):
-        if type(self).__name__ in POLICY_TRAINERS:
+        # by the class's ancestry: subclasses (Unsloth patches the trainers) count too
+        if POLICY_TRAINERS & {cls.__name__ for cls in type(self).__mro__}:
             _trained_policy.add(_test_node_id())
         return original(self, *args, **kwargs)
 

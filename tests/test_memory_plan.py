@@ -207,6 +207,16 @@ def test_reward_model_pairs_double_the_rows_and_have_no_lm_head():
     assert 0 < dpo.gib("reference adapter") < 0.1
 
 
+def test_revision_sft_is_planned_when_on():
+    cfg = gpu_params("reward_model")
+    assert all(p.phase != "revision SFT" for p in plan_stage("reward_model", cfg, A100_80))
+    on = cfg.model_copy(update={"revision_sft": True})
+    revision = the_plan("reward_model", on, A100_80, "revision SFT")
+    rows = on.revision_training.per_device_train_batch_size
+    assert f"{rows} rows" in revision.term("activations").how  # one sequence per record
+    assert revision.gib("loss / logits") > 0  # an LM head, unlike the reward model
+
+
 # --------------------------------------------------------------------------------------------
 # Each lever moves its term
 # --------------------------------------------------------------------------------------------

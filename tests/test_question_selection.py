@@ -116,9 +116,10 @@ def test_cached_pass_rates_probe_only_what_the_cache_lacks(tmp_path):
     assert reused == 4 and len(probed) == 2  # nothing left to probe: the probe was not called
     _, reused = cached_pass_rates(records, probe, cache, {"policy": "stage:sft@def"})
     assert reused == 0 and probed[-1] == ["always", "never", "sometimes", "once"]
-    cache.write_text("{not json")  # a damaged cache is probed again
-    _, reused = cached_pass_rates(records[:1], probe, cache, {"policy": "stage:sft@def"})
-    assert reused == 0 and probed[-1] == ["always"]
+    for damaged in ("{not json", "[]", "null"):  # a damaged cache is probed again
+        cache.write_text(damaged)
+        _, reused = cached_pass_rates(records[:1], probe, cache, {"policy": "stage:sft@def"})
+        assert reused == 0 and probed[-1] == ["always"]
 
 
 def test_probe_fingerprint_follows_the_policy_stage_and_the_sampling(tmp_path):
@@ -129,11 +130,13 @@ def test_probe_fingerprint_follows_the_policy_stage_and_the_sampling(tmp_path):
     before = probe_fingerprint(cfg)
     write_json(cfg.run_dir / "sft" / "manifest.json", {"stage": "sft", "finished_at": "1"})
     trained = probe_fingerprint(cfg)
-    assert trained != before and trained["policy"].startswith("stage:sft@")
+    assert trained != before and before["policy_manifest"] is None and trained["policy_manifest"]
     write_json(cfg.run_dir / "sft" / "manifest.json", {"stage": "sft", "finished_at": "2"})
     assert probe_fingerprint(cfg) != trained  # SFT trained again: its rates are stale
     hotter = cfg.model_copy(update={"temperature": 1.2})
     assert probe_fingerprint(hotter) != probe_fingerprint(cfg)
+    quantized = cfg.model_copy(update={"model": cfg.model.model_copy(update={"quantization": "4bit"})})
+    assert probe_fingerprint(quantized) != probe_fingerprint(cfg)  # another model, other pass rates
     # training parameters do not change what the probe measures
     longer = cfg.model_copy(update={"training": cfg.training.model_copy(update={"max_steps": 99})})
     assert probe_fingerprint(longer) == probe_fingerprint(cfg)

@@ -123,7 +123,7 @@ def test_smoke_revision_sft_saves_a_policy_that_eval_resolves(run_dir, tmp_path)
     from nl2sql_lib.config import EvalParams
     from nl2sql_lib.evaluate.systems import parse_system, resolve_systems
     from nl2sql_lib.models import resolve_spec
-    from nl2sql_lib.runs import StageRun
+    from nl2sql_lib.runs import MissingStageOutput, StageRun
     from nl2sql_lib.train.revision_sft import run_revision_sft
 
     examples = read_examples(run_dir / "data" / "train.jsonl")
@@ -136,6 +136,7 @@ def test_smoke_revision_sft_saves_a_policy_that_eval_resolves(run_dir, tmp_path)
     assert metrics["records"]["trained"] == sum(metrics["records"][k] for k in ("tree", "perturbed", "first_answer"))
     folder = run_dir / "revision_sft"
     assert (folder / "manifest.json").is_file() and (folder / "adapter" / "adapter_config.json").is_file()
+    assert metrics["format"] == "plain" and metrics["schema_render"]  # what 06_eval prompts it with
     assert resolve_spec("stage:revision_sft", run_dir=run_dir).base_spec == "tiny:smollm2"
 
     eval_cfg = EvalParams(run="rev", output_root=str(tmp_path / "outputs"),
@@ -143,10 +144,24 @@ def test_smoke_revision_sft_saves_a_policy_that_eval_resolves(run_dir, tmp_path)
     system = parse_system("revision_sft+revise", eval_cfg)
     assert system.stage == "revision_sft" and system.revise
     # sft never ran in this folder: it is named as missing, revision_sft is found
-    with pytest.raises(Exception, match="'sft'"):
+    with pytest.raises(MissingStageOutput, match="'sft'"):
         resolve_systems(eval_cfg)
     found, _ = resolve_systems(eval_cfg.model_copy(update={"systems": ["revision_sft+revise"]}))
     assert [s.name for s in found] == ["revision_sft+revise"]
+
+
+def test_a_reasoning_policy_is_refused_and_a_perturbed_record_has_no_semicolon(run_dir, tmp_path):
+    from nl2sql_lib.io import write_json
+    from nl2sql_lib.train.revision_sft import perturbed_revision_records, revision_schema
+
+    cfg = _cfg(tmp_path, revision_policy={"spec": "stage:sft"})
+    write_json(run_dir / "sft" / "metrics.json", {"format": "reasoning"})
+    with pytest.raises(ValueError, match="reasoning format"):
+        revision_schema(cfg)
+    examples = read_examples(run_dir / "data" / "train.jsonl")
+    for record in perturbed_revision_records(examples, None, per_question=2, seed=0, timeout=2.0):
+        previous = record["prompt"][-1]["content"].split("Previous SQL:\n", 1)[1].split("\n\nResult: ", 1)[0]
+        assert not previous.endswith(";")
 
 
 def test_revision_summary_counts_revised_and_repaired():

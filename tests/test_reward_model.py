@@ -144,7 +144,7 @@ def test_tokenizer_pads_with_a_token_that_is_not_end_of_turn():
 def test_perturbed_gold_pairs_are_wrong_and_formatted_alike(tmp_path):
     from nl2sql_lib.data.example import Example
     from nl2sql_lib.sql.judge import Judge
-    from nl2sql_lib.train.reward_model import perturbed_gold_pairs
+    from nl2sql_lib.train.gold_perturbations import perturbed_gold_pairs
 
     db = tmp_path / "shop.sqlite"
     with sqlite3.connect(db) as conn:

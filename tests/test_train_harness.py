@@ -98,6 +98,18 @@ def test_reward_model_dpo_and_revision_fingerprints_ignore_each_others_keys():
     assert revision_fingerprint(other_rm) == revision_fingerprint(cfg) == revision_fingerprint(other_dpo)
     assert revision_fingerprint(other_revision) != revision_fingerprint(cfg)
     assert revision_fingerprint(cfg.model_copy(update={"seed": 3})) != revision_fingerprint(cfg)
+    longer = cfg.model_copy(update={"revision_training": cfg.revision_training.model_copy(update={"max_steps": 99})})
+    assert revision_fingerprint(longer) == revision_fingerprint(cfg)  # more steps resume, not restart
+
+
+def test_revision_fingerprint_follows_the_policy_stage(tmp_path):
+    from nl2sql_lib.io import write_json
+    from nl2sql_lib.train.revision_sft import revision_fingerprint
+
+    cfg = RewardModelParams(output_root=str(tmp_path), run="r")  # revision_policy: stage:sft
+    before = revision_fingerprint(cfg)
+    write_json(cfg.run_dir / "sft" / "manifest.json", {"stage": "sft", "finished_at": "1"})
+    assert revision_fingerprint(cfg) != before  # SFT trained again: old revision checkpoints are stale
 
 
 # ---------------------------------------------------------------------------- train(): resume and logs

@@ -19,7 +19,6 @@ Only one model is loaded at a time and freed before the next (memory, see docs/c
 from __future__ import annotations
 
 import gc
-import hashlib
 import json
 import time
 from dataclasses import dataclass, field, replace
@@ -327,11 +326,8 @@ def record_key(dataset: str, example: Example) -> str:
 
 def fingerprint(system: System, cfg: EvalParams, n_candidates: int) -> dict[str, Any]:
     """What determines a system's predictions; cached records are reused only when it matches."""
-    produced_by = None
-    if system.stage:
-        manifest = _stage_manifest(cfg, system.stage)
-        if manifest.is_file():  # the stage's model changes whenever its manifest does
-            produced_by = hashlib.sha256(manifest.read_bytes()).hexdigest()[:16]
+    # the stage's model changes whenever its manifest does
+    produced_by = runs.stage_manifest_sha256(cfg, system.stage) if system.stage else None
     return {
         "spec": system.spec,
         "stage_manifest_sha256": produced_by,
@@ -343,7 +339,9 @@ def fingerprint(system: System, cfg: EvalParams, n_candidates: int) -> dict[str,
         "schema_render": system.schema_render,
         "constrained": system.constrained,
         "linking_model": system.linking_model,
-        **({"revise": True} if system.revise else {}),  # absent otherwise: older caches stay valid
+        # absent for plain systems, so older caches stay valid; 2 since answers over the 50 rows
+        # the failure check fetches are no longer revised (predictions made before are stale)
+        **({"revise": 2} if system.revise else {}),
     }
 
 

@@ -207,7 +207,7 @@ def checkpoint_fingerprint(params: StageParams, *, drop: Iterable[str] = ()) -> 
     values = params_as_dict(params)
     for key in (*NOT_LEARNED_KEYS, *drop):
         values.pop(key, None)
-    for group in ("training", "dpo_training"):
+    for group in ("training", "dpo_training", "revision_training"):
         if isinstance(values.get(group), dict):
             values[group] = {k: v for k, v in values[group].items() if k not in NOT_LEARNED_TRAINING_KEYS}
     return json.loads(json.dumps(values))  # as it reads back from the marker file

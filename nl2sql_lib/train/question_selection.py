@@ -71,7 +71,7 @@ def cached_pass_rates(records: Sequence[dict], probe: Callable[[Sequence[dict]],
     if cache.is_file():
         try:
             data = json.loads(cache.read_text())
-            if data.get("fingerprint") == wanted:
+            if isinstance(data, dict) and data.get("fingerprint") == wanted:
                 stored = dict(data["rates"])
         except (ValueError, KeyError, TypeError):
             stored = {}  # a damaged cache is probed again, never trusted

@@ -10,9 +10,9 @@ error exactly as ``+revise`` renders it) answered with the gold SQL. The failing
 two places:
 
 - ``tree``: the policy's own attempts in 04's trees that fail to run (its real mistakes);
-- ``perturbed``: gold SQL of a seeded sample of training questions with a column swapped for
-  one that does not exist (``no such column``, the 135M model's most common failure), so
-  questions beyond the trees' few dozen teach it too.
+- ``perturbed``: gold SQL of a seeded sample of training questions edited until it fails to run
+  (:mod:`nl2sql_lib.train.gold_perturbations`; mostly a column that does not exist, the 135M
+  model's most common failure), so questions beyond the trees' few dozen teach it too.
 
 Each question also keeps its ordinary record (question -> gold SQL), so the first answers the
 policy gives in ``+revise`` do not drift. The result is saved where 06_eval looks for the
@@ -28,11 +28,11 @@ import random
 from typing import Any, Sequence
 
 from ..config import REVISION_KEYS, RewardModelParams
+from ..io import write_json
 from ..runs import StageRun, require_output
 from .common import checkpoint_fingerprint, memory_metrics, save_trained, train, trl_config
 
 log = logging.getLogger(__name__)
-
 
 
 def _record(prompt: list[dict], sql: str, source: str, question_id: str) -> dict[str, Any]:
@@ -40,6 +40,11 @@ def _record(prompt: list[dict], sql: str, source: str, question_id: str) -> dict
 
     return {"prompt": prompt, "completion": [{"role": "assistant", "content": finish_sql(sql)}],
             "source": source, "question_id": question_id}
+
+
+# gold_perturbations: how many kinds of edit it tries, and the margin of a pair whose rejected side fails.
+EDIT_KINDS = 8
+FAILS_MARGIN = 2.0
 
 
 def tree_revision_records(trees: Sequence[Any], examples: dict[str, Any], schema_params: Any, *,
@@ -80,20 +85,23 @@ def perturbed_revision_records(examples: Sequence[Any], schema_params: Any, *, p
     from .gold_perturbations import perturbed_gold_pairs
 
     by_id = {ex.question_id: ex for ex in examples}
-    # more edits than needed: only those that fail to run are kept
-    pairs = perturbed_gold_pairs(examples, schema_params=schema_params, per_question=4 * per_question, seed=seed,
+    # Every kind of edit, not only per_question of them (there are 8 kinds): most edits still run,
+    # and only those that fail are kept.
+    pairs = perturbed_gold_pairs(examples, schema_params=schema_params, per_question=EDIT_KINDS, seed=seed,
                                  timeout=timeout)
     records = []
     kept: dict[str, int] = {}
     for pair in pairs:
         example = by_id[pair["question_id"]]
-        if kept.get(example.question_id, 0) >= per_question:
+        if pair["margin"] != FAILS_MARGIN or kept.get(example.question_id, 0) >= per_question:
             continue
-        feedback = failure_feedback(example.db_path, pair["rejected"], timeout=timeout)
+        # as a model writes it and +revise shows it: no closing semicolon
+        failing_sql = pair["rejected"].strip().rstrip(";").strip()
+        feedback = failure_feedback(example.db_path, failing_sql, timeout=timeout)
         if feedback is None:
             continue
         kept[example.question_id] = kept.get(example.question_id, 0) + 1
-        prompt = revision_messages(example, schema_text_for(example, schema_params), pair["rejected"], feedback)
+        prompt = revision_messages(example, schema_text_for(example, schema_params), failing_sql, feedback)
         records.append(_record(prompt, example.sql, "perturbed", example.question_id))
     return records
 
@@ -107,14 +115,25 @@ def first_answer_records(examples: Sequence[Any], schema_params: Any) -> list[di
             for ex in examples]
 
 
+def revision_schema(cfg: RewardModelParams) -> Any:
+    """The schema rendering the policy was trained with (what 06_eval shows it too), checking that
+    it answers in the plain format: revision prompts have no <think> variant."""
+    from ..runs import policy_stage_metrics, schema_render_for
+
+    if policy_stage_metrics(cfg, cfg.revision_policy.spec).get("format") == "reasoning":
+        raise ValueError(f"revision_sft: the policy {cfg.revision_policy.spec} answers in the reasoning format, "
+                         "and revision prompts exist in the plain format only; set revision_sft: false or "
+                         "revision_policy to a plain-format model")
+    return schema_render_for(cfg, None, cfg.revision_policy.spec)
+
+
 def build_revision_records(cfg: RewardModelParams, stage: StageRun) -> tuple[list[dict], dict[str, int]]:
     """All records of this step (shuffled with the seed) and their counts by source."""
     from ..data.example import read_examples
-    from ..runs import schema_params_for
     from ..sampling import seeded_subsample
     from ..tree.shards import read_trees
 
-    schema_params = schema_params_for(cfg)
+    schema_params = revision_schema(cfg)
     examples = read_examples(stage.record_input(require_output(cfg, "data", "train.jsonl")))
     by_id = {ex.question_id: ex for ex in examples}
     trees = read_trees(stage.record_input(require_output(cfg, "tree", "trees.jsonl")))
@@ -138,8 +157,13 @@ def build_revision_records(cfg: RewardModelParams, stage: StageRun) -> tuple[lis
 def revision_fingerprint(cfg: RewardModelParams) -> dict[str, Any]:
     """What the revision policy's checkpoints depend on: its own keys, the LoRA settings and the
     seed (not the reward model's or DPO's keys: each trains in its own folder)."""
+    from ..runs import stage_manifest_sha256
+
     drop = tuple(k for k in RewardModelParams.model_fields if k not in REVISION_KEYS + ("lora", "seed"))
-    return checkpoint_fingerprint(cfg, drop=drop)
+    spec = cfg.revision_policy.spec
+    # a re-trained policy (its stage's manifest rewritten) makes old checkpoints stale
+    policy = stage_manifest_sha256(cfg, spec.split(":", 1)[1]) if spec.startswith("stage:") else None
+    return {**checkpoint_fingerprint(cfg, drop=drop), "policy_manifest": policy}
 
 
 def run_revision_sft(cfg: RewardModelParams, stage: StageRun) -> dict[str, Any]:
@@ -168,8 +192,10 @@ def run_revision_sft(cfg: RewardModelParams, stage: StageRun) -> dict[str, Any]:
             for r, n in zip(records, lengths) if n <= cfg.revision_training.max_length]
     log.info("revision SFT on %d records (%s; %d longer than %d tokens left out)", len(kept), counts,
              len(records) - len(kept), cfg.revision_training.max_length)
+    # as 02_sft trains: the loss on the answer only, one record per sequence
     args = trl_config(SFTConfig, cfg.revision_training, cfg.revision_policy, revision_stage.dir / "checkpoints",
-                      cfg.seed, max_length=cfg.revision_training.max_length)
+                      cfg.seed, max_length=cfg.revision_training.max_length, completion_only_loss=True,
+                      packing=False)
     run = train(revision_stage, lambda callbacks: SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(kept),
                                                              processing_class=tokenizer, callbacks=callbacks),
                 fingerprint=revision_fingerprint(cfg), resume=cfg.revision_training.resume)
@@ -181,6 +207,9 @@ def run_revision_sft(cfg: RewardModelParams, stage: StageRun) -> dict[str, Any]:
                  base_spec=resolve_spec(cfg.revision_policy.spec, cfg.run_dir).base_spec or cfg.revision_policy.spec)
     curve = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     metrics = {
+        # what 06_eval reads to prompt this model as it was trained (evaluate/systems._stage_record)
+        "format": "plain",
+        "schema_render": revision_schema(cfg).model_dump(mode="json"),
         "records": {**counts, "trained": len(kept), "too_long": len(records) - len(kept)},
         "token_lengths": length_stats(lengths),
         "policy": cfg.revision_policy.spec,
@@ -192,5 +221,6 @@ def run_revision_sft(cfg: RewardModelParams, stage: StageRun) -> dict[str, Any]:
     }
     del trainer, model
     gc.collect()
+    write_json(revision_stage.path("metrics.json"), metrics)
     revision_stage.finish(metrics)
     return metrics
