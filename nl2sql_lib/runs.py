@@ -275,6 +275,12 @@ def stage_manifest_sha256(params: StageParams, stage: str) -> str | None:
     return hashlib.sha256(manifest.read_bytes()).hexdigest()[:16] if manifest.is_file() else None
 
 
+def policy_manifest_sha256(params: StageParams, spec: str) -> str | None:
+    """:func:`stage_manifest_sha256` of the stage a ``stage:<name>`` model spec points at; None for
+    other specs (their weights do not change under a run)."""
+    return stage_manifest_sha256(params, spec.split(":", 1)[1]) if spec.startswith("stage:") else None
+
+
 def schema_render_for(params: StageParams, override: Any = None, policy_spec: str | None = None):
     """The schema rendering a stage's prompts use, so every stage shows a model the prompts it knows.
 

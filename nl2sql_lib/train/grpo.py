@@ -203,11 +203,10 @@ def probed_question_count(cfg: GRPOParams) -> int | None:
 def probe_fingerprint(cfg: GRPOParams) -> dict[str, Any]:
     """What a probed pass rate depends on besides the question: the policy (how it loads, and its
     stage's manifest, rewritten whenever the stage trains again), how answers are sampled and judged."""
-    from ..runs import stage_manifest_sha256
+    from ..runs import policy_manifest_sha256
 
-    spec = cfg.model.spec
     return {"policy": cfg.model.model_dump(mode="json"),
-            "policy_manifest": stage_manifest_sha256(cfg, spec.split(":", 1)[1]) if spec.startswith("stage:") else None,
+            "policy_manifest": policy_manifest_sha256(cfg, cfg.model.spec),
             "temperature": cfg.temperature, "max_completion_length": cfg.max_completion_length,
             "samples": cfg.pass_rate_filter.samples, "seed": cfg.seed, "semantics": cfg.semantics,
             "sql_timeout": cfg.sql_timeout}

@@ -157,13 +157,12 @@ def build_revision_records(cfg: RewardModelParams, stage: StageRun) -> tuple[lis
 def revision_fingerprint(cfg: RewardModelParams) -> dict[str, Any]:
     """What the revision policy's checkpoints depend on: its own keys, the LoRA settings and the
     seed (not the reward model's or DPO's keys: each trains in its own folder)."""
-    from ..runs import stage_manifest_sha256
+    from ..runs import policy_manifest_sha256
 
     drop = tuple(k for k in RewardModelParams.model_fields if k not in REVISION_KEYS + ("lora", "seed"))
-    spec = cfg.revision_policy.spec
     # a re-trained policy (its stage's manifest rewritten) makes old checkpoints stale
-    policy = stage_manifest_sha256(cfg, spec.split(":", 1)[1]) if spec.startswith("stage:") else None
-    return {**checkpoint_fingerprint(cfg, drop=drop), "policy_manifest": policy}
+    return {**checkpoint_fingerprint(cfg, drop=drop),
+            "policy_manifest": policy_manifest_sha256(cfg, cfg.revision_policy.spec)}
 
 
 def run_revision_sft(cfg: RewardModelParams, stage: StageRun) -> dict[str, Any]:
