@@ -12,12 +12,14 @@ Texts are cut right after the first stop string, the same as the vLLM path retur
 
 Greedy answers take a faster path by default (``Generator(fast=True)``, issue #13): prompts that
 share a long token prefix (the system message and the schema, for every question on one
-database) are grouped, the prefix is run through the model once per group and its KV cache is
-reused for every question of the group, so only each question's few tokens are prefilled; rows
-leave the batch as soon as they finish. Outputs are the same greedy texts as the
-``model.generate`` path (``fast=False``), up to float rounding: the two paths add up the same
-numbers in a different order, which can flip a near-tie between two tokens (see
-tests/bench/bench_generation.py, which counts and explains every difference on Spider dev).
+database) are grouped, the prefix is run through the model once per group, and its keys and
+values are stored once and read by every question of the group
+(:mod:`nl2sql_lib.shared_prefix`), so only each question's few tokens are prefilled and a batch
+can hold many rows (``FAST_ROWS_PER_BATCH``); finished rows leave the batch. Outputs are the
+same greedy texts as the ``model.generate`` path (``fast=False``), up to float rounding: the
+two paths add up the same numbers in a different order, which can flip a near-tie between two
+tokens (see tests/bench/bench_generation.py, which counts and explains every difference on
+Spider dev; in float32 the texts are identical, tests/test_generate.py).
 
 Schema-constrained decoding (issue #4, :mod:`nl2sql_lib.constrained`): pass one database per
 question and the model can only name that database's tables and columns::
@@ -38,6 +40,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 from . import hardware as hw_rules
 from .config import ModelParams
 from .hardware import Hardware
+from .shared_prefix import supports_shared_prefix
 
 if TYPE_CHECKING:
     from .constrained import SchemaSource
@@ -45,6 +48,11 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DEFAULT_STOP = (";",)
+
+# Rows per batch of the fast greedy path, per row of ``batch_size``. Measured on 96 Spider dev
+# prompts (tests/bench/bench_generation.py, 1 thread): 16 rows 1.47 questions/s, 32 1.97,
+# 64 2.35, 128 2.91 - the old path 0.56.
+FAST_ROWS_PER_BATCH = 8
 
 
 @dataclass
@@ -92,9 +100,10 @@ class Generator:
     ``fast`` (default True): greedy, unconstrained answers take the shared-prefix path (module
     docstring); False: every answer comes from ``model.generate`` (the path before issue #13,
     kept for comparison). ``fast_batch_size``: questions per forward pass on that path
-    (default ``2 * batch_size``): a row there prefills only its question's own tokens, so twice
-    the rows cost less memory in the prefill than ``batch_size`` full prompts do (the KV cache,
-    prefix included, is still per row).
+    (default ``FAST_ROWS_PER_BATCH * batch_size``): a row there holds only its question's and
+    answer's keys and values (its prefix is stored once per database), and at these sizes a
+    decoding step costs about the same at 8 rows as at 64 - reading the weights dominates -
+    so the more rows share a step, the more questions per second.
     """
 
     def __init__(
@@ -120,9 +129,7 @@ class Generator:
         self.constraint_top_k = constraint_top_k
         self.constraint_widen = constraint_widen
         self.fast = fast
-        # Measured on Spider dev prompts (tests/bench/bench_generation.py): 16 rows per pass
-        # answered 1.5x more questions/s than 8 on this path, 32 no more than 16.
-        self.fast_batch_size = fast_batch_size or 2 * batch_size
+        self.fast_batch_size = fast_batch_size or FAST_ROWS_PER_BATCH * batch_size
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
@@ -159,8 +166,9 @@ class Generator:
         prompts = self.prompt_texts(messages_batch)
         vocabularies = self._vocabularies(schemas, len(prompts))
         greedy = temperature <= 0
-        if greedy and self._fast_path_applies(vocabularies):
-            return self._generate_greedy_fast(prompts, n, max_new_tokens, desc)
+        if greedy and self._fast_path_applies():
+            return self._generate_greedy_fast(prompts, n, max_new_tokens, desc, vocabularies,
+                                              report_constraint=schemas is not None)
         per_prompt = 1 if greedy else n
         prompts_per_batch = max(1, self.batch_size // per_prompt)
         lengths = [len(self.tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts]
@@ -190,19 +198,20 @@ class Generator:
             self.last_stats.update({f"constraint_{k}": v for k, v in constraint.items()})
         return results
 
-    def _fast_path_applies(self, vocabularies) -> bool:
-        """The fast greedy path runs for free (unconstrained) decoding of an eval-mode model
-        whose every layer attends to the whole context (a sliding-window cache would drop the
-        shared prefix); everything else goes through ``model.generate``."""
+    def _fast_path_applies(self) -> bool:
+        """The fast greedy path runs for an eval-mode model whose attention
+        :mod:`nl2sql_lib.shared_prefix` reproduces (full attention: a sliding window would drop
+        the shared prefix); everything else, and all sampling, goes through ``model.generate``."""
         return (
             self.fast
-            and all(v is None for v in vocabularies)
             and not self.model.training
-            and full_attention_only(self.model.config)
+            and supports_shared_prefix(self.model)
         )
 
-    def _generate_greedy_fast(self, prompts: list[str], n: int, max_new_tokens: int, desc: str) -> list[list[str]]:
-        """Greedy answers with each shared prompt prefix computed once (see the module docstring)."""
+    def _generate_greedy_fast(self, prompts: list[str], n: int, max_new_tokens: int, desc: str,
+                              vocabularies: list, report_constraint: bool = False) -> list[list[str]]:
+        """Greedy answers with each shared prompt prefix computed once (see the module docstring);
+        rows with a vocabulary are constrained to their schema, as on the old path."""
 
         import torch
         from tqdm.auto import tqdm
@@ -213,19 +222,23 @@ class Generator:
         torch.manual_seed(self.seed)
         start = time.perf_counter()
         groups = shared_prefix_groups(ids)
-        prefix_of: dict[int, Any] = {}  # prompt index -> its group's prefix KV cache (batch 1)
-        for prefix_len, members in groups:
-            cache = decoder.prefill_prefix(ids[members[0]][:prefix_len])
-            prefix_of.update((i, cache) for i in members)
+        prefixes = [decoder.prefill_prefix(ids[members[0]][:prefix_len]) for prefix_len, members in groups]
+        group_of = {i: g for g, (_, members) in enumerate(groups) for i in members}
         new_tokens = 0
-        # Longest prompt first, as the old path sorts: rows of a batch pad little. A batch mixes
-        # groups: each row starts from its own group's prefix cache.
-        order = sorted(range(len(prompts)), key=lambda i: -len(ids[i]))
+        constraint_stats: dict[str, int] = {}
+        # By group, longest prompt first within a group: a batch holds few groups (each group's
+        # prefix is read once per step for all its rows) and its rows pad little.
+        order = sorted(range(len(prompts)), key=lambda i: (group_of[i], -len(ids[i])))
         bar = tqdm(total=len(prompts), desc=desc, disable=not self.progress, unit="q")
         for first in range(0, len(order), self.fast_batch_size):
             batch = order[first : first + self.fast_batch_size]
-            texts, count = decoder.decode_batch([prefix_of[i] for i in batch], [ids[i] for i in batch])
+            row_groups = [group_of[i] for i in batch]
+            constraint = self._constraint([vocabularies[i] for i in batch], 1, greedy=True)
+            texts, count = decoder.decode_batch(prefixes, row_groups, [groups[g][0] for g in row_groups],
+                                                [ids[i] for i in batch], constraint)
             new_tokens += count
+            for key, value in (constraint.stats if constraint is not None else {}).items():
+                constraint_stats[key] = constraint_stats.get(key, 0) + value
             for i, text in zip(batch, texts):
                 results[i] = [cut_at_stop(text, self.stop_strings).strip()] * n
             bar.update(len(batch))
@@ -237,6 +250,8 @@ class Generator:
             "prompt_tokens_computed": sum(prefix_len + sum(len(ids[i]) - prefix_len for i in members)
                                           for prefix_len, members in groups),
         }
+        if report_constraint:  # how often the constraint overrode the model's first choice
+            self.last_stats.update({f"constraint_{k}": v for k, v in constraint_stats.items()})
         return results
 
     @staticmethod
@@ -345,24 +360,23 @@ def shared_prefix_groups(token_ids: Sequence[Sequence[int]],
     return [(min(prefix, *(len(token_ids[i]) - 1 for i in members)), members) for prefix, members in groups]
 
 
-def full_attention_only(config: Any) -> bool:
-    """Every layer attends to the whole context (no sliding window): a cached prefix stays whole."""
-    text = config.get_text_config(decoder=True) if hasattr(config, "get_text_config") else config
-    layer_types = getattr(text, "layer_types", None)
-    if layer_types:
-        return all(t == "full_attention" for t in layer_types)
-    return not (getattr(text, "sliding_window", None) and getattr(text, "use_sliding_window", True))
-
-
 class _GreedyDecoder:
-    """Greedy decoding over a precomputed prefix cache, with the stops of ``model.generate``.
+    """Greedy decoding of batches whose rows start from shared prefixes, with the stops of
+    ``model.generate``.
 
-    Layout of a batch's sequences: ``[shared prefix][left padding][question tokens][answer]``.
-    The padding sits between the prefix and each question's own tokens; the 2-D attention mask
-    hides it and the position ids skip it, so every row sees exactly the positions and tokens
-    it would see alone. Stops: the end token, or ``transformers``' own StopStringCriteria on the
-    row's last tokens (the same rule ``model.generate(stop_strings=...)`` applies).
+    A row is ``[its group's prefix][its own tokens: question, then answer]``. Prefixes are
+    computed once per group (:meth:`prefill_prefix`) and attended to through
+    :class:`~nl2sql_lib.shared_prefix.SharedPrefixBatch`; each row's own tokens are left-padded
+    to the batch's widest, the padding masked out and skipped by the position ids, so every row
+    sees exactly the positions and tokens it would see alone. Stops: the end token, or
+    ``transformers``' own StopStringCriteria on the row's last tokens (the same rule
+    ``model.generate(stop_strings=...)`` applies).
     """
+
+    # Finished rows stay in the batch (their tokens are ignored) until they are this share of
+    # it: dropping them copies every layer's buffers, which costs more than a few idle rows -
+    # the weights, read once per step whatever the rows, dominate a step at these batch sizes.
+    COMPACT_WHEN_FINISHED = 0.25
 
     def __init__(self, model, tokenizer, stop_strings: Sequence[str] | None, max_new_tokens: int):
         self.model = model
@@ -378,97 +392,94 @@ class _GreedyDecoder:
             self.stop = StopStringCriteria(tokenizer, list(stop_strings))
             self.tail = self.stop.maximum_token_len
 
-    def _forward(self, input_ids, cache, attention_mask=None, position_ids=None):
-        out = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                         past_key_values=cache, use_cache=True, logits_to_keep=1)
-        return out.logits[:, -1, :]
-
-    def prefill_prefix(self, prefix: Sequence[int]):
-        """The KV cache of ``prefix`` (batch 1), to be copied for every batch of its group."""
+    def prefill_prefix(self, prefix: Sequence[int]) -> list[tuple[Any, Any]]:
+        """Per layer, the keys and values of ``prefix`` (``[kv_heads, len, head_dim]``, float32),
+        computed once and read by every batch row of its group."""
         import torch
         from transformers import DynamicCache
 
         cache = DynamicCache(config=self.model.config)
         if prefix:
             with torch.inference_mode():
-                self._forward(torch.tensor([list(prefix)], device=self.model.device), cache)
-        return cache
+                self.model(input_ids=torch.tensor([list(prefix)], device=self.model.device),
+                           past_key_values=cache, use_cache=True, logits_to_keep=1)
+            return [(layer.keys[0].float(), layer.values[0].float()) for layer in cache.layers]
+        config = self.model.config.get_text_config(decoder=True)
+        heads = config.num_key_value_heads
+        dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+        empty = torch.zeros((heads, 0, dim), dtype=torch.float32, device=self.model.device)
+        return [(empty, empty)] * config.num_hidden_layers
 
-    def decode_batch(self, prefixes: list, prompts: list[list[int]]) -> tuple[list[str], int]:
-        """Greedy texts (decoded, not yet cut) of full prompts, each starting with the tokens of
-        its prefix cache in ``prefixes`` (rows may have different prefixes), and how many tokens
-        were generated."""
+    def decode_batch(self, prefixes: list, row_groups: list[int], prefix_lens: list[int],
+                     prompts: list[list[int]], constraint=None) -> tuple[list[str], int]:
+        """Greedy texts (decoded, not yet cut) of full prompts, row ``r`` starting with the
+        ``prefix_lens[r]`` tokens whose keys and values are ``prefixes[row_groups[r]]``, and how
+        many tokens were generated. Rows of one group must be adjacent. ``constraint``: a
+        :class:`~nl2sql_lib.constrained.SchemaConstrainedLogitsProcessor` with one vocabulary
+        per row, applied to every step's logits as ``model.generate`` applies it."""
         import torch
 
+        from .shared_prefix import SharedPrefixBatch, shared_prefix_attention_on
+
         device = self.model.device
-        rows = len(prompts)
-        with torch.inference_mode():  # the prefix caches are inference tensors
-            cache, prefix_mask = self._batch_cache(prefixes)
-        prefix_lens = [c.get_seq_length() for c in prefixes]
         own = [p[n:] for p, n in zip(prompts, prefix_lens)]
+        rows = len(own)
         width = max(len(t) for t in own)
         input_ids = torch.full((rows, width), self.pad, dtype=torch.long)
-        own_mask = torch.zeros((rows, width), dtype=torch.long)
+        real = torch.zeros((rows, width), dtype=torch.bool)
         for r, tokens in enumerate(own):
             input_ids[r, width - len(tokens) :] = torch.tensor(tokens)
-            own_mask[r, width - len(tokens) :] = 1
-        mask = torch.cat([prefix_mask, own_mask], dim=1).to(device)
+            real[r, width - len(tokens) :] = True
         starts = torch.tensor(prefix_lens, dtype=torch.long)[:, None]
-        positions = (starts + own_mask.cumsum(1) - 1).clamp(min=0).to(device)
+        positions = (starts + real.long().cumsum(1) - 1).clamp(min=0).to(device)
         tails = self._tails(prompts).to(device)
-        answers: list[list[int]] = [[] for _ in prompts]
-        active = torch.arange(rows, device=device)  # batch row -> prompt index
-        with torch.inference_mode():
-            logits = self._forward(input_ids.to(device), cache, mask, positions)
+        state = SharedPrefixBatch(prefixes, row_groups, capacity=width + self.max_new_tokens)
+        answers: list[list[int]] = [[] for _ in own]
+        present = torch.arange(rows, device=device)  # batch row -> prompt index
+        finished = torch.zeros(rows, dtype=torch.bool, device=device)
+        # What the constraint's scanners are fed: one placeholder "prompt" column (its first call
+        # takes everything so far as the prompt), then each step's tokens, the pad token for
+        # rows already finished - as model.generate pads them.
+        generated = torch.full((rows, 1), self.pad, dtype=torch.long, device=device)
+        with torch.inference_mode(), shared_prefix_attention_on(self.model):
+            logits = self._forward(state, input_ids.to(device), real.to(device), positions)
             next_positions = positions[:, -1:] + 1
             for step in range(self.max_new_tokens):
+                if constraint is not None:
+                    logits = constraint(generated, logits.float())
                 tokens = logits.argmax(-1)
-                for r, token in zip(active.tolist(), tokens.tolist()):
-                    answers[r].append(token)
+                if constraint is not None:
+                    generated = torch.cat([generated, torch.where(finished, self.pad, tokens)[:, None]], dim=1)
+                for r, token, done_before in zip(present.tolist(), tokens.tolist(), finished.tolist()):
+                    if not done_before:
+                        answers[r].append(token)
                 done = tokens == self.eos
                 if self.stop is not None:
                     tails = torch.cat([tails[:, 1:], tokens[:, None]], dim=1)
                     done |= self.stop(tails, None)
-                if step + 1 == self.max_new_tokens or bool(done.all()):
+                finished |= done
+                if step + 1 == self.max_new_tokens or bool(finished.all()):
                     break
-                if bool(done.any()):  # finished rows leave the batch
-                    keep = (~done).nonzero().squeeze(1)
-                    cache.batch_select_indices(keep)
-                    active, tokens, tails = active[keep], tokens[keep], tails[keep]
-                    mask, next_positions = mask[keep], next_positions[keep]
-                mask = torch.cat([mask, mask.new_ones((len(active), 1))], dim=1)
-                logits = self._forward(tokens[:, None], cache, mask, next_positions)
+                if int(finished.sum()) >= max(1, self.COMPACT_WHEN_FINISHED * len(present)):
+                    keep = (~finished).nonzero().squeeze(1)
+                    state.keep_rows(keep)
+                    present, tokens, tails = present[keep], tokens[keep], tails[keep]
+                    next_positions, finished, generated = next_positions[keep], finished[keep], generated[keep]
+                    if constraint is not None:
+                        constraint.scanners = [constraint.scanners[r] for r in keep.tolist()]
+                logits = self._forward(state, tokens[:, None], torch.ones_like(tokens[:, None], dtype=torch.bool),
+                                       next_positions)
                 next_positions = next_positions + 1
         texts = self.tokenizer.batch_decode(answers, skip_special_tokens=True)
         return texts, sum(len(a) for a in answers)
 
-    def _batch_cache(self, prefixes: list):
-        """One batch cache from per-row prefix caches (batch 1 each), left-padded to the longest
-        prefix, and the mask that hides the padding: ``[padding][prefix]`` per row."""
-        import torch
-        from transformers import DynamicCache
-
-        lengths = [c.get_seq_length() for c in prefixes]
-        longest = max(lengths)
-        mask = torch.zeros((len(prefixes), longest), dtype=torch.long)
-        for r, n in enumerate(lengths):
-            mask[r, longest - n :] = 1
-        cache = DynamicCache(config=self.model.config)
-        if longest == 0:
-            return cache, mask
-        for layer in range(len(prefixes[0].layers)):
-            keys, values = [], []
-            reference = next(c for c, n in zip(prefixes, lengths) if n).layers[layer]
-            for c, n in zip(prefixes, lengths):
-                if n == 0:  # a one-token prompt has no prefix: all padding
-                    k, v = reference.keys[:, :, :0], reference.values[:, :, :0]
-                else:
-                    k, v = c.layers[layer].keys, c.layers[layer].values  # [1, heads, n, dim]
-                pad = (0, 0, longest - n, 0)  # on the left of the sequence dimension
-                keys.append(torch.nn.functional.pad(k, pad) if n < longest else k)
-                values.append(torch.nn.functional.pad(v, pad) if n < longest else v)
-            cache.update(torch.cat(keys), torch.cat(values), layer)
-        return cache, mask
+    def _forward(self, state, input_ids, real, positions):
+        """The next-token logits of every row after ``input_ids`` (``real``: which are tokens,
+        not padding) at ``positions``, attending through ``state``."""
+        state.begin_step(real)
+        out = self.model(input_ids=input_ids, position_ids=positions, use_cache=False, logits_to_keep=1,
+                         shared_prefix=state)
+        return out.logits[:, -1, :]
 
     def _tails(self, prompts: list[list[int]]):
         """Each prompt's last ``self.tail`` tokens (left-filled with the pad token, as the

@@ -75,6 +75,9 @@ INT8_BYTES_PER_PARAM = 1.0  # LLM.int8: one byte per weight (the per-row scales 
 # 0.3 in grpo_config_kwargs); vllm_llm_kwargs' default for trees and evaluation (generate.py).
 GRPO_VLLM_SHARE_DEFAULT = 0.3
 INFERENCE_VLLM_SHARE_DEFAULT = 0.85
+# The fast greedy path's rows hold their question's own tokens (the schema prefix is shared):
+# an allowance for the question and its chat markup, beside max_new_tokens.
+FAST_QUESTION_TOKENS = 256
 VLLM_SHARE_KEY = "training.extra.vllm_gpu_memory_utilization"
 # What a vLLM engine uses inside its share besides weights and KV cache: the activation peak of
 # its profiling run, the sampler's buffers and CUDA graphs (vLLM logs ~0.5-1.5 GiB for 1-7B).
@@ -802,9 +805,12 @@ def _add_colocated_vllm(plan: MemoryPlan, phase: TrainingPhase, arch: Architectu
 
 def generation_plan(stage: str, phase: str, model: ModelParams, arch: Architecture, hardware: Hardware, *,
                     sequences: int, use_vllm: bool, batch_parameter: str, model_name: str, source: str,
-                    vllm_share: float = INFERENCE_VLLM_SHARE_DEFAULT) -> MemoryPlan:
+                    vllm_share: float = INFERENCE_VLLM_SHARE_DEFAULT, fast_rows: int = 0,
+                    fast_tokens: int = 0) -> MemoryPlan:
     """Generation only (revision trees, evaluation): ``sequences`` generated at once, each up to
-    ``model.max_seq_length`` tokens (prompt + new tokens)."""
+    ``model.max_seq_length`` tokens (prompt + new tokens). ``fast_rows``: rows of the fast greedy
+    path (generate.py), each holding ``fast_tokens`` of its own keys and values in float32 (its
+    prompt's shared prefix is stored once per database, small beside them)."""
     width = dtype_bytes(model, hardware)
     plan = MemoryPlan(stage, phase, model_name, source, hardware.total_memory_gib, hardware.name)
     weights = weight_bytes(arch, model, hardware, for_training=False)
@@ -834,7 +840,12 @@ def generation_plan(stage: str, phase: str, model: ModelParams, arch: Architectu
     # Sampling reads the last position's logits in fp32 for every sequence.
     logits = sequences * arch.vocab_size * 4
     plan.terms.append(MemoryTerm("logits (last token)", _gib(logits), f"{sequences} x {arch.vocab_size} x 4 B"))
-    allocated = weights + kv_needed + logits
+    fast = fast_rows * fast_tokens * arch.kv_bytes_per_token(4)
+    if fast_rows:  # not at the same time as the sampling batch: the larger of the two counts
+        plan.terms.append(MemoryTerm("fast greedy path (float32 K/V)", _gib(max(0, fast - kv_needed)),
+                                     f"{fast_rows} rows x {fast_tokens} tokens, beyond the KV cache term",
+                                     f"lower {batch_parameter}"))
+    allocated = weights + max(kv_needed, fast) + logits
     plan.terms.append(MemoryTerm("CUDA context + fragmentation", _gib(overhead_bytes(allocated)),
                                  f"{CUDA_CONTEXT_GIB:.0f} GiB + {FRAGMENTATION_FRACTION:.0%} of the tensors"))
     return plan
@@ -887,10 +898,16 @@ def _phases(stage: str, cfg: Any) -> list[tuple[str, Any]]:
     if stage == "eval":
         # Every system loads like ModelParams(spec=...) (evaluate/systems.py): its defaults apply.
         # Best-of-N systems sample num_candidates per question; the others one.
+        # Greedy answers take the fast path: FAST_ROWS_PER_BATCH x batch_size rows, each holding
+        # its question (allowed FAST_QUESTION_TOKENS) and answer.
+        from .generate import FAST_ROWS_PER_BATCH
+
         sequences = cfg.batch_size * (cfg.num_candidates if cfg.best_of_n_systems else 1)
         return [("generate", dict(phase="generation", model=ModelParams(spec=cfg.base_model),
                                   sequences=sequences, use_vllm=cfg.use_vllm,
-                                  batch_parameter=f"batch_size from {cfg.batch_size}"))]
+                                  batch_parameter=f"batch_size from {cfg.batch_size}",
+                                  fast_rows=FAST_ROWS_PER_BATCH * cfg.batch_size,
+                                  fast_tokens=FAST_QUESTION_TOKENS + cfg.max_new_tokens))]
     return []
 
 

@@ -108,15 +108,38 @@ def test_shared_prefix_groups():
     assert shared_prefix_groups([]) == []
 
 
-def test_sampling_and_constrained_decoding_keep_the_old_path(generator):
+def test_a_model_in_training_keeps_the_old_path(generator):
     fast = Generator(generator.model, generator.tokenizer, progress=False)
-    assert fast._fast_path_applies([None, None])
-    assert not fast._fast_path_applies([None, object()])  # a schema constraint
+    assert fast._fast_path_applies()
     generator.model.train()
     try:
-        assert not fast._fast_path_applies([None])  # a model being trained (dropout, no cache)
+        assert not fast._fast_path_applies()  # a model being trained (dropout, no cache)
     finally:
         generator.model.eval()
+
+
+def test_fast_constrained_greedy_equals_the_old_path(generator, tmp_path):
+    """Schema-constrained greedy decoding on the fast path (the constraint sees each row's
+    tokens, rows leave the batch) gives the old path's texts; unconstrained rows stay free."""
+    import sqlite3
+
+    databases = []
+    for db in range(3):
+        path = tmp_path / f"db{db}.sqlite"
+        with sqlite3.connect(path) as conn:
+            conn.execute(f"CREATE TABLE t{db} (" + ", ".join(f"c{db}_{k} INT" for k in range(4 + 12 * db)) + ")")
+        databases.append(path)
+    questions = _database_questions()
+    schemas = [databases[i % 3] for i in range(len(questions) - 1)] + [None]  # the lone prompt: free
+    old, fast = _old_and_fast(generator, batch_size=4, stop_strings=None)
+    expected = old.generate(questions, max_new_tokens=12, schemas=schemas)
+    assert old.last_stats["constraint_changed"] > 0  # the constraint really overrode the model
+    for batch in (3, 16):
+        fast.fast_batch_size = batch
+        assert fast.generate(questions, max_new_tokens=12, schemas=schemas) == expected, f"fast_batch_size={batch}"
+        assert fast.last_stats["prefix_groups"] == 4
+        assert fast.last_stats["constraint_changed"] == old.last_stats["constraint_changed"]
+    assert fast.generate(questions, max_new_tokens=12) != expected
 
 
 def test_greedy_with_n_repeats_the_one_answer(generator):
@@ -240,3 +263,62 @@ def test_vllm_prompt_lengths_count_the_special_tokens_vllm_adds(generator, monke
         seen.extend(params) or [SimpleNamespace(outputs=[SimpleNamespace(text="SELECT 1")]) for _ in prompts]))
     assert engine.generate([messages], max_new_tokens=32) == [["SELECT 1"]]
     assert seen[0]["max_tokens"] == 5
+
+
+def test_shared_prefix_attention_equals_plain_attention():
+    """SharedPrefixBatch's attention (prefix stored once per group, grouped-query heads by
+    reshaping) against textbook attention over each row's own [prefix | tokens] sequence: rows
+    of three groups (one without a prefix), left padding, a prefill of several tokens and then
+    single-token steps, and rows dropped in between."""
+    import torch
+
+    from nl2sql_lib.shared_prefix import SharedPrefixBatch
+
+    torch.manual_seed(0)
+    layers, kv_heads, group, dim = 2, 2, 3, 8
+    heads = kv_heads * group
+    prefix_lens = [5, 0, 7]
+    prefixes = [[(torch.randn(kv_heads, n, dim), torch.randn(kv_heads, n, dim)) for _ in range(layers)]
+                for n in prefix_lens]
+    row_groups = [0, 0, 1, 2, 2]
+    own_lens = [3, 1, 2, 3, 2]  # question tokens per row, left-padded to 3
+    width, steps = 3, 2
+    batch = SharedPrefixBatch(prefixes, row_groups, capacity=width + steps)
+    history = [[([], []) for _ in range(layers)] for _ in row_groups]  # each row's real keys/values
+
+    def reference(row, layer, q, t_keys, t_values, padding_query):
+        prefix_k, prefix_v = prefixes[row_groups[row]][layer]
+        keys = torch.cat([prefix_k, torch.stack(t_keys, 1)], 1) if t_keys else prefix_k
+        values = torch.cat([prefix_v, torch.stack(t_values, 1)], 1) if t_values else prefix_v
+        if padding_query:  # sees the prefix and itself only; its output is never used
+            return None
+        keys, values = keys.repeat_interleave(group, 0), values.repeat_interleave(group, 0)
+        weights = torch.softmax(q[:, None, :] @ keys.transpose(-1, -2) * dim ** -0.5, -1)
+        return (weights @ values)[:, 0]  # [heads, dim]
+
+    def check(rows, real, new):
+        batch.begin_step(real)
+        for layer in range(layers):
+            q = torch.randn(len(rows), heads, new, dim)
+            k, v = torch.randn(len(rows), kv_heads, new, dim), torch.randn(len(rows), kv_heads, new, dim)
+            out = batch.attend(layer, q, k, v, dim ** -0.5)  # [rows, new, heads, dim]
+            assert out.shape == (len(rows), new, heads, dim)
+            for b, row in enumerate(rows):
+                for t in range(new):
+                    if real[b, t]:
+                        history[row][layer][0].append(k[b, :, t])
+                        history[row][layer][1].append(v[b, :, t])
+                    expected = reference(row, layer, q[b, :, t], *history[row][layer], not real[b, t])
+                    if expected is not None:
+                        torch.testing.assert_close(out[b, t], expected, rtol=1e-5, atol=1e-5)
+
+    rows = list(range(len(row_groups)))
+    real = torch.tensor([[i >= width - n for i in range(width)] for n in own_lens])
+    check(rows, real, width)
+    check(rows, torch.ones(len(rows), 1, dtype=torch.bool), 1)
+    batch.keep_rows(torch.tensor([1, 2, 4]))  # group 0 keeps one row, group 2 one
+    rows = [1, 2, 4]
+    assert batch.group_slices == [(0, slice(0, 1)), (1, slice(1, 2)), (2, slice(2, 3))]
+    check(rows, torch.ones(len(rows), 1, dtype=torch.bool), 1)
+    with pytest.raises(ValueError, match="contiguous"):
+        SharedPrefixBatch(prefixes, [0, 2, 0], capacity=4)

@@ -53,8 +53,9 @@ class GeneratorLike(Protocol):
 
 GeneratorFactory = Callable[["System", EvalParams], GeneratorLike]
 
-# Prompts handed to the generator per call, in batches (see _generate_missing).
-CHUNK_BATCHES = 4
+# Prompts handed to the generator per call, in batches (see _generate_missing): two of the fast
+# greedy path's batches (generate.FAST_ROWS_PER_BATCH x batch_size rows each).
+CHUNK_BATCHES = 16
 
 
 @dataclass(frozen=True)
@@ -399,8 +400,10 @@ def generate_predictions(
         if not _complete(cached.get(record_key(ds.name, ex)), best_of_n and ds.best_of_n, n_candidates)
     ]
     # Datasets without candidate pools first: the best-of-N sample repeats some of their
-    # questions, and then reuses the greedy answers they made (_greedy_made_elsewhere).
-    todo.sort(key=lambda item: item[0].best_of_n)
+    # questions, and then reuses the greedy answers they made (_greedy_made_elsewhere). Within
+    # that, by database: a chunk then holds many questions on few databases, whose shared prompt
+    # prefix the fast greedy path computes and reads once (generate.py).
+    todo.sort(key=lambda item: (item[0].best_of_n, item[1].db_id))
     info: dict[str, Any] = {"system": system.name, "spec": system.spec, "reused": len(records)}
     if system.linking_model:
         info["linking_model"] = system.linking_model
@@ -509,9 +512,9 @@ def _generate_missing(
 
     ``first``: greedy answers already made (by record key) that a ``+revise`` system starts from.
 
-    Questions go to the generator in chunks of a few batches: large enough for its
-    length-sorted batching to waste little on padding, small enough that an interrupted run
-    loses at most one chunk.
+    Questions go to the generator in chunks of a few batches: large enough for its batching
+    (by database and length) to fill its batches, small enough that an interrupted run loses at
+    most one chunk.
     """
     schema = system.schema()
     chunk = CHUNK_BATCHES * cfg.batch_size

@@ -4,8 +4,9 @@
 
 The old path is ``Generator(fast=False)`` with the Generator's default settings (batch 8,
 ``model.generate``, prompts sorted by length, left padding, stop at ``;``); the fast path is the
-default ``Generator`` (each database's shared prompt prefix computed once and its KV cache reused,
-finished rows leaving the batch, 16 rows per pass; nl2sql_lib/generate.py). Prompts: a seeded sample of
+default ``Generator`` (each database's shared prompt prefix computed once, its keys and values
+stored once and read by all of its rows - nl2sql_lib/shared_prefix.py -, finished rows leaving
+the batch, 64 rows per pass at batch 8; nl2sql_lib/generate.py). Prompts: a seeded sample of
 ``QUESTIONS`` Spider dev questions (../shared/spider-dev) over ``DATABASES`` databases,
 rendered exactly as 06_eval renders them for the cpu profile (params/cpu/data.yaml's schema
 rendering, ``evaluate.systems.build_messages``); 96 new tokens at most, as params/cpu/eval.yaml.
@@ -14,8 +15,9 @@ Headline: fast, old, fast again, on the same prompts in one process (the machine
 the two are interleaved and the fast figure is the mean of its two runs). Every output of every
 setting is compared with the old path's; each difference is explained by the old path's own
 logits at the first token where the two answers part (a near-tie flipped by float rounding
-shows as a gap of a fraction of a logit between the two tokens). Then one lever at a time on
-the first ``LEVER_QUESTIONS`` prompts. Writes outputs/bench/generation.json.
+shows as a gap of a fraction of a logit between the two tokens). Then the fast path's batch
+size, one setting at a time, on the first ``LEVER_QUESTIONS`` prompts (all of them by default).
+Writes outputs/bench/generation.json.
 
 Sizes can be changed for a quick look: NL2SQL_BENCH_QUESTIONS, NL2SQL_BENCH_DATABASES,
 NL2SQL_BENCH_LEVER_QUESTIONS (0 skips the lever table). NL2SQL_BENCH_THREADS: torch threads for
@@ -45,7 +47,7 @@ MAX_NEW_TOKENS = 96  # params/cpu/eval.yaml
 OLD_BATCH = 8  # Generator's default batch_size
 QUESTIONS = int(os.environ.get("NL2SQL_BENCH_QUESTIONS", 96))
 DATABASES = int(os.environ.get("NL2SQL_BENCH_DATABASES", 6))
-LEVER_QUESTIONS = int(os.environ.get("NL2SQL_BENCH_LEVER_QUESTIONS", 48))
+LEVER_QUESTIONS = int(os.environ.get("NL2SQL_BENCH_LEVER_QUESTIONS", QUESTIONS))
 THREADS = int(os.environ.get("NL2SQL_BENCH_THREADS", 1))  # 0: torch's default (2 here)
 OTHER_THREADS = int(os.environ.get("NL2SQL_BENCH_OTHER_THREADS", 0))  # 0: no such lever row
 SEED = 0
@@ -170,14 +172,16 @@ def main() -> dict:
     levers = []
     if LEVER_QUESTIONS:
         subset, reference = prompts[:LEVER_QUESTIONS], old_texts[:LEVER_QUESTIONS]
-        settings = [
-            ("old path (model.generate), batch 8", {"fast": False}, threads),
-            ("fast: shared prefix cached + rows leave, batch 8", {"fast_batch_size": 8}, threads),
-            ("fast, batch 16 (the default: 2 x batch_size)", {}, threads),
-            ("fast, batch 32", {"fast_batch_size": 32}, threads),
+        # the old path's row is the headline's when the lever table uses the same prompts
+        settings = [] if LEVER_QUESTIONS == len(prompts) else [("old path (model.generate), batch 8", {"fast": False}, threads)]
+        settings += [
+            ("fast, 16 rows per batch", {"fast_batch_size": 16}, threads),
+            ("fast, 32 rows", {"fast_batch_size": 32}, threads),
+            ("fast, 64 rows (the default: 8 x batch_size)", {}, threads),
+            ("fast, 128 rows", {"fast_batch_size": 128}, threads),
         ]
         if OTHER_THREADS:
-            settings.append((f"fast, batch 16, {OTHER_THREADS} thread(s)", {}, OTHER_THREADS))
+            settings.append((f"fast, 64 rows, {OTHER_THREADS} thread(s)", {}, OTHER_THREADS))
         for name, kwargs, n_threads in settings:
             set_threads(n_threads)
             texts, row = timed(gen(**kwargs), subset)
