@@ -97,9 +97,10 @@ class Generator:
     best tokens the schema constraint checks per step, and whether it searches further when
     none is valid (see :class:`~nl2sql_lib.constrained.SchemaConstrainedLogitsProcessor`).
 
-    ``fast`` (default True): greedy, unconstrained answers take the shared-prefix path (module
-    docstring); False: every answer comes from ``model.generate`` (the path before issue #13,
-    kept for comparison). ``fast_batch_size``: questions per forward pass on that path
+    ``fast`` (default True): greedy answers, schema-constrained or not, take the shared-prefix
+    path (module docstring); False: every answer comes from ``model.generate`` (the path before
+    issue #13, kept for comparison). Sampling always takes ``model.generate``.
+    ``fast_batch_size``: questions per forward pass on that path
     (default ``FAST_ROWS_PER_BATCH * batch_size``): a row there holds only its question's and
     answer's keys and values (its prefix is stored once per database), and at these sizes a
     decoding step costs about the same at 8 rows as at 64 - reading the weights dominates -
@@ -222,7 +223,7 @@ class Generator:
         torch.manual_seed(self.seed)
         start = time.perf_counter()
         groups = shared_prefix_groups(ids)
-        prefixes = [decoder.prefill_prefix(ids[members[0]][:prefix_len]) for prefix_len, members in groups]
+        prefixes: dict[int, Any] = {}  # group -> its prefix's keys/values, while a batch needs it
         group_of = {i: g for g, (_, members) in enumerate(groups) for i in members}
         new_tokens = 0
         constraint_stats: dict[str, int] = {}
@@ -233,6 +234,9 @@ class Generator:
         for first in range(0, len(order), self.fast_batch_size):
             batch = order[first : first + self.fast_batch_size]
             row_groups = [group_of[i] for i in batch]
+            for g in dict.fromkeys(row_groups):  # computed when its first row comes up
+                if g not in prefixes:
+                    prefixes[g] = decoder.prefill_prefix(ids[groups[g][1][0]][: groups[g][0]])
             constraint = self._constraint([vocabularies[i] for i in batch], 1, greedy=True)
             texts, count = decoder.decode_batch(prefixes, row_groups, [groups[g][0] for g in row_groups],
                                                 [ids[i] for i in batch], constraint)
@@ -241,6 +245,9 @@ class Generator:
                 constraint_stats[key] = constraint_stats.get(key, 0) + value
             for i, text in zip(batch, texts):
                 results[i] = [cut_at_stop(text, self.stop_strings).strip()] * n
+            # rows come by group: every group of this batch but its last is finished
+            for g in [g for g in prefixes if g != row_groups[-1]]:
+                del prefixes[g]
             bar.update(len(batch))
         bar.close()
         self.last_stats = {
@@ -435,11 +442,13 @@ class _GreedyDecoder:
         tails = self._tails(prompts).to(device)
         state = SharedPrefixBatch(prefixes, row_groups, capacity=width + self.max_new_tokens)
         answers: list[list[int]] = [[] for _ in own]
-        present = torch.arange(rows, device=device)  # batch row -> prompt index
+        row_to_prompt = torch.arange(rows, device=device)  # batch row -> prompt index
         finished = torch.zeros(rows, dtype=torch.bool, device=device)
-        # What the constraint's scanners are fed: one placeholder "prompt" column (its first call
-        # takes everything so far as the prompt), then each step's tokens, the pad token for
-        # rows already finished - as model.generate pads them.
+        # What the constraint's scanners are fed: one placeholder "prompt" column (the processor's
+        # first call takes everything so far as the prompt: constrained.py, _catch_up), then each
+        # step's tokens, the pad token for rows already finished - as model.generate pads them.
+        # (Its step counts include a row's step after it finished unless the row was compacted
+        # away first, so constraint_steps can differ slightly from the old path's.)
         generated = torch.full((rows, 1), self.pad, dtype=torch.long, device=device)
         with torch.inference_mode(), shared_prefix_attention_on(self.model):
             logits = self._forward(state, input_ids.to(device), real.to(device), positions)
@@ -450,7 +459,7 @@ class _GreedyDecoder:
                 tokens = logits.argmax(-1)
                 if constraint is not None:
                     generated = torch.cat([generated, torch.where(finished, self.pad, tokens)[:, None]], dim=1)
-                for r, token, done_before in zip(present.tolist(), tokens.tolist(), finished.tolist()):
+                for r, token, done_before in zip(row_to_prompt.tolist(), tokens.tolist(), finished.tolist()):
                     if not done_before:
                         answers[r].append(token)
                 done = tokens == self.eos
@@ -460,10 +469,10 @@ class _GreedyDecoder:
                 finished |= done
                 if step + 1 == self.max_new_tokens or bool(finished.all()):
                     break
-                if int(finished.sum()) >= max(1, self.COMPACT_WHEN_FINISHED * len(present)):
+                if int(finished.sum()) >= max(1, self.COMPACT_WHEN_FINISHED * len(row_to_prompt)):
                     keep = (~finished).nonzero().squeeze(1)
                     state.keep_rows(keep)
-                    present, tokens, tails = present[keep], tokens[keep], tails[keep]
+                    row_to_prompt, tokens, tails = row_to_prompt[keep], tokens[keep], tails[keep]
                     next_positions, finished, generated = next_positions[keep], finished[keep], generated[keep]
                     if constraint is not None:
                         constraint.scanners = [constraint.scanners[r] for r in keep.tolist()]

@@ -809,8 +809,11 @@ def generation_plan(stage: str, phase: str, model: ModelParams, arch: Architectu
                     fast_tokens: int = 0) -> MemoryPlan:
     """Generation only (revision trees, evaluation): ``sequences`` generated at once, each up to
     ``model.max_seq_length`` tokens (prompt + new tokens). ``fast_rows``: rows of the fast greedy
-    path (generate.py), each holding ``fast_tokens`` of its own keys and values in float32 (its
-    prompt's shared prefix is stored once per database, small beside them)."""
+    path (generate.py), each holding ``fast_tokens`` of its own keys and values in float32, plus
+    one shared prefix (at most ``max_seq_length`` tokens, float32) and, in the step that reads
+    the rows' questions, one layer's attention scores over that prefix (scores, their
+    concatenation and the softmax: three float32 tensors of rows x heads x question tokens x
+    prefix)."""
     width = dtype_bytes(model, hardware)
     plan = MemoryPlan(stage, phase, model_name, source, hardware.total_memory_gib, hardware.name)
     weights = weight_bytes(arch, model, hardware, for_training=False)
@@ -841,9 +844,13 @@ def generation_plan(stage: str, phase: str, model: ModelParams, arch: Architectu
     logits = sequences * arch.vocab_size * 4
     plan.terms.append(MemoryTerm("logits (last token)", _gib(logits), f"{sequences} x {arch.vocab_size} x 4 B"))
     fast = fast_rows * fast_tokens * arch.kv_bytes_per_token(4)
+    if fast_rows:
+        fast += model.max_seq_length * arch.kv_bytes_per_token(4)  # the prefix, once
+        fast += 3 * fast_rows * arch.num_attention_heads * FAST_QUESTION_TOKENS * model.max_seq_length * 4
     if fast_rows:  # not at the same time as the sampling batch: the larger of the two counts
-        plan.terms.append(MemoryTerm("fast greedy path (float32 K/V)", _gib(max(0, fast - kv_needed)),
-                                     f"{fast_rows} rows x {fast_tokens} tokens, beyond the KV cache term",
+        plan.terms.append(MemoryTerm("fast greedy path (float32)", _gib(max(0, fast - kv_needed)),
+                                     f"{fast_rows} rows x {fast_tokens} tokens, a prefix and the first "
+                                     "step's scores, beyond the KV cache term",
                                      f"lower {batch_parameter}"))
     allocated = weights + max(kv_needed, fast) + logits
     plan.terms.append(MemoryTerm("CUDA context + fragmentation", _gib(overhead_bytes(allocated)),

@@ -56,19 +56,19 @@ def supports_shared_prefix(model: Any) -> bool:
 class SharedPrefixBatch:
     """The keys and values one decode batch attends to.
 
-    ``prefixes``: per group, per layer, ``(keys, values)`` of the group's prefix, each
-    ``[kv_heads, prefix_len, head_dim]`` (``prefix_len`` may be 0). ``row_groups``: the group
+    ``prefixes``: by group (a list or a dict), per layer, ``(keys, values)`` of the group's
+    prefix, each ``[kv_heads, prefix_len, head_dim]`` (``prefix_len`` may be 0). ``row_groups``: the group
     of each row; rows of one group must be contiguous (the decoder sorts them so), which lets a
     group's rows be a slice. ``capacity``: the most own columns a row will get (its question
     tokens plus the new tokens).
     """
 
-    def __init__(self, prefixes: Sequence[Sequence[tuple[Any, Any]]], row_groups: Sequence[int], capacity: int):
+    def __init__(self, prefixes: Any, row_groups: Sequence[int], capacity: int):
         self.prefixes = prefixes
         self.capacity = capacity
         self.length = 0  # own columns written so far (the same for every row: rows are left-padded)
-        self.keys: list[Any] = []
-        self.values: list[Any] = []
+        self.keys: dict[int, Any] = {}  # layer -> [rows, kv_heads, capacity, head_dim] float32
+        self.values: dict[int, Any] = {}
         self.valid = None  # [rows, capacity] bool: which own columns hold a real token
         self._set_rows(list(row_groups))
         self._start = self._end = 0
@@ -113,8 +113,8 @@ class SharedPrefixBatch:
 
     def keep_rows(self, rows) -> None:
         """Drop every row not in ``rows`` (a 1-D index tensor, in order; groups stay contiguous)."""
-        self.keys = [k.index_select(0, rows) for k in self.keys]
-        self.values = [v.index_select(0, rows) for v in self.values]
+        self.keys = {layer: k.index_select(0, rows) for layer, k in self.keys.items()}
+        self.values = {layer: v.index_select(0, rows) for layer, v in self.values.items()}
         self.valid = self.valid.index_select(0, rows)
         self._set_rows([self.row_groups[r] for r in rows.tolist()])
 
@@ -122,10 +122,10 @@ class SharedPrefixBatch:
         """Write this call's keys/values into the layer's buffer; the filled columns' views."""
         import torch
 
-        if len(self.keys) == layer:  # first call: allocate the layer's buffers
+        if layer not in self.keys:  # first call: allocate the layer's buffers
             shape = (key.shape[0], key.shape[1], self.capacity, key.shape[3])
-            self.keys.append(torch.zeros(shape, dtype=torch.float32, device=key.device))
-            self.values.append(torch.zeros(shape, dtype=torch.float32, device=key.device))
+            self.keys[layer] = torch.zeros(shape, dtype=torch.float32, device=key.device)
+            self.values[layer] = torch.zeros(shape, dtype=torch.float32, device=key.device)
         self.keys[layer][:, :, self._start : self._end] = key
         self.values[layer][:, :, self._start : self._end] = value
         return self.keys[layer][:, :, : self._end], self.values[layer][:, :, : self._end]
@@ -161,10 +161,10 @@ class SharedPrefixBatch:
     def _per_group(left, right):
         """``left`` [n, kv_heads, m, k] times ``right`` [kv_heads, k, p] for all n rows in one
         product per head: [n, kv_heads, m, p]. The right side (the group's prefix) is read once."""
-        n, kv_heads, m, k = left.shape
-        stacked = left.transpose(0, 1).reshape(kv_heads, n * m, k)
         import torch
 
+        n, kv_heads, m, k = left.shape
+        stacked = left.transpose(0, 1).reshape(kv_heads, n * m, k)
         return torch.matmul(stacked, right).view(kv_heads, n, m, -1).transpose(0, 1)
 
 
@@ -189,6 +189,12 @@ def shared_prefix_attention_on(model) -> Iterator[None]:
     AttentionInterface.register(ATTENTION_NAME, shared_prefix_attention)
     previous = model.config._attn_implementation
     model.set_attn_implementation(ATTENTION_NAME)
+    if model.config._attn_implementation != ATTENTION_NAME:
+        # transformers only warns when a model cannot switch: it would then ignore the batch's
+        # keys and values and answer from nothing - never silently
+        model.set_attn_implementation(previous)
+        raise RuntimeError(f"{type(model).__name__} cannot switch its attention implementation to "
+                           f"'{ATTENTION_NAME}'; generate with Generator(fast=False)")
     try:
         yield
     finally:

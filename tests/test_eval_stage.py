@@ -786,3 +786,31 @@ def test_best_of_n_on_a_seeded_sample_is_its_own_paired_dataset(run_cfg):
     assert all(sample_rows[q] == dev_rows[q] for q in sample)
     # and the report pairs greedy with each selector on the same 3 questions
     assert bon["sft/vote@4"]["comparisons"]["sft/greedy"]["n"] == 3
+
+
+def test_reward_scores_of_unchanged_pools_are_reused(run_cfg, monkeypatch):
+    """With this run's reward model (the default scorer) each pool's scores are kept beside its
+    predictions: a re-run of 06_eval does not score them again, until the reward model's
+    manifest (it was trained again) or the candidates change."""
+    from nl2sql_lib.evaluate import stage as stage_module
+
+    cfg = _bon_cfg(run_cfg)
+    _finish_fake_reward_model(cfg)
+    made = []
+
+    def default_factory(c):  # stands in for loading outputs/<run>/reward_model
+        made.append(ScriptedScorer())
+        return made[-1]
+
+    monkeypatch.setattr(stage_module, "default_scorer_factory", default_factory)
+    first, stage = _run(cfg)
+    assert len(made) == 1 and made[0].calls > 0
+    kept = sorted(p.name for p in stage.dir.glob("rm_scores_*.json"))
+    assert kept == ["rm_scores_sft_dev.json"]
+    again, _ = _run(cfg)
+    assert len(made) == 1  # not loaded, nothing scored
+    assert again["dev"]["sft/rm@4"] == first["dev"]["sft/rm@4"]
+    manifest = cfg.run_dir / "reward_model" / "manifest.json"
+    manifest.write_text(manifest.read_text().replace("}", ', "again": true}', 1))  # 05 ran again
+    _run(cfg)
+    assert len(made) == 2 and made[1].calls > 0

@@ -322,3 +322,18 @@ def test_shared_prefix_attention_equals_plain_attention():
     check(rows, torch.ones(len(rows), 1, dtype=torch.bool), 1)
     with pytest.raises(ValueError, match="contiguous"):
         SharedPrefixBatch(prefixes, [0, 2, 0], capacity=4)
+
+
+def test_a_model_that_cannot_switch_attention_fails_loudly(generator, monkeypatch):
+    """transformers only warns when a model cannot take another attention implementation; the
+    fast path would then attend to nothing of the prefix, so it raises instead, and the model
+    keeps its own implementation."""
+    from nl2sql_lib.shared_prefix import shared_prefix_attention_on
+
+    model = generator.model
+    before = model.config._attn_implementation
+    monkeypatch.setattr(type(model), "set_attn_implementation", lambda self, name, **kw: None)
+    with pytest.raises(RuntimeError, match="Generator\\(fast=False\\)"):
+        with shared_prefix_attention_on(model):
+            pass
+    assert model.config._attn_implementation == before

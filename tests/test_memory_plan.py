@@ -465,16 +465,20 @@ def test_activation_count_matches_what_autograd_saves(target_modules, weights, a
 
 def test_eval_without_vllm_counts_the_fast_greedy_rows():
     """Without vLLM, greedy answers take the fast path: 8 x batch_size rows, each holding its
-    question (256 tokens allowed) and answer as float32 keys and values; the plan counts the
-    larger of that and the sampling batch's KV cache (the two never run at once)."""
+    question (256 tokens allowed) and answer as float32 keys and values, a shared prefix, and the
+    first step's attention scores over it; the plan counts the larger of that and the sampling
+    batch's KV cache (the two never run at once)."""
     for best_of_n in ([], None):  # greedy systems only; and the reference file's best-of-N pools
         cfg = gpu_params("eval", use_vllm=False, **({"best_of_n_systems": best_of_n} if best_of_n == [] else {}))
         plan = the_plan("eval", cfg, A100_80, "generation")
         rows, tokens = 8 * cfg.batch_size, 256 + cfg.max_new_tokens
-        fast = rows * tokens * 2 * LAYERS * KV * 4  # K and V, every layer, float32
+        context = 1024  # ModelParams.max_seq_length, the default the eval plan assumes
+        fast = (rows * tokens * 2 * LAYERS * KV * 4  # each row's K and V, every layer, float32
+                + context * 2 * LAYERS * KV * 4  # one shared prefix
+                + 3 * rows * 12 * 256 * context * 4)  # the first step's scores over it (12 heads)
         sampling = plan.gib("KV cache") * GIB
-        assert plan.gib("fast greedy path (float32 K/V)") == pytest.approx(max(0, fast - sampling) / GIB, abs=1e-9)
-        if best_of_n == []:  # 256 rows x 512 tokens in fp32 outweigh 32 sequences of the context
-            assert fast > sampling and plan.gib("fast greedy path (float32 K/V)") > 1
+        assert plan.gib("fast greedy path (float32)") == pytest.approx(max(0, fast - sampling) / GIB, abs=1e-9)
+        if best_of_n == []:  # 256 rows in fp32 outweigh 32 sequences of the context
+            assert fast > sampling and plan.gib("fast greedy path (float32)") > 1
     with_vllm = the_plan("eval", gpu_params("eval"), A100_80, "generation")
-    assert with_vllm.gib("fast greedy path (float32 K/V)") == 0  # vLLM answers: no such rows
+    assert with_vllm.gib("fast greedy path (float32)") == 0  # vLLM answers: no such rows

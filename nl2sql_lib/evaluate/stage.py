@@ -26,6 +26,7 @@ Steps, in the order they run:
 
 from __future__ import annotations
 
+import json
 import logging
 from collections import Counter
 from pathlib import Path
@@ -34,7 +35,7 @@ from typing import Any, Callable
 from ..config import EvalParams, SourceParams
 from ..data.example import Example, read_examples
 from ..io import atomic_write_text, write_json, write_jsonl
-from ..runs import StageRun, require_output
+from ..runs import StageRun, require_output, stage_manifest_sha256
 from .selection import RM_STRATEGIES
 from .stats import compare_items, wilson_interval
 from .systems import (
@@ -278,7 +279,12 @@ def _dataset_notes(datasets: list[EvalSet]) -> list[str]:
 
 
 def _reward_scores(cfg, systems, pool_systems, datasets, preds, make_scorer, stage):
-    """{(dataset, system): [[score per candidate] per question]} or {} with a note why not."""
+    """{(dataset, system): [[score per candidate] per question]} or {} with a note why not.
+
+    With the default scorer (this run's reward model) the scores of each pool are kept in
+    ``rm_scores_<system>_<dataset>.json`` and reused while the reward model (its manifest) and
+    the pool's candidates are unchanged: a re-run of 06_eval does not score every pool again
+    (16.6 minutes for the spider profile's 400 x 8)."""
     if not set(RM_STRATEGIES) & set(cfg.strategies) or not pool_systems:
         return {}, None
     if not reward_scorer_available(cfg):
@@ -287,22 +293,60 @@ def _reward_scores(cfg, systems, pool_systems, datasets, preds, make_scorer, sta
             f"'{cfg.run}' ({cfg.run_dir / 'reward_model'} has no finished model); run "
             "notebooks/05_reward_model.ipynb to add it."
         )
+    cacheable = make_scorer is default_scorer_factory
     scores: dict[tuple[str, str], list[list[float]]] = {}
+    todo = []
+    for system in systems:
+        if system.name not in pool_systems:
+            continue
+        for ds in datasets:
+            if ds.best_of_n and ds.evaluates(system.name):
+                records = preds[system.name][ds.name]
+                cached = _cached_rm_scores(cfg, stage.dir, system.name, ds.name, records) if cacheable else None
+                if cached is not None:
+                    scores[(ds.name, system.name)] = cached
+                else:
+                    todo.append((system, ds, records))
+    if not todo:
+        return scores, None
     with stage.timer("reward_model"):
         scorer = make_scorer(cfg)
         try:
-            for system in systems:
-                if system.name not in pool_systems:
-                    continue
-                for ds in datasets:
-                    if ds.best_of_n and ds.evaluates(system.name):
-                        scores[(ds.name, system.name)] = rm_scores(
-                            scorer, preds[system.name][ds.name], ds.examples, system
-                        )
+            for system, ds, records in todo:
+                scores[(ds.name, system.name)] = rm_scores(scorer, records, ds.examples, system)
+                if cacheable:
+                    _keep_rm_scores(cfg, stage.dir, system.name, ds.name, records, scores[(ds.name, system.name)])
         finally:
             del scorer
             free_memory()
     return scores, None
+
+
+def _rm_scores_fingerprint(cfg, records: list[dict]) -> dict[str, str | None]:
+    """What a pool's reward-model scores depend on: the reward model and the candidates."""
+    import hashlib
+
+    pools = [[rec["key"], rec.get("candidates") or []] for rec in records]
+    return {"reward_model_manifest_sha256": stage_manifest_sha256(cfg, "reward_model"),
+            "candidates_sha256": hashlib.sha256(json.dumps(pools).encode()).hexdigest()[:16]}
+
+
+def _rm_scores_path(eval_dir: Path, system: str, dataset: str) -> Path:
+    return Path(eval_dir) / f"rm_scores_{system}_{dataset}.json"
+
+
+def _cached_rm_scores(cfg, eval_dir: Path, system: str, dataset: str, records: list[dict]):
+    path = _rm_scores_path(eval_dir, system, dataset)
+    if not path.is_file():
+        return None
+    kept = json.loads(path.read_text())
+    return kept["scores"] if kept.get("fingerprint") == _rm_scores_fingerprint(cfg, records) else None
+
+
+def _keep_rm_scores(cfg, eval_dir: Path, system: str, dataset: str, records: list[dict], scores) -> None:
+    # json writes -inf (a candidate without SQL) as -Infinity and reads it back
+    write_json(_rm_scores_path(eval_dir, system, dataset),
+               {"fingerprint": _rm_scores_fingerprint(cfg, records), "scores": scores})
 
 
 def _score_dataset(ds, systems, pool_systems, preds, scores, judge, cfg):
