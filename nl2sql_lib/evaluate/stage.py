@@ -34,7 +34,7 @@ from typing import Any, Callable
 
 from ..config import EvalParams, SourceParams
 from ..data.example import Example, read_examples
-from ..io import atomic_write_text, write_json, write_jsonl
+from ..io import atomic_write_text, read_json, write_json, write_jsonl
 from ..runs import StageRun, require_output, stage_manifest_sha256
 from .selection import RM_STRATEGIES
 from .stats import compare_items, wilson_interval
@@ -339,7 +339,7 @@ def _cached_rm_scores(cfg, eval_dir: Path, system: str, dataset: str, records: l
     path = _rm_scores_path(eval_dir, system, dataset)
     if not path.is_file():
         return None
-    kept = json.loads(path.read_text())
+    kept = read_json(path)
     return kept["scores"] if kept.get("fingerprint") == _rm_scores_fingerprint(cfg, records) else None
 
 
